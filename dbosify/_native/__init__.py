@@ -2,3 +2,27 @@
 
 Placeholder: filled in by the engine work.
 """
+
+# --- Import-time placeholders (added by the import-hook work) -----------------
+# temporalio's Python modules import these names from the native module when
+# they are first imported (bridge/client.py: RPCError; bridge/worker.py:
+# CustomSlotSupplier, PollShutdownError; envconfig.py: envconfig). They only
+# exist so that `import temporalio.client` / `temporalio.worker` succeed; the
+# engine work replaces them with the real implementations.
+import types as _types
+
+
+class RPCError(RuntimeError):  # placeholder
+    """Placeholder for the native RPC error type."""
+
+
+class PollShutdownError(Exception):  # placeholder
+    """Placeholder for the native poll-shutdown error type."""
+
+
+class CustomSlotSupplier:  # placeholder
+    """Placeholder for the native custom slot supplier wrapper."""
+
+
+envconfig = _types.ModuleType(__name__ + ".envconfig", "Placeholder for the native envconfig submodule.")
+# --- end of import-time placeholders ------------------------------------------
