@@ -6,10 +6,10 @@ Placeholder: filled in by the engine work.
 # --- Import-time placeholders (added by the import-hook work) -----------------
 # temporalio's Python modules import these names from the native module when
 # they are first imported (bridge/client.py: RPCError; bridge/worker.py:
-# CustomSlotSupplier, PollShutdownError; envconfig.py: envconfig). They only
-# exist so that `import temporalio.client` / `temporalio.worker` succeed; the
-# engine work replaces them with the real implementations.
-import types as _types
+# CustomSlotSupplier, PollShutdownError; envconfig.py imports the `envconfig`
+# submodule, which is real). They only exist so that `import temporalio.client`
+# / `temporalio.worker` succeed; the engine work replaces them with the real
+# implementations.
 
 
 class RPCError(RuntimeError):  # placeholder
@@ -24,5 +24,4 @@ class CustomSlotSupplier:  # placeholder
     """Placeholder for the native custom slot supplier wrapper."""
 
 
-envconfig = _types.ModuleType(__name__ + ".envconfig", "Placeholder for the native envconfig submodule.")
 # --- end of import-time placeholders ------------------------------------------
