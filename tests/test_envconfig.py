@@ -988,3 +988,14 @@ def test_matches_native_toml_1_1(native: Any, data: bytes) -> None:
         assert actual[1] == expected[1]
     else:
         assert _comparable_error(actual[1]) == _comparable_error(expected[1])
+
+
+def test_matches_native_non_unicode_env(native: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    if sys.platform == "win32":
+        pytest.skip("POSIX environments only")
+    # os.environ holds undecodable bytes as lone surrogates (surrogateescape).
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "a\udcfe\n")
+    expected = _run(native, Case("env", "profile"), {"disable_file": True, "env_vars": None})
+    actual = _run(ours, Case("env", "profile"), {"disable_file": True, "env_vars": None})
+    assert expected[0] == "ConfigError"
+    assert actual == expected

@@ -163,9 +163,9 @@ class _Env:
         value = os.environ.get(key)
         if value is not None and _has_surrogates(value):
             # std::env::var refuses values that are not valid unicode.
-            shown = value.encode("utf-8", "surrogateescape")
             raise ConfigError(
-                f"Configuration loading error: environment variable was not valid unicode: {shown!r}"
+                "Configuration loading error: environment variable was not valid unicode: "
+                + _rust_debug_str(value)
             )
         return value
 
@@ -545,6 +545,9 @@ def _rust_debug_str(text: str) -> str:
     for ch in text:
         if ch in simple:
             out.append(simple[ch])
+        elif "\udc80" <= ch <= "\udcff":
+            # A byte that was not valid UTF-8 (os.environ's surrogateescape).
+            out.append(f"\\x{ord(ch) - 0xDC00:02X}")
         elif _grapheme_extend(ch) or not ch.isprintable():
             out.append(f"\\u{{{ord(ch):x}}}")
         else:
