@@ -1,27 +1,58 @@
-"""Pure-Python stand-in for temporalio's native core module (``temporalio.bridge.temporal_sdk_bridge``).
+"""Pure-Python stand-in for temporalio's native core module, ``temporalio.bridge.temporal_sdk_bridge``.
 
-Placeholder: filled in by the engine work.
+The import hook serves this package under that name, so every other temporalio
+module (client, worker, testing, runtime, envconfig) runs unchanged on top of it.
+Each name here mirrors one the Rust extension exports (see its ``src/lib.rs``).
 """
 
-# --- Import-time placeholders (added by the import-hook work) -----------------
-# temporalio's Python modules import these names from the native module when
-# they are first imported (bridge/client.py: RPCError; bridge/worker.py:
-# CustomSlotSupplier, PollShutdownError; envconfig.py imports the `envconfig`
-# submodule, which is real). They only exist so that `import temporalio.client`
-# / `temporalio.worker` succeed; the engine work replaces them with the real
-# implementations.
+from __future__ import annotations
 
+from dbosify._native import envconfig
+from dbosify._native._client import ClientRef, RPCError, connect_client
+from dbosify._native._runtime import (
+    BufferedLogEntry,
+    BufferedMetric,
+    BufferedMetricUpdate,
+    EphemeralServerRef,
+    MetricAttributesRef,
+    MetricCounterRef,
+    MetricGaugeFloatRef,
+    MetricGaugeRef,
+    MetricHistogramDurationRef,
+    MetricHistogramFloatRef,
+    MetricHistogramRef,
+    MetricMeterRef,
+    RuntimeRef,
+    init_runtime,
+    new_metric_meter,
+    raise_in_thread,
+    start_dev_server,
+    start_test_server,
+)
+from dbosify._native._worker import (
+    ActivitySlotInfo,
+    CustomSlotSupplier,
+    HistoryPusher,
+    LocalActivitySlotInfo,
+    PollShutdownError,
+    SlotMarkUsedCtx,
+    SlotReleaseCtx,
+    SlotReserveCtx,
+    WorkerRef,
+    WorkflowSlotInfo,
+    new_replay_worker,
+    new_worker,
+)
 
-class RPCError(RuntimeError):  # placeholder
-    """Placeholder for the native RPC error type."""
+FIPS = False
 
-
-class PollShutdownError(Exception):  # placeholder
-    """Placeholder for the native poll-shutdown error type."""
-
-
-class CustomSlotSupplier:  # placeholder
-    """Placeholder for the native custom slot supplier wrapper."""
-
-
-# --- end of import-time placeholders ------------------------------------------
+__all__ = [
+    "FIPS", "RPCError", "ClientRef", "connect_client", "MetricMeterRef", "MetricAttributesRef",
+    "MetricCounterRef", "MetricHistogramRef", "MetricHistogramFloatRef", "MetricHistogramDurationRef",
+    "MetricGaugeRef", "MetricGaugeFloatRef", "BufferedMetricUpdate", "BufferedMetric",
+    "new_metric_meter", "RuntimeRef", "BufferedLogEntry", "init_runtime", "raise_in_thread",
+    "EphemeralServerRef", "start_dev_server", "start_test_server", "PollShutdownError", "WorkerRef",
+    "HistoryPusher", "CustomSlotSupplier", "SlotReserveCtx", "SlotReleaseCtx", "SlotMarkUsedCtx",
+    "WorkflowSlotInfo", "ActivitySlotInfo", "LocalActivitySlotInfo", "new_worker",
+    "new_replay_worker", "envconfig",
+]

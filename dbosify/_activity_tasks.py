@@ -1,0 +1,313 @@
+"""Activity tasks: scheduled by a run, claimed by any live worker on the task queue.
+
+An attempt's outcome is decided here in one transaction: the result event in the
+run's history, or the next attempt (with the retry policy's backoff), or the
+final failure. Heartbeat details live on the task row so they survive a crash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import workflow_pb2 as wfenums
+from temporalio.api.failure.v1 import message_pb2 as failure_pb
+from temporalio.api.history.v1 import message_pb2 as hist
+from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
+
+from dbosify import _history as h
+from dbosify._errors import ServiceError
+from dbosify._store import Store, Tx
+
+TIMEOUT_START_TO_CLOSE = 1
+TIMEOUT_SCHEDULE_TO_START = 2
+TIMEOUT_SCHEDULE_TO_CLOSE = 3
+TIMEOUT_HEARTBEAT = 4
+
+
+def make_token(run_id: str, seq: int, attempt: int) -> bytes:
+    return f"{run_id}\x00{seq}\x00{attempt}".encode()
+
+
+def parse_token(token: bytes) -> tuple[str, int, int]:
+    try:
+        run_id, seq, attempt = token.decode().split("\x00")
+        return run_id, int(seq), int(attempt)
+    except Exception:
+        raise ServiceError.invalid("invalid activity task token") from None
+
+
+def _dur(msg: Any, field: str) -> float | None:
+    if msg.HasField(field):
+        v = getattr(msg, field).ToNanoseconds() / 1e9
+        return v if v > 0 else None
+    return None
+
+
+def schedule(tx: Tx, run: h.Run, seq: int, event_id: int, task_queue: str, now: float) -> None:
+    tx.execute(
+        "INSERT INTO activity_tasks (run_id, seq, task_queue, attempt, state, available_at,"
+        " scheduled_event_id, scheduled_time) VALUES (%s, %s, %s, 1, 'scheduled', %s, %s, %s)",
+        (run.run_id, seq, task_queue, now, event_id, now),
+    )
+    tx.notify(f"act:{task_queue}")
+
+
+@dataclass
+class Claimed:
+    run_id: str
+    seq: int
+    attempt: int
+    task: at.ActivityTask
+    start_to_close: float | None
+    heartbeat_timeout: float | None
+    deadline: float | None  # schedule-to-close
+
+
+def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskScheduledEventAttributes:
+    row = tx.one("SELECT event FROM history WHERE run_id = %s AND event_id = %s", (run_id, event_id))
+    ev = hist.HistoryEvent.FromString(bytes(row[0]))
+    return ev.activity_task_scheduled_event_attributes
+
+
+def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | float | None:
+    """Claim one ready task; else the time the next one becomes ready (or None)."""
+    now = time.time()
+    lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+    row = tx.one(
+        "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at"
+        " FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled' AND available_at <= %s"
+        f" ORDER BY available_at LIMIT 1{lock}",
+        (task_queue, now),
+    )
+    if row is None:
+        nxt = tx.one(
+            "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'",
+            (task_queue,),
+        )
+        return float(nxt[0]) if nxt and nxt[0] is not None else None
+    run_id, seq, attempt, details, sched_id, sched_time, avail = row
+    tx.execute(
+        "UPDATE activity_tasks SET state = 'running', owner = %s, started_at = %s, heartbeat_at = NULL"
+        " WHERE run_id = %s AND seq = %s",
+        (owner, now, run_id, seq),
+    )
+    run = h.get_run(tx, run_id)
+    assert run is not None
+    attrs = _scheduled_attrs(tx, run_id, sched_id)
+    task = at.ActivityTask(task_token=make_token(run_id, seq, attempt))
+    s = task.start
+    s.workflow_namespace = namespace
+    s.workflow_type = run.workflow_type
+    s.workflow_execution.workflow_id = run.workflow_id
+    s.workflow_execution.run_id = run_id
+    s.activity_id = attrs.activity_id
+    s.activity_type = attrs.activity_type.name
+    for k, v in attrs.header.fields.items():
+        s.header_fields[k].CopyFrom(v)
+    s.input.extend(attrs.input.payloads)
+    if details:
+        s.heartbeat_details.extend(common.Payloads.FromString(bytes(details)).payloads)
+    s.scheduled_time.FromNanoseconds(int(sched_time * 1e9))
+    s.current_attempt_scheduled_time.FromNanoseconds(int(avail * 1e9))
+    s.started_time.FromNanoseconds(int(now * 1e9))
+    s.attempt = attempt
+    for f in ("schedule_to_close_timeout", "start_to_close_timeout", "heartbeat_timeout", "retry_policy", "priority"):
+        if attrs.HasField(f):
+            getattr(s, f).CopyFrom(getattr(attrs, f))
+    s2c = _dur(attrs, "schedule_to_close_timeout")
+    return Claimed(
+        run_id,
+        seq,
+        attempt,
+        task,
+        _dur(attrs, "start_to_close_timeout"),
+        _dur(attrs, "heartbeat_timeout"),
+        sched_time + s2c if s2c else None,
+    )
+
+
+def _retry_delay(policy: common.RetryPolicy, attempt: int, failure: failure_pb.Failure | None) -> float | None:
+    """Seconds until the next attempt, or None if the failure is final."""
+    if failure is not None:
+        info = failure.application_failure_info if failure.HasField("application_failure_info") else None
+        if info is not None:
+            if info.non_retryable or info.type in set(policy.non_retryable_error_types):
+                return None
+            if info.HasField("next_retry_delay") and info.next_retry_delay.ToNanoseconds() > 0:
+                if policy.maximum_attempts and attempt >= policy.maximum_attempts:
+                    return None
+                return info.next_retry_delay.ToNanoseconds() / 1e9
+    if policy.maximum_attempts and attempt >= policy.maximum_attempts:
+        return None
+    initial = policy.initial_interval.ToNanoseconds() / 1e9 if policy.HasField("initial_interval") else 1.0
+    initial = initial or 1.0
+    coeff = policy.backoff_coefficient or 2.0
+    maximum = (
+        policy.maximum_interval.ToNanoseconds() / 1e9
+        if policy.HasField("maximum_interval") and policy.maximum_interval.ToNanoseconds()
+        else initial * 100
+    )
+    return float(min(initial * coeff ** (attempt - 1), maximum))
+
+
+def timeout_failure(kind: int, last: failure_pb.Failure | None = None) -> failure_pb.Failure:
+    names = {1: "StartToClose", 2: "ScheduleToStart", 3: "ScheduleToClose", 4: "Heartbeat"}
+    f = failure_pb.Failure(message=f"activity {names.get(kind, '')} timeout", source="dbosify")
+    f.timeout_failure_info.timeout_type = kind  # type: ignore[assignment]
+    if last is not None:
+        f.cause.CopyFrom(last)
+    return f
+
+
+def finish(
+    tx: Tx,
+    run_id: str,
+    seq: int,
+    attempt: int,
+    kind: str,
+    payload: Message | None,
+    identity: str,
+    *,
+    timeout_kind: int = 0,
+) -> bool:
+    """Record an attempt's outcome. Returns False if the attempt is no longer current."""
+    row = tx.one(
+        "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue"
+        " FROM activity_tasks WHERE run_id = %s AND seq = %s",
+        (run_id, seq),
+    )
+    if row is None or row[0] != attempt or row[1] != "running":
+        return False
+    _, _, sched_id, sched_time, details, task_queue = row
+    now = time.time()
+    if kind == "failed":
+        assert isinstance(payload, failure_pb.Failure)
+        attrs = _scheduled_attrs(tx, run_id, sched_id)
+        if timeout_kind:
+            payload = timeout_failure(timeout_kind, payload if payload.message else None)
+        delay = _retry_delay(attrs.retry_policy, attempt, payload)
+        s2c = _dur(attrs, "schedule_to_close_timeout")
+        retry_state = wfenums.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED if delay is None else 0
+        if delay is not None and s2c and now + delay >= sched_time + s2c:
+            delay = None
+            retry_state = wfenums.RETRY_STATE_TIMEOUT
+        if delay is None and not retry_state:
+            retry_state = wfenums.RETRY_STATE_NON_RETRYABLE_FAILURE
+        if delay is not None:
+            tx.execute(
+                "UPDATE activity_tasks SET attempt = attempt + 1, state = 'scheduled', owner = NULL,"
+                " available_at = %s, last_failure = %s WHERE run_id = %s AND seq = %s",
+                (now + delay, payload.SerializeToString(), run_id, seq),
+            )
+            tx.notify(f"act:{task_queue}")
+            return True
+        _record_started(tx, run_id, seq, sched_id, attempt, identity, payload)
+        if timeout_kind:
+            h.append(
+                tx,
+                run_id,
+                et.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+                hist.ActivityTaskTimedOutEventAttributes(
+                    failure=payload, scheduled_event_id=sched_id, retry_state=retry_state  # type: ignore[arg-type]
+                ),
+                seq=seq,
+                dedup=f"act-done:{seq}",
+            )
+        else:
+            h.append(
+                tx,
+                run_id,
+                et.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+                hist.ActivityTaskFailedEventAttributes(
+                    failure=payload, scheduled_event_id=sched_id, identity=identity,
+                    retry_state=retry_state,  # type: ignore[arg-type]
+                ),
+                seq=seq,
+                dedup=f"act-done:{seq}",
+            )
+    elif kind == "completed":
+        _record_started(tx, run_id, seq, sched_id, attempt, identity, None)
+        a = hist.ActivityTaskCompletedEventAttributes(scheduled_event_id=sched_id, identity=identity)
+        if payload is not None:
+            a.result.CopyFrom(payload)
+        h.append(tx, run_id, et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, a, seq=seq, dedup=f"act-done:{seq}")
+    else:  # canceled
+        _record_started(tx, run_id, seq, sched_id, attempt, identity, None)
+        c = hist.ActivityTaskCanceledEventAttributes(scheduled_event_id=sched_id, identity=identity)
+        if isinstance(payload, common.Payloads):
+            c.details.CopyFrom(payload)
+        h.append(tx, run_id, et.EVENT_TYPE_ACTIVITY_TASK_CANCELED, c, seq=seq, dedup=f"act-done:{seq}")
+    tx.execute("DELETE FROM activity_tasks WHERE run_id = %s AND seq = %s", (run_id, seq))
+    return True
+
+
+def _record_started(
+    tx: Tx, run_id: str, seq: int, sched_id: int, attempt: int, identity: str,
+    last_failure: failure_pb.Failure | None,
+) -> None:
+    a = hist.ActivityTaskStartedEventAttributes(
+        scheduled_event_id=sched_id, identity=identity, attempt=attempt
+    )
+    if last_failure is not None:
+        a.last_failure.CopyFrom(last_failure)
+    h.append(tx, run_id, et.EVENT_TYPE_ACTIVITY_TASK_STARTED, a, seq=None, dedup=f"act-start:{seq}")
+
+
+async def finish_by_token(
+    store: Store, ns: str, token: bytes, kind: str, payload: Message | None, identity: str
+) -> None:
+    run_id, seq, attempt = parse_token(token)
+
+    def fn(tx: Tx) -> None:
+        run = h.get_run(tx, run_id, lock=True)
+        if run is None or not run.running:
+            raise ServiceError.not_found("workflow execution already completed")
+        if not finish(tx, run_id, seq, attempt, kind, payload, identity):
+            raise ServiceError.not_found("activity task not found")
+
+    await store.transact(ns, fn)
+
+
+async def heartbeat_by_token(
+    store: Store, ns: str, token: bytes, details: common.Payloads | None
+) -> bool:
+    """Store heartbeat details; returns whether cancellation was requested."""
+    run_id, seq, attempt = parse_token(token)
+
+    def fn(tx: Tx) -> bool:
+        row = tx.one(
+            "SELECT attempt, cancel_requested FROM activity_tasks WHERE run_id = %s AND seq = %s",
+            (run_id, seq),
+        )
+        if row is None or row[0] != attempt:
+            raise ServiceError.not_found("activity task not found")
+        tx.execute(
+            "UPDATE activity_tasks SET heartbeat_at = %s, details = COALESCE(%s, details)"
+            " WHERE run_id = %s AND seq = %s",
+            (time.time(), details.SerializeToString() if details is not None else None, run_id, seq),
+        )
+        return bool(row[1])
+
+    return await store.transact(ns, fn)
+
+
+async def token_by_id(store: Store, ns: str, workflow_id: str, run_id: str, activity_id: str) -> bytes:
+    def fn(tx: Tx) -> bytes:
+        run = h.find_run(tx, workflow_id, run_id or None)
+        if run is None:
+            raise ServiceError.not_found(f"workflow not found for ID: {workflow_id}")
+        rows = tx.all(
+            "SELECT seq, attempt, scheduled_event_id FROM activity_tasks WHERE run_id = %s",
+            (run.run_id,),
+        )
+        for seq, attempt, sched_id in rows:
+            if _scheduled_attrs(tx, run.run_id, sched_id).activity_id == activity_id:
+                return make_token(run.run_id, seq, attempt)
+        raise ServiceError.not_found("activity task not found")
+
+    return await store.transact(ns, fn)

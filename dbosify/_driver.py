@@ -1,0 +1,879 @@
+"""The run driver: one per run a worker owns; the part of Temporal's core that runs workflows.
+
+It replays the run's history into activations for temporalio's own workflow
+worker, then lives on: each batch of new input events (and admitted updates)
+becomes one activation, and the commands that come back are applied in one
+transaction together with a WorkflowTaskCompleted event that records exactly
+which inputs that activation consumed. Replaying those boundaries gives the
+workflow the same activations after a crash, on any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import query_pb2 as query_enums
+from temporalio.api.failure.v1 import message_pb2 as failure_pb
+from temporalio.api.history.v1 import message_pb2 as hist
+from temporalio.api.query.v1 import message_pb2 as query_pb
+from temporalio.api.update.v1 import message_pb2 as upd_pb
+from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
+from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
+from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
+
+from dbosify import _activations as A
+from dbosify import _activity_tasks as acts
+from dbosify import _history as h
+from dbosify import _runs
+from dbosify._errors import ServiceError
+from dbosify._store import Tx
+
+if TYPE_CHECKING:
+    from dbosify._worker_core import WorkerCore
+
+logger = logging.getLogger("dbosify")
+E = et
+
+ACTIVITY_CANCEL_TRY = 0
+ACTIVITY_CANCEL_WAIT = 1
+ACTIVITY_CANCEL_ABANDON = 2
+
+
+class RunClosed(Exception):
+    pass
+
+
+@dataclass
+class Snapshot:
+    run: h.Run
+    events: list[tuple[hist.HistoryEvent, int | None]]
+    updates: list[upd_pb.Request]
+    queries: list[tuple[str, query_pb.WorkflowQuery]]
+
+
+@dataclass
+class DriverState:
+    consumed: int = 0
+    timers: dict[int, float] = field(default_factory=dict)
+    activity_cancel_type: dict[int, int] = field(default_factory=dict)
+    activity_open: set[int] = field(default_factory=set)
+    scheduled: dict[int, Any] = field(default_factory=dict)
+    local_pending: dict[int, wc.ScheduleLocalActivity] = field(default_factory=dict)
+    local_done: set[int] = field(default_factory=set)
+    patches: list[str] = field(default_factory=list)
+    flags: set[int] = field(default_factory=set)
+    children: dict[int, str] = field(default_factory=dict)  # seq -> child workflow id
+
+
+class RunDriver:
+    def __init__(self, core: WorkerCore, run_id: str) -> None:
+        self.core = core
+        self.run_id = run_id
+        self.ns = core.ns
+        self.store = core.store
+        self.state = DriverState()
+        self.events: list[tuple[hist.HistoryEvent, int | None]] = []
+        self.in_cache = False
+        self.evict_requested = False
+        self.run: h.Run | None = None
+        self.local_tasks: dict[int, asyncio.Task[None]] = {}
+
+    # -- entry ------------------------------------------------------------------------------
+
+    async def drive(self) -> None:
+        backoff = 0.0
+        while not self.core.shutting_down:
+            try:
+                if backoff:
+                    await asyncio.sleep(backoff)
+                await self._replay()
+                await self._live()
+                return
+            except RunClosed:
+                return
+            except WorkflowTaskFailed:
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                await self._evict("workflow task failed")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("dbosify: driver for run %s failed; retrying", self.run_id)
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                await self._evict("driver error")
+        await self._evict("worker shutting down")
+
+    # -- replay -------------------------------------------------------------------------------
+
+    async def _load(self, after: int) -> Snapshot:
+        def fn(tx: Tx) -> Snapshot:
+            run = h.get_run(tx, self.run_id)
+            if run is None:
+                raise RunClosed()
+            events = h.load_events(tx, self.run_id, after)
+            updates = [
+                upd_pb.Request.FromString(bytes(r[0]))
+                for r in tx.all(
+                    "SELECT request FROM updates WHERE run_id = %s AND state = 'requested'"
+                    " ORDER BY update_id",
+                    (self.run_id,),
+                )
+            ] if run.running else []
+            queries = [
+                (r[0], query_pb.WorkflowQuery.FromString(bytes(r[1])))
+                for r in tx.all(
+                    "SELECT query_id, request FROM queries WHERE run_id = %s AND state = 'pending'",
+                    (self.run_id,),
+                )
+            ]
+            return Snapshot(run, events, updates, queries)
+
+        return await self.store.transact(self.ns, fn)
+
+    async def _replay(self) -> None:
+        """Rebuild the workflow from history, one recorded activation at a time."""
+        self.state = DriverState()
+        snap = await self._load(0)
+        self.run = snap.run
+        self.events = list(snap.events)
+        st = self.state
+        # Patches recorded anywhere in history are announced with the first activation.
+        for ev, _ in self.events:
+            if ev.event_type == E.EVENT_TYPE_MARKER_RECORDED:
+                m = ev.marker_recorded_event_attributes
+                if m.marker_name == A.PATCH_MARKER and "patch_data" in m.details:
+                    pid = m.details["patch_data"].payloads[0].data.decode().strip('"')
+                    if pid not in st.patches:
+                        st.patches.append(pid)
+        by_id = {ev.event_id: (ev, seq) for ev, seq in self.events}
+        for ev, seq in self.events:
+            if ev.event_type != E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                continue
+            consumed = seq or 0
+            inputs = [
+                (e, s)
+                for e, s in self.events
+                if st.consumed < e.event_id <= consumed and A.is_input(e)
+            ]
+            updates = []
+            for e, s in self.events:
+                if (
+                    e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+                    and s == ev.event_id
+                ):
+                    updates.append(
+                        (e.workflow_execution_update_accepted_event_attributes.accepted_request, False)
+                    )
+            flags = list(ev.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
+            self._track_inputs(inputs)
+            jobs = A.jobs_for(self.run_id, inputs, updates, st.patches, st.scheduled)
+            ts = ev.event_time.ToNanoseconds() / 1e9
+            st.flags.update(flags)
+            completion = await self._activate(jobs, ts, replaying=True, history_length=consumed)
+            self._check_completion(completion)
+            self._track_commands(completion, ts, ev.event_id, live=False)
+            st.consumed = consumed
+        del by_id
+        # Timers and activities recorded in history but started after the last boundary
+        # (i.e. by this run's last live activation) are tracked from their events.
+        self._track_history_outputs()
+
+    def _track_history_outputs(self) -> None:
+        st = self.state
+        for ev, seq in self.events:
+            t = ev.event_type
+            if t == E.EVENT_TYPE_TIMER_STARTED and seq is not None:
+                dur = ev.timer_started_event_attributes.start_to_fire_timeout.ToNanoseconds() / 1e9
+                st.timers.setdefault(seq, ev.event_time.ToNanoseconds() / 1e9 + dur)
+            elif t in (E.EVENT_TYPE_TIMER_FIRED, E.EVENT_TYPE_TIMER_CANCELED) and seq is not None:
+                st.timers.pop(seq, None)
+            elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and seq is not None:
+                st.scheduled[seq] = ev.activity_task_scheduled_event_attributes
+                st.activity_open.add(seq)
+            elif t in (
+                E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+                E.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+                E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+                E.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+            ) and seq is not None:
+                st.activity_open.discard(seq)
+            elif t == E.EVENT_TYPE_MARKER_RECORDED and seq is not None:
+                st.local_done.add(seq)
+                st.local_pending.pop(seq, None)
+
+    def _track_inputs(self, inputs: list[tuple[hist.HistoryEvent, int | None]]) -> None:
+        st = self.state
+        for ev, seq in inputs:
+            if ev.event_type == E.EVENT_TYPE_TIMER_FIRED and seq is not None:
+                st.timers.pop(seq, None)
+            elif ev.event_type == E.EVENT_TYPE_MARKER_RECORDED and seq is not None:
+                st.local_done.add(seq)
+                st.local_pending.pop(seq, None)
+
+    # -- live ----------------------------------------------------------------------------------
+
+    async def _live(self) -> None:
+        st = self.state
+        keys = [f"run:{self.run_id}", f"u:{self.run_id}", f"q:{self.run_id}", f"closed:{self.run_id}"]
+        self._start_pending_local_activities()
+        while True:
+            if self.core.shutting_down:
+                return
+            if self.evict_requested:
+                self.evict_requested = False
+                raise WorkflowTaskFailed("eviction requested")
+            fut = self.store.waiter(self.ns, keys + [f"evict:{self.run_id}"])
+            try:
+                last_seen = self.events[-1][0].event_id if self.events else 0
+                snap = await self._load(last_seen)
+                self.run = snap.run
+                self.events.extend(snap.events)
+                if not snap.run.running:
+                    await self._fail_queries([q for q, _ in snap.queries], "closed")
+                    raise RunClosed()
+                inputs = [
+                    (e, s) for e, s in self.events if e.event_id > st.consumed and A.is_input(e)
+                ]
+                if inputs or snap.updates:
+                    fut.cancel()
+                    await self._live_activation(inputs, snap.updates)
+                    continue
+                if snap.queries:
+                    fut.cancel()
+                    await self._answer_queries(snap.queries)
+                    continue
+                now = time.time()
+                deadline = min(st.timers.values(), default=None)
+                run_deadline = snap.run.run_deadline
+                if run_deadline is not None and (deadline is None or run_deadline < deadline):
+                    deadline = run_deadline
+                if deadline is not None and deadline <= now:
+                    fut.cancel()
+                    await self._fire_due(now)
+                    continue
+                await self.store.wait_future(fut, None if deadline is None else deadline - now)
+            finally:
+                fut.cancel()
+
+    async def _fire_due(self, now: float) -> None:
+        st = self.state
+        due = sorted(seq for seq, at in st.timers.items() if at <= now)
+        run_deadline = self.run.run_deadline if self.run else None
+
+        def fn(tx: Tx) -> None:
+            run = h.get_run(tx, self.run_id, lock=True)
+            if run is None or not run.running:
+                return
+            if run_deadline is not None and run_deadline <= now:
+                _runs.close_run(
+                    tx, run, h.TIMED_OUT, E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+                    hist.WorkflowExecutionTimedOutEventAttributes(retry_state=3),
+                )
+                return
+            for seq in due:
+                h.append(
+                    tx, self.run_id, E.EVENT_TYPE_TIMER_FIRED,
+                    hist.TimerFiredEventAttributes(timer_id=str(seq)),
+                    seq=seq, dedup=f"timer:{seq}",
+                )
+
+        await self.store.transact(self.ns, fn)
+        for seq in due:
+            st.timers.pop(seq, None)
+
+    async def _live_activation(
+        self, inputs: list[tuple[hist.HistoryEvent, int | None]], updates: list[upd_pb.Request]
+    ) -> None:
+        st = self.state
+        consumed = max([e.event_id for e, _ in inputs] + [st.consumed])
+        self._track_inputs(inputs)
+        jobs = A.jobs_for(
+            self.run_id, inputs, [(u, True) for u in updates],
+            st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
+            st.scheduled,
+        )
+        ts = time.time()
+        completion = await self._activate(jobs, ts, replaying=False, history_length=consumed)
+        if completion.HasField("failed"):
+            await self._record_task_failure(completion.failed.failure)
+            raise WorkflowTaskFailed(completion.failed.failure.message)
+        await self._apply(completion, ts, consumed, updates)
+        st.consumed = consumed
+        if any(c.HasField(f) for c in completion.successful.commands for f in _CLOSING):
+            raise RunClosed()
+        self._start_pending_local_activities()
+
+    # -- activations ---------------------------------------------------------------------------
+
+    async def _activate(
+        self, jobs: list[wa.WorkflowActivationJob], ts: float, *, replaying: bool, history_length: int
+    ) -> wcomp.WorkflowActivationCompletion:
+        act = wa.WorkflowActivation(
+            run_id=self.run_id,
+            is_replaying=replaying,
+            history_length=history_length,
+            available_internal_flags=sorted(self.state.flags),
+        )
+        act.timestamp.FromNanoseconds(int(ts * 1e9))
+        act.jobs.extend(jobs)
+        self.in_cache = True
+        return await self.core.activate(act)
+
+    def _check_completion(self, completion: wcomp.WorkflowActivationCompletion) -> None:
+        if completion.HasField("failed"):
+            raise WorkflowTaskFailed(completion.failed.failure.message)
+
+    async def _evict(self, message: str) -> None:
+        if not self.in_cache:
+            return
+        self.in_cache = False
+        act = wa.WorkflowActivation(run_id=self.run_id)
+        act.timestamp.FromNanoseconds(time.time_ns())
+        act.jobs.add(remove_from_cache=wa.RemoveFromCache(message=message))
+        for task in self.local_tasks.values():
+            task.cancel()
+        self.local_tasks.clear()
+        try:
+            await self.core.activate(act)
+        except Exception:
+            logger.exception("dbosify: eviction of run %s failed", self.run_id)
+
+    async def _record_task_failure(self, failure: failure_pb.Failure) -> None:
+        def fn(tx: Tx) -> None:
+            run = h.get_run(tx, self.run_id, lock=True)
+            if run is None or not run.running:
+                return
+            if run.wft_attempt == 0:
+                h.append(
+                    tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+                    hist.WorkflowTaskFailedEventAttributes(
+                        failure=failure, identity=self.core.identity, cause=4  # UNHANDLED... workflow worker unhandled failure
+                    ),
+                )
+            tx.execute(
+                "UPDATE executions SET wft_failure = %s, wft_attempt = wft_attempt + 1 WHERE run_id = %s",
+                (failure.SerializeToString(), self.run_id),
+            )
+
+        await self.store.transact(self.ns, fn)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    async def _answer_queries(self, queries: list[tuple[str, query_pb.WorkflowQuery]]) -> None:
+        jobs = []
+        for qid, q in queries:
+            qj = wa.QueryWorkflow(query_id=qid, query_type=q.query_type)
+            qj.arguments.extend(q.query_args.payloads)
+            for k, v in q.header.fields.items():
+                qj.headers[k].CopyFrom(v)
+            jobs.append(wa.WorkflowActivationJob(query_workflow=qj))
+        completion = await self._activate(
+            jobs, time.time(), replaying=False, history_length=self.state.consumed
+        )
+        answers: dict[str, query_pb.WorkflowQueryResult] = {}
+        if completion.HasField("failed"):
+            for qid, _ in queries:
+                answers[qid] = query_pb.WorkflowQueryResult(
+                    result_type=query_enums.QUERY_RESULT_TYPE_FAILED,
+                    error_message=completion.failed.failure.message,
+                )
+        for cmd in completion.successful.commands:
+            if cmd.HasField("respond_to_query"):
+                r = cmd.respond_to_query
+                if r.HasField("succeeded"):
+                    res = query_pb.WorkflowQueryResult(result_type=query_enums.QUERY_RESULT_TYPE_ANSWERED)
+                    res.answer.payloads.add().CopyFrom(r.succeeded.response)
+                else:
+                    res = query_pb.WorkflowQueryResult(
+                        result_type=query_enums.QUERY_RESULT_TYPE_FAILED,
+                        error_message=r.failed.message,
+                    )
+                    res.failure.CopyFrom(r.failed)
+                answers[r.query_id] = res
+
+        def fn(tx: Tx) -> None:
+            for qid, _ in queries:
+                res = answers.get(qid) or query_pb.WorkflowQueryResult(
+                    result_type=query_enums.QUERY_RESULT_TYPE_FAILED, error_message="query not answered"
+                )
+                tx.execute(
+                    "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s",
+                    (res.SerializeToString(), qid),
+                )
+                tx.notify(f"qr:{qid}")
+
+        await self.store.transact(self.ns, fn)
+
+    async def _fail_queries(self, query_ids: list[str], state: str) -> None:
+        if not query_ids:
+            return
+
+        def fn(tx: Tx) -> None:
+            for qid in query_ids:
+                tx.execute("UPDATE queries SET state = %s WHERE query_id = %s", (state, qid))
+                tx.notify(f"qr:{qid}")
+
+        await self.store.transact(self.ns, fn)
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    def _track_commands(
+        self, completion: wcomp.WorkflowActivationCompletion, ts: float, wft_event_id: int, *, live: bool
+    ) -> None:
+        """Update in-memory state from commands (live and replayed alike)."""
+        st = self.state
+        for cmd in completion.successful.commands:
+            if cmd.HasField("start_timer"):
+                st.timers[cmd.start_timer.seq] = ts + cmd.start_timer.start_to_fire_timeout.ToNanoseconds() / 1e9
+            elif cmd.HasField("cancel_timer"):
+                st.timers.pop(cmd.cancel_timer.seq, None)
+            elif cmd.HasField("schedule_activity"):
+                sa = cmd.schedule_activity
+                st.activity_cancel_type[sa.seq] = sa.cancellation_type
+                st.activity_open.add(sa.seq)
+            elif cmd.HasField("schedule_local_activity"):
+                la = cmd.schedule_local_activity
+                if la.seq not in st.local_done:
+                    st.local_pending[la.seq] = la
+            elif cmd.HasField("request_cancel_local_activity"):
+                pass
+        st.flags.update(completion.successful.used_internal_flags)
+
+    async def _apply(
+        self,
+        completion: wcomp.WorkflowActivationCompletion,
+        ts: float,
+        consumed: int,
+        updates: list[upd_pb.Request],
+    ) -> None:
+        st = self.state
+        commands = list(completion.successful.commands)
+        delivered = {u.meta.update_id: u for u in updates}
+        scheduled_now: dict[int, Any] = {}
+
+        def fn(tx: Tx) -> None:
+            run = h.get_run(tx, self.run_id, lock=True)
+            if run is None or not run.running:
+                raise RunClosed()
+            wft = hist.WorkflowTaskCompletedEventAttributes(identity=self.core.identity)
+            wft.sdk_metadata.lang_used_flags.extend(sorted(st.flags | set(completion.successful.used_internal_flags)))
+            wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=ts)
+            assert wft_id is not None
+            if run.wft_attempt:
+                tx.execute(
+                    "UPDATE executions SET wft_failure = NULL, wft_attempt = 0 WHERE run_id = %s",
+                    (self.run_id,),
+                )
+            for uid in delivered:
+                tx.execute(
+                    "UPDATE updates SET state = 'delivered' WHERE run_id = %s AND update_id = %s AND state = 'requested'",
+                    (self.run_id, uid),
+                )
+            for cmd in commands:
+                self._apply_command(tx, run, cmd, wft_id, ts, delivered, scheduled_now)
+
+        await self.store.transact(self.ns, fn)
+        st.scheduled.update(scheduled_now)
+        self._track_commands(completion, ts, 0, live=True)
+
+    def _apply_command(
+        self, tx: Tx, run: h.Run, cmd: wc.WorkflowCommand, wft_id: int, ts: float,
+        delivered: dict[str, upd_pb.Request], scheduled_now: dict[int, Any],
+    ) -> None:
+        st = self.state
+        rid = self.run_id
+        kind = cmd.WhichOneof("variant")
+        if kind == "start_timer":
+            t = cmd.start_timer
+            a = hist.TimerStartedEventAttributes(
+                timer_id=str(t.seq), workflow_task_completed_event_id=wft_id
+            )
+            a.start_to_fire_timeout.CopyFrom(t.start_to_fire_timeout)
+            h.append(tx, rid, E.EVENT_TYPE_TIMER_STARTED, a, seq=t.seq, at=ts)
+        elif kind == "cancel_timer":
+            seq = cmd.cancel_timer.seq
+            h.append(
+                tx, rid, E.EVENT_TYPE_TIMER_CANCELED,
+                hist.TimerCanceledEventAttributes(timer_id=str(seq), workflow_task_completed_event_id=wft_id),
+                seq=seq, at=ts,
+            )
+        elif kind == "schedule_activity":
+            sa = cmd.schedule_activity
+            a2 = hist.ActivityTaskScheduledEventAttributes(
+                activity_id=sa.activity_id, workflow_task_completed_event_id=wft_id
+            )
+            a2.activity_type.name = sa.activity_type
+            a2.task_queue.name = sa.task_queue or run.task_queue
+            for k, v in sa.headers.items():
+                a2.header.fields[k].CopyFrom(v)
+            a2.input.payloads.extend(sa.arguments)
+            for f in ("schedule_to_close_timeout", "schedule_to_start_timeout", "start_to_close_timeout",
+                      "heartbeat_timeout", "retry_policy", "priority"):
+                if sa.HasField(f):
+                    getattr(a2, f).CopyFrom(getattr(sa, f))
+            if not a2.HasField("start_to_close_timeout") and a2.HasField("schedule_to_close_timeout"):
+                a2.start_to_close_timeout.CopyFrom(a2.schedule_to_close_timeout)
+            eid = h.append(tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, a2, seq=sa.seq, at=ts)
+            assert eid is not None
+            acts.schedule(tx, run, sa.seq, eid, a2.task_queue.name, ts)
+            scheduled_now[sa.seq] = a2
+        elif kind == "request_cancel_activity":
+            seq = cmd.request_cancel_activity.seq
+            ctype = st.activity_cancel_type.get(seq, ACTIVITY_CANCEL_TRY)
+            row = tx.one(
+                "SELECT state, owner, scheduled_event_id FROM activity_tasks WHERE run_id = %s AND seq = %s",
+                (rid, seq),
+            )
+            if row is None:
+                return
+            state, owner, sched_id = row
+            h.append(
+                tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED,
+                hist.ActivityTaskCancelRequestedEventAttributes(
+                    scheduled_event_id=sched_id, workflow_task_completed_event_id=wft_id
+                ),
+                at=ts,
+            )
+            if state != "running" or ctype != ACTIVITY_CANCEL_WAIT:
+                # Not started, or the workflow does not wait: resolve as cancelled now.
+                h.append(
+                    tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+                    hist.ActivityTaskCanceledEventAttributes(scheduled_event_id=sched_id),
+                    seq=seq, dedup=f"act-done:{seq}", at=ts,
+                )
+            if state != "running":
+                tx.execute("DELETE FROM activity_tasks WHERE run_id = %s AND seq = %s", (rid, seq))
+            elif ctype == ACTIVITY_CANCEL_ABANDON:
+                tx.execute("DELETE FROM activity_tasks WHERE run_id = %s AND seq = %s", (rid, seq))
+            else:
+                if ctype == ACTIVITY_CANCEL_TRY:
+                    # Keep the row so the worker learns of the cancel, but the result no longer matters.
+                    pass
+                tx.execute(
+                    "UPDATE activity_tasks SET cancel_requested = 1 WHERE run_id = %s AND seq = %s",
+                    (rid, seq),
+                )
+                tx.notify(f"actcancel:{owner}")
+        elif kind == "schedule_local_activity":
+            pass  # run in-process after the commit; its marker is the checkpoint
+        elif kind == "request_cancel_local_activity":
+            seq = cmd.request_cancel_local_activity.seq
+            task = self.local_tasks.pop(seq, None)
+            if task is not None:
+                task.cancel()
+            st.local_pending.pop(seq, None)
+            if seq not in st.local_done:
+                f = failure_pb.Failure(message="Local activity cancelled")
+                f.canceled_failure_info.SetInParent()
+                h.append(
+                    tx, rid, E.EVENT_TYPE_MARKER_RECORDED,
+                    hist.MarkerRecordedEventAttributes(marker_name=A.LOCAL_ACTIVITY_MARKER, failure=f),
+                    seq=seq, dedup=f"la:{seq}", at=ts,
+                )
+        elif kind == "respond_to_query":
+            pass  # legacy queries are never in a recorded activation
+        elif kind == "set_patch_marker":
+            pm = cmd.set_patch_marker
+            m = hist.MarkerRecordedEventAttributes(
+                marker_name=A.PATCH_MARKER, workflow_task_completed_event_id=wft_id
+            )
+            m.details["patch_data"].payloads.add(
+                metadata={"encoding": b"json/plain"}, data=f'"{pm.patch_id}"'.encode()
+            )
+            m.details["deprecated"].payloads.add(
+                metadata={"encoding": b"json/plain"}, data=b"true" if pm.deprecated else b"false"
+            )
+            h.append(tx, rid, E.EVENT_TYPE_MARKER_RECORDED, m, at=ts)
+        elif kind == "update_response":
+            self._apply_update_response(tx, cmd.update_response, wft_id, ts, delivered)
+        elif kind == "upsert_workflow_search_attributes":
+            u = hist.UpsertWorkflowSearchAttributesEventAttributes(workflow_task_completed_event_id=wft_id)
+            u.search_attributes.CopyFrom(cmd.upsert_workflow_search_attributes.search_attributes)
+            h.append(tx, rid, E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, u, at=ts)
+        elif kind == "modify_workflow_properties":
+            p = hist.WorkflowPropertiesModifiedEventAttributes(workflow_task_completed_event_id=wft_id)
+            p.upserted_memo.CopyFrom(cmd.modify_workflow_properties.upserted_memo)
+            h.append(tx, rid, E.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED, p, at=ts)
+        elif kind == "start_child_workflow_execution":
+            self._start_child(tx, run, cmd.start_child_workflow_execution, wft_id, ts)
+        elif kind == "cancel_child_workflow_execution":
+            seq = cmd.cancel_child_workflow_execution.child_workflow_seq
+            wid = st.children.get(seq)
+            if wid is not None:
+                child = h.current_run(tx, wid, lock=True)
+                if child is not None and child.running and child.parent_run_id == rid:
+                    _runs.request_cancel(tx, child, cmd.cancel_child_workflow_execution.reason, self.core.identity)
+        elif kind == "signal_external_workflow_execution":
+            self._signal_external(tx, cmd.signal_external_workflow_execution, wft_id, ts)
+        elif kind == "request_cancel_external_workflow_execution":
+            rc = cmd.request_cancel_external_workflow_execution
+            target = h.find_run(tx, rc.workflow_execution.workflow_id, rc.workflow_execution.run_id or None, lock=True)
+            ok = target is not None and target.running
+            if ok and target is not None:
+                _runs.request_cancel(tx, target, rc.reason, self.core.identity)
+                h.append(
+                    tx, rid, E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+                    hist.ExternalWorkflowExecutionCancelRequestedEventAttributes(
+                        workflow_execution=rc.workflow_execution
+                    ),
+                    seq=rc.seq, at=ts,
+                )
+            else:
+                h.append(
+                    tx, rid, E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
+                    hist.RequestCancelExternalWorkflowExecutionFailedEventAttributes(
+                        workflow_execution=rc.workflow_execution, cause=1
+                    ),
+                    seq=rc.seq, at=ts,
+                )
+        elif kind == "cancel_signal_workflow":
+            pass  # signals are delivered in the same transaction: nothing left to cancel
+        elif kind == "complete_workflow_execution":
+            c = hist.WorkflowExecutionCompletedEventAttributes(workflow_task_completed_event_id=wft_id)
+            if cmd.complete_workflow_execution.HasField("result"):
+                c.result.payloads.add().CopyFrom(cmd.complete_workflow_execution.result)
+            _runs.close_run(tx, run, h.COMPLETED, E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, c)
+        elif kind == "fail_workflow_execution":
+            f2 = hist.WorkflowExecutionFailedEventAttributes(
+                failure=cmd.fail_workflow_execution.failure, workflow_task_completed_event_id=wft_id,
+                retry_state=2,  # RETRY_STATE_RETRY_POLICY_NOT_SET
+            )
+            _runs.close_run(tx, run, h.FAILED, E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, f2)
+        elif kind == "cancel_workflow_execution":
+            c2 = hist.WorkflowExecutionCanceledEventAttributes(workflow_task_completed_event_id=wft_id)
+            _runs.close_run(tx, run, h.CANCELED, E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, c2)
+        elif kind == "continue_as_new_workflow_execution":
+            self._continue_as_new(tx, run, cmd.continue_as_new_workflow_execution, wft_id)
+        elif kind in ("schedule_nexus_operation", "request_cancel_nexus_operation"):
+            raise ServiceError.unimplemented("Nexus operations are not supported by dbosify")
+
+    def _apply_update_response(
+        self, tx: Tx, ur: wc.UpdateResponse, wft_id: int, ts: float, delivered: dict[str, upd_pb.Request]
+    ) -> None:
+        uid = ur.protocol_instance_id
+        rid = self.run_id
+        if ur.HasField("accepted"):
+            req = delivered.get(uid)
+            if req is None:
+                row = tx.one("SELECT request FROM updates WHERE run_id = %s AND update_id = %s", (rid, uid))
+                req = upd_pb.Request.FromString(bytes(row[0])) if row else upd_pb.Request()
+            a = hist.WorkflowExecutionUpdateAcceptedEventAttributes(
+                protocol_instance_id=uid, accepted_request_message_id=f"{uid}/request"
+            )
+            a.accepted_request.CopyFrom(req)
+            h.append(tx, rid, E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED, a, seq=wft_id, at=ts)
+            tx.execute(
+                "UPDATE updates SET state = 'accepted' WHERE run_id = %s AND update_id = %s", (rid, uid)
+            )
+        elif ur.HasField("rejected"):
+            out = upd_pb.Outcome(failure=ur.rejected)
+            tx.execute(
+                "UPDATE updates SET state = 'rejected', outcome = %s WHERE run_id = %s AND update_id = %s",
+                (out.SerializeToString(), rid, uid),
+            )
+        elif ur.HasField("completed"):
+            out = upd_pb.Outcome()
+            out.success.payloads.add().CopyFrom(ur.completed)
+            c = hist.WorkflowExecutionUpdateCompletedEventAttributes(outcome=out)
+            c.meta.update_id = uid
+            h.append(tx, rid, E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED, c, at=ts)
+            tx.execute(
+                "UPDATE updates SET state = 'completed', outcome = %s WHERE run_id = %s AND update_id = %s",
+                (out.SerializeToString(), rid, uid),
+            )
+        tx.notify(f"upd:{rid}:{uid}")
+
+    def _start_child(self, tx: Tx, run: h.Run, sc: wc.StartChildWorkflowExecution, wft_id: int, ts: float) -> None:
+        rid = self.run_id
+        init = hist.StartChildWorkflowExecutionInitiatedEventAttributes(
+            namespace=sc.namespace or self.ns, workflow_id=sc.workflow_id,
+            workflow_task_completed_event_id=wft_id,
+            parent_close_policy=sc.parent_close_policy, workflow_id_reuse_policy=sc.workflow_id_reuse_policy,
+        )
+        init.workflow_type.name = sc.workflow_type
+        init.task_queue.name = sc.task_queue or run.task_queue
+        init.input.payloads.extend(sc.input)
+        h.append(tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, init, at=ts)
+        self.state.children[sc.seq] = sc.workflow_id
+        started = hist.WorkflowExecutionStartedEventAttributes(
+            parent_workflow_namespace=self.ns, identity=self.core.identity, attempt=1
+        )
+        started.parent_workflow_execution.workflow_id = run.workflow_id
+        started.parent_workflow_execution.run_id = rid
+        started.input.payloads.extend(sc.input)
+        for k, v in sc.headers.items():
+            started.header.fields[k].CopyFrom(v)
+        for f in ("workflow_execution_timeout", "workflow_run_timeout", "workflow_task_timeout",
+                  "retry_policy", "memo", "search_attributes", "priority"):
+            if sc.HasField(f):
+                getattr(started, f).CopyFrom(getattr(sc, f))
+        started.root_workflow_execution.workflow_id = run.workflow_id
+        started.root_workflow_execution.run_id = rid
+        try:
+            res = _runs.start_run(
+                tx, workflow_id=sc.workflow_id, workflow_type=sc.workflow_type,
+                task_queue=sc.task_queue or run.task_queue, started=started,
+                reuse_policy=sc.workflow_id_reuse_policy,
+                parent=(self.ns, run.workflow_id, rid, sc.seq), identity=self.core.identity,
+            )
+        except ServiceError:
+            fa = hist.StartChildWorkflowExecutionFailedEventAttributes(
+                namespace=self.ns, workflow_id=sc.workflow_id, cause=1,
+                workflow_task_completed_event_id=wft_id,
+            )
+            fa.workflow_type.name = sc.workflow_type
+            h.append(tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED, fa, seq=sc.seq, at=ts)
+            return
+        cs = hist.ChildWorkflowExecutionStartedEventAttributes(namespace=self.ns)
+        cs.workflow_execution.workflow_id = sc.workflow_id
+        cs.workflow_execution.run_id = res.run_id
+        cs.workflow_type.name = sc.workflow_type
+        h.append(tx, rid, E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED, cs, seq=sc.seq, at=ts)
+
+    def _signal_external(
+        self, tx: Tx, se: wc.SignalExternalWorkflowExecution, wft_id: int, ts: float
+    ) -> None:
+        rid = self.run_id
+        if se.HasField("child_workflow_id") or se.WhichOneof("target") == "child_workflow_id":
+            wid, target_run = se.child_workflow_id, None
+        else:
+            wid, target_run = se.workflow_execution.workflow_id, se.workflow_execution.run_id or None
+        ini = hist.SignalExternalWorkflowExecutionInitiatedEventAttributes(
+            namespace=self.ns, signal_name=se.signal_name, workflow_task_completed_event_id=wft_id
+        )
+        ini.workflow_execution.workflow_id = wid
+        ini.workflow_execution.run_id = target_run or ""
+        ini.input.payloads.extend(se.args)
+        h.append(tx, rid, E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, ini, at=ts)
+        target = h.find_run(tx, wid, target_run, lock=True)
+        if target is not None and target.running:
+            hdr = common.Header()
+            for k, v in se.headers.items():
+                hdr.fields[k].CopyFrom(v)
+            pl = common.Payloads()
+            pl.payloads.extend(se.args)
+            _runs.signal(tx, target, se.signal_name, pl, hdr, self.core.identity)
+            h.append(
+                tx, rid, E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
+                hist.ExternalWorkflowExecutionSignaledEventAttributes(workflow_execution=ini.workflow_execution),
+                seq=se.seq, at=ts,
+            )
+        else:
+            h.append(
+                tx, rid, E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
+                hist.SignalExternalWorkflowExecutionFailedEventAttributes(
+                    workflow_execution=ini.workflow_execution, cause=1
+                ),
+                seq=se.seq, at=ts,
+            )
+
+    def _continue_as_new(
+        self, tx: Tx, run: h.Run, can: wc.ContinueAsNewWorkflowExecution, wft_id: int
+    ) -> None:
+        first = h.load_events(tx, self.run_id, 0)[0][0].workflow_execution_started_event_attributes
+        new_run_id = h.new_run_id()
+        attrs = hist.WorkflowExecutionContinuedAsNewEventAttributes(
+            new_execution_run_id=new_run_id, workflow_task_completed_event_id=wft_id
+        )
+        attrs.workflow_type.name = can.workflow_type or run.workflow_type
+        attrs.task_queue.name = can.task_queue or run.task_queue
+        attrs.input.payloads.extend(can.arguments)
+        _runs.close_run(tx, run, h.CONTINUED_AS_NEW, E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW, attrs)
+        started = hist.WorkflowExecutionStartedEventAttributes(
+            continued_execution_run_id=self.run_id, initiator=1, identity=self.core.identity, attempt=1,
+            first_execution_run_id=run.first_execution_run_id,
+        )
+        started.input.payloads.extend(can.arguments)
+        for f in ("workflow_execution_timeout", "retry_policy", "parent_workflow_execution",
+                  "root_workflow_execution"):
+            if first.HasField(f):
+                getattr(started, f).CopyFrom(getattr(first, f))
+        started.parent_workflow_namespace = first.parent_workflow_namespace
+        if can.HasField("workflow_run_timeout"):
+            started.workflow_run_timeout.CopyFrom(can.workflow_run_timeout)
+        elif first.HasField("workflow_run_timeout"):
+            started.workflow_run_timeout.CopyFrom(first.workflow_run_timeout)
+        if can.memo:
+            for k, v in can.memo.items():
+                started.memo.fields[k].CopyFrom(v)
+        elif first.HasField("memo"):
+            started.memo.CopyFrom(first.memo)
+        if can.headers:
+            for k, v in can.headers.items():
+                started.header.fields[k].CopyFrom(v)
+        if can.HasField("search_attributes"):
+            started.search_attributes.CopyFrom(can.search_attributes)
+        elif first.HasField("search_attributes"):
+            started.search_attributes.CopyFrom(first.search_attributes)
+        parent = (
+            (run.parent_namespace or self.ns, run.parent_workflow_id or "", run.parent_run_id, run.parent_seq or 0)
+            if run.parent_run_id
+            else None
+        )
+        _runs.start_run(
+            tx, workflow_id=run.workflow_id, workflow_type=attrs.workflow_type.name,
+            task_queue=attrs.task_queue.name, started=started, run_id=new_run_id,
+            parent=parent, identity=self.core.identity,  # type: ignore[arg-type]
+        )
+
+    # -- local activities ------------------------------------------------------------------------
+
+    def _start_pending_local_activities(self) -> None:
+        for seq, la in list(self.state.local_pending.items()):
+            if seq not in self.local_tasks and seq not in self.state.local_done:
+                self.local_tasks[seq] = asyncio.create_task(self._run_local(la))
+
+    async def _run_local(self, la: wc.ScheduleLocalActivity) -> None:
+        assert self.run is not None
+        attempt = la.attempt or 1
+        scheduled = time.time()
+        while True:
+            outcome = await self.core.run_local_activity(self.run, la, attempt, scheduled)
+            kind = outcome.WhichOneof("status")
+            if kind == "failed":
+                policy = la.retry_policy
+                delay = acts._retry_delay(policy, attempt, outcome.failed.failure)
+                s2c = la.schedule_to_close_timeout.ToNanoseconds() / 1e9 if la.HasField("schedule_to_close_timeout") else 0
+                if delay is not None and (not s2c or time.time() + delay < scheduled + s2c):
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+            break
+        m = hist.MarkerRecordedEventAttributes(marker_name=A.LOCAL_ACTIVITY_MARKER)
+        if kind == "completed":
+            m.details["data"].payloads.add().CopyFrom(outcome.completed.result)
+        elif kind == "failed":
+            wrapped = failure_pb.Failure(message="Local Activity task failed")
+            wrapped.activity_failure_info.activity_id = la.activity_id
+            wrapped.activity_failure_info.activity_type.name = la.activity_type
+            wrapped.cause.CopyFrom(outcome.failed.failure)
+            m.failure.CopyFrom(wrapped)
+        else:
+            m.failure.CopyFrom(outcome.cancelled.failure)
+        seq = la.seq
+
+        def fn(tx: Tx) -> None:
+            run = h.get_run(tx, self.run_id, lock=True)
+            if run is None or not run.running:
+                return
+            h.append(tx, self.run_id, E.EVENT_TYPE_MARKER_RECORDED, m, seq=seq, dedup=f"la:{seq}")
+
+        await self.store.transact(self.ns, fn)
+        self.local_tasks.pop(seq, None)
+
+
+class WorkflowTaskFailed(Exception):
+    pass
+
+
+_CLOSING = (
+    "complete_workflow_execution",
+    "fail_workflow_execution",
+    "cancel_workflow_execution",
+    "continue_as_new_workflow_execution",
+)

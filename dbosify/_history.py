@@ -1,0 +1,185 @@
+"""A run's history: Temporal-shaped events appended in the same transaction as their effect.
+
+The history table is the checkpoint of every nondeterministic fact a workflow sees
+(activity results, timer firings, signals, accepted updates, cancel requests).
+Workers build activations from it and replay it on recovery; clients read it as
+``fetch_history()`` does on Temporal.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import workflow_pb2 as wfenums
+from temporalio.api.history.v1 import message_pb2 as hist
+
+from dbosify._store import Tx
+
+RUNNING = wfenums.WORKFLOW_EXECUTION_STATUS_RUNNING
+COMPLETED = wfenums.WORKFLOW_EXECUTION_STATUS_COMPLETED
+FAILED = wfenums.WORKFLOW_EXECUTION_STATUS_FAILED
+CANCELED = wfenums.WORKFLOW_EXECUTION_STATUS_CANCELED
+TERMINATED = wfenums.WORKFLOW_EXECUTION_STATUS_TERMINATED
+CONTINUED_AS_NEW = wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW
+TIMED_OUT = wfenums.WORKFLOW_EXECUTION_STATUS_TIMED_OUT
+
+# Event type -> the attributes field of HistoryEvent that holds its attributes.
+ATTR_FIELD: dict[int, str] = {}
+for _name, _value in et.EventType.items():
+    if _value:
+        ATTR_FIELD[_value] = _name[len("EVENT_TYPE_") :].lower() + "_event_attributes"
+
+CLOSE_EVENT_TYPES = {
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+}
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Run:
+    """One row of the executions table."""
+
+    run_id: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    status: int
+    first_execution_run_id: str
+    start_time: float
+    close_time: float | None
+    next_event_id: int
+    owner: str | None
+    parent_namespace: str | None
+    parent_workflow_id: str | None
+    parent_run_id: str | None
+    parent_seq: int | None
+    request_id: str | None
+    wft_failure: bytes | None
+    wft_attempt: int
+    execution_deadline: float | None
+    run_deadline: float | None
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+
+RUN_COLUMNS = (
+    "run_id, workflow_id, workflow_type, task_queue, status, first_execution_run_id, start_time,"
+    " close_time, next_event_id, owner, parent_namespace, parent_workflow_id, parent_run_id,"
+    " parent_seq, request_id, wft_failure, wft_attempt, execution_deadline, run_deadline"
+)
+
+
+def _run(row: Any) -> Run | None:
+    if row is None:
+        return None
+    r = Run(*row)
+    if r.wft_failure is not None:
+        r.wft_failure = bytes(r.wft_failure)
+    return r
+
+
+def get_run(tx: Tx, run_id: str, *, lock: bool = False) -> Run | None:
+    sql = f"SELECT {RUN_COLUMNS} FROM executions WHERE run_id = %s"
+    if lock and not tx.store.is_sqlite:
+        sql += " FOR UPDATE"
+    return _run(tx.one(sql, (run_id,)))
+
+
+def current_run(tx: Tx, workflow_id: str, *, lock: bool = False) -> Run | None:
+    """The running run of ``workflow_id``, else its latest run."""
+    sql = (
+        f"SELECT {RUN_COLUMNS} FROM executions WHERE workflow_id = %s"
+        " ORDER BY (status = 1) DESC, start_time DESC LIMIT 1"
+    )
+    if lock and not tx.store.is_sqlite:
+        sql += " FOR UPDATE"
+    return _run(tx.one(sql, (workflow_id,)))
+
+
+def find_run(tx: Tx, workflow_id: str, run_id: str | None, *, lock: bool = False) -> Run | None:
+    if run_id:
+        run = get_run(tx, run_id, lock=lock)
+        if run is None or run.workflow_id != workflow_id:
+            return None
+        return run
+    return current_run(tx, workflow_id, lock=lock)
+
+
+def set_attrs(event: hist.HistoryEvent, event_type: int, attrs: Message | None) -> None:
+    event.event_type = event_type  # type: ignore[assignment]
+    field = getattr(event, ATTR_FIELD[event_type])
+    if attrs is not None:
+        field.CopyFrom(attrs)
+    else:
+        field.SetInParent()
+
+
+def append(
+    tx: Tx,
+    run_id: str,
+    event_type: int,
+    attrs: Message | None = None,
+    *,
+    seq: int | None = None,
+    dedup: str | None = None,
+    at: float | None = None,
+) -> int | None:
+    """Append one event to a run's history and wake its driver.
+
+    Returns the new event id, or None when an event with the same ``dedup`` key
+    is already there (so effects that may be retried append once).
+    """
+    if dedup is not None and tx.one(
+        "SELECT 1 FROM history WHERE run_id = %s AND dedup = %s", (run_id, dedup)
+    ):
+        return None
+    row = tx.one(
+        "UPDATE executions SET next_event_id = next_event_id + 1 WHERE run_id = %s"
+        " RETURNING next_event_id - 1",
+        (run_id,),
+    )
+    if row is None:
+        raise KeyError(run_id)
+    event_id = int(row[0])
+    event = hist.HistoryEvent(event_id=event_id)
+    event.event_time.FromNanoseconds(int((at if at is not None else time.time()) * 1e9))
+    set_attrs(event, event_type, attrs)
+    tx.execute(
+        "INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (run_id, event_id, event_type, seq, dedup, event.SerializeToString()),
+    )
+    tx.notify(f"run:{run_id}")
+    return event_id
+
+
+def load_events(tx: Tx, run_id: str, after: int = 0) -> list[tuple[hist.HistoryEvent, int | None]]:
+    rows = tx.all(
+        "SELECT event, seq FROM history WHERE run_id = %s AND event_id > %s ORDER BY event_id",
+        (run_id, after),
+    )
+    return [(hist.HistoryEvent.FromString(bytes(r[0])), r[1]) for r in rows]
+
+
+def attrs_of(event: hist.HistoryEvent) -> Any:
+    return getattr(event, ATTR_FIELD[event.event_type])
+
+
+def execution(run: Run) -> common.WorkflowExecution:
+    return common.WorkflowExecution(workflow_id=run.workflow_id, run_id=run.run_id)

@@ -1,0 +1,89 @@
+"""The native client surface: ``connect_client`` and ``ClientRef``, answered by the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from dbosify._errors import ServiceError
+from dbosify._service import WorkflowService
+from dbosify._store import Store, StoreError, get_store, resolve_url
+
+logger = logging.getLogger("dbosify")
+_announced: set[str] = set()
+
+
+class RPCError(RuntimeError):
+    """An RPC failure; ``args`` are ``(status, message, grpc_status_bytes)`` like the native one."""
+
+
+class ClientRef:
+    """What temporalio's bridge client holds: one store and the service on it."""
+
+    def __init__(self, store: Store, config: Any) -> None:
+        self.store = store
+        self.config = config
+        self.identity: str = getattr(config, "identity", "") or ""
+        self.service = WorkflowService(store, self.identity)
+
+    def update_metadata(self, metadata: Mapping[str, str | bytes]) -> None:
+        self.config.metadata = metadata
+
+    def update_api_key(self, api_key: str | None) -> None:
+        self.config.api_key = api_key
+
+    async def _call(self, service: str, call: Any) -> bytes:
+        timeout = call.timeout_millis / 1000 if call.timeout_millis else None
+        try:
+            if service == "workflow":
+                return await self.service.call(call.rpc, call.req, timeout)
+            if service == "health":
+                from temporalio.bridge.proto.health.v1 import health_pb2
+
+                return bytes(health_pb2.HealthCheckResponse(status=1).SerializeToString())
+            if service == "operator" and call.rpc == "list_search_attributes":
+                from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
+
+                return bytes(ops.ListSearchAttributesResponse().SerializeToString())
+            if service == "operator" and call.rpc == "add_search_attributes":
+                from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
+
+                return bytes(ops.AddSearchAttributesResponse().SerializeToString())
+            raise ServiceError.unimplemented(
+                f"dbosify does not implement the {service} service RPC {call.rpc!r}; see docs/COMPATIBILITY.md"
+            )
+        except ServiceError as err:
+            raise RPCError(err.status, err.message, err.grpc_status_bytes()) from None
+        except StoreError as err:
+            raise RPCError(14, str(err), b"") from None  # UNAVAILABLE
+
+    def call_workflow_service(self, call: Any) -> Any:
+        return self._call("workflow", call)
+
+    def call_operator_service(self, call: Any) -> Any:
+        return self._call("operator", call)
+
+    def call_cloud_service(self, call: Any) -> Any:
+        return self._call("cloud", call)
+
+    def call_test_service(self, call: Any) -> Any:
+        return self._call("test", call)
+
+    def call_health_service(self, call: Any) -> Any:
+        return self._call("health", call)
+
+
+async def connect_client(runtime_ref: Any, config: Any) -> ClientRef:
+    """Resolve the store for ``config.target_url`` and check it can be reached."""
+    url = resolve_url(getattr(config, "target_url", None))
+    store = get_store(url)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, store.check)
+    except StoreError as err:
+        raise RuntimeError(f"Failed client connect: {err}") from None
+    if url not in _announced:
+        _announced.add(url)
+        logger.info("dbosify: using %s", store.describe())
+    return ClientRef(store, config)

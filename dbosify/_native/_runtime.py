@@ -1,0 +1,83 @@
+"""The native runtime, metrics and test-server surfaces: small, and mostly inert."""
+
+from __future__ import annotations
+
+import ctypes
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from dbosify._store import ENV_DATABASE_URL
+
+
+class RuntimeRef:
+    """Core runtime handle. Logs and metrics stay in Python; nothing is buffered here."""
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def retrieve_buffered_metrics(self, durations_as_seconds: bool) -> Sequence[Any]:
+        return []
+
+    def write_test_info_log(self, message: str, extra_data: str) -> None:
+        pass
+
+    def write_test_debug_log(self, message: str, extra_data: str) -> None:
+        pass
+
+
+def init_runtime(options: Any) -> RuntimeRef:
+    return RuntimeRef(options)
+
+
+def raise_in_thread(thread_id: int, exc_type: Any) -> bool:
+    """Raise ``exc_type`` asynchronously in a thread (used for deadlock detection)."""
+    res = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    return bool(res == 1)
+
+
+def new_metric_meter(runtime_ref: Any) -> None:
+    """No core metric meter: temporalio falls back to its no-op meter."""
+    return None
+
+
+class _Inert:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+MetricMeterRef = MetricAttributesRef = MetricCounterRef = MetricHistogramRef = _Inert
+MetricHistogramFloatRef = MetricHistogramDurationRef = MetricGaugeRef = MetricGaugeFloatRef = _Inert
+BufferedMetricUpdate = BufferedMetric = BufferedLogEntry = _Inert
+
+
+class EphemeralServerRef:
+    """What ``WorkflowEnvironment.start_local()`` gets instead of a dev server process."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.has_test_service = False
+
+    async def shutdown(self) -> None:
+        pass
+
+
+async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
+    """No server to start: the environment's client connects to the store.
+
+    Like the dev server, each start gets a fresh store (a temporary SQLite
+    directory) unless ``DBOSIFY_DATABASE_URL`` names one.
+    """
+    import os
+
+    url = os.environ.get(ENV_DATABASE_URL)
+    if url:
+        return EphemeralServerRef(url)
+    return EphemeralServerRef("sqlite:///" + tempfile.mkdtemp(prefix="dbosify-dev-"))
+
+
+async def start_test_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
+    raise RuntimeError(
+        "dbosify has no time-skipping test server: WorkflowEnvironment.start_time_skipping() is not"
+        " supported (see docs/COMPATIBILITY.md); use WorkflowEnvironment.start_local()"
+    )

@@ -1,0 +1,75 @@
+"""The native worker surface: ``new_worker`` and the slot-supplier types temporalio imports."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dbosify._worker_core import PollShutdownError, WorkerCore
+
+logger = logging.getLogger("dbosify")
+_warned: set[str] = set()
+
+WorkerRef = WorkerCore
+
+
+def _note_ignored(config: Any) -> None:
+    """Log once per option that is accepted but not honoured (see docs/COMPATIBILITY.md)."""
+    checks = {
+        "max_activities_per_second": config.max_activities_per_second is not None,
+        "max_task_queue_activities_per_second": config.max_task_queue_activities_per_second is not None,
+        "worker versioning / deployments": type(config.versioning_strategy).__name__ != "WorkerVersioningStrategyNone",
+    }
+    for name, used in checks.items():
+        if used and name not in _warned:
+            _warned.add(name)
+            logger.warning("dbosify: Worker option %s is accepted but not honoured yet", name)
+
+
+def new_worker(runtime_ref: Any, client_ref: Any, config: Any) -> WorkerCore:
+    _note_ignored(config)
+    return WorkerCore(client_ref, config)
+
+
+def new_replay_worker(runtime_ref: Any, config: Any) -> Any:
+    raise RuntimeError(
+        "dbosify does not support temporalio.worker.Replayer yet (see docs/COMPATIBILITY.md)"
+    )
+
+
+class HistoryPusher:
+    pass
+
+
+class CustomSlotSupplier:
+    """Wraps a user's custom slot supplier; dbosify does not call it yet."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+
+class SlotReserveCtx:
+    pass
+
+
+class SlotReleaseCtx:
+    pass
+
+
+class SlotMarkUsedCtx:
+    pass
+
+
+class WorkflowSlotInfo:
+    pass
+
+
+class ActivitySlotInfo:
+    pass
+
+
+class LocalActivitySlotInfo:
+    pass
+
+
+__all__ = ["PollShutdownError", "WorkerRef", "new_worker", "new_replay_worker"]

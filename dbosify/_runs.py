@@ -1,0 +1,245 @@
+"""Starting and closing runs, in one transaction with the events they append.
+
+Shared by the service (client requests) and the run driver (workflow commands):
+id reuse and conflict policies, the close event, and the parent's child-result
+event all happen here, atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import workflow_pb2 as wfenums
+from temporalio.api.errordetails.v1 import message_pb2 as errdetails
+from temporalio.api.failure.v1 import message_pb2 as failure_pb
+from temporalio.api.history.v1 import message_pb2 as hist
+
+from dbosify import _history as h
+from dbosify._errors import ServiceError
+from dbosify._store import Tx
+
+_CLOSED_BAD = {h.FAILED, h.CANCELED, h.TERMINATED, h.TIMED_OUT}
+
+
+@dataclass
+class StartResult:
+    run_id: str
+    started: bool
+
+
+def already_started(workflow_id: str, run_id: str, request_id: str = "") -> ServiceError:
+    detail = errdetails.WorkflowExecutionAlreadyStartedFailure(
+        start_request_id=request_id, run_id=run_id
+    )
+    return ServiceError.already_exists(
+        f"Workflow execution is already running. WorkflowId: {workflow_id}, RunId: {run_id}.",
+        detail,
+    )
+
+
+def start_run(
+    tx: Tx,
+    *,
+    workflow_id: str,
+    workflow_type: str,
+    task_queue: str,
+    started: hist.WorkflowExecutionStartedEventAttributes,
+    request_id: str = "",
+    reuse_policy: int = 0,
+    conflict_policy: int = 0,
+    parent: tuple[str, str, str, int] | None = None,
+    run_id: str | None = None,
+    identity: str = "",
+) -> StartResult:
+    """Create a run (or apply the id policies) and append its started event."""
+    existing = h.current_run(tx, workflow_id, lock=True)
+    if existing is not None and existing.running:
+        if request_id and existing.request_id == request_id:
+            return StartResult(existing.run_id, False)
+        if conflict_policy == wfenums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING:
+            return StartResult(existing.run_id, False)
+        if (
+            conflict_policy == wfenums.WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING
+            or reuse_policy == wfenums.WORKFLOW_ID_REUSE_POLICY_TERMINATE_IF_RUNNING
+        ):
+            terminate(tx, existing, "terminated by a start with the same workflow id", identity)
+        else:
+            raise already_started(workflow_id, existing.run_id, request_id)
+    elif existing is not None:
+        if reuse_policy == wfenums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE or (
+            reuse_policy == wfenums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY
+            and existing.status not in _CLOSED_BAD
+        ):
+            raise already_started(workflow_id, existing.run_id, request_id)
+
+    now = time.time()
+    run_id = run_id or h.new_run_id()
+    first_run_id = started.first_execution_run_id or run_id
+    started.first_execution_run_id = first_run_id
+    if not started.original_execution_run_id:
+        started.original_execution_run_id = run_id
+    started.workflow_id = workflow_id
+    started.workflow_type.name = workflow_type
+    started.task_queue.name = task_queue
+    if identity and not started.identity:
+        started.identity = identity
+    if not started.attempt:
+        started.attempt = 1
+    exec_deadline: float | None = None
+    if started.HasField("workflow_execution_expiration_time"):
+        exec_deadline = started.workflow_execution_expiration_time.ToNanoseconds() / 1e9
+    elif started.HasField("workflow_execution_timeout") and started.workflow_execution_timeout.ToNanoseconds():
+        exec_deadline = now + started.workflow_execution_timeout.ToNanoseconds() / 1e9
+        started.workflow_execution_expiration_time.FromNanoseconds(int(exec_deadline * 1e9))
+    run_deadline: float | None = None
+    if started.HasField("workflow_run_timeout") and started.workflow_run_timeout.ToNanoseconds():
+        run_deadline = now + started.workflow_run_timeout.ToNanoseconds() / 1e9
+    if exec_deadline is not None and (run_deadline is None or exec_deadline < run_deadline):
+        run_deadline = exec_deadline
+    p_ns, p_wf, p_run, p_seq = parent if parent else (None, None, None, None)
+    tx.execute(
+        "INSERT INTO executions (run_id, workflow_id, workflow_type, task_queue, status,"
+        " first_execution_run_id, start_time, next_event_id, parent_namespace, parent_workflow_id,"
+        " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline)"
+        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            run_id,
+            workflow_id,
+            workflow_type,
+            task_queue,
+            first_run_id,
+            now,
+            p_ns,
+            p_wf,
+            p_run,
+            p_seq,
+            request_id or None,
+            exec_deadline,
+            run_deadline,
+        ),
+    )
+    h.append(tx, run_id, et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, started, at=now)
+    tx.notify(f"wf:{task_queue}")
+    return StartResult(run_id, True)
+
+
+def close_run(
+    tx: Tx,
+    run: h.Run,
+    status: int,
+    event_type: int,
+    attrs: Message,
+    *,
+    child_result: tuple[int, Message] | None = None,
+) -> None:
+    """Close ``run``: its close event, its status, its parent's child event, its leftovers."""
+    now = time.time()
+    h.append(tx, run.run_id, event_type, attrs, at=now)
+    tx.execute(
+        "UPDATE executions SET status = %s, close_time = %s, owner = NULL WHERE run_id = %s",
+        (status, now, run.run_id),
+    )
+    tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
+    # Updates that never reached a handler fail like on Temporal once the run closes.
+    tx.execute(
+        "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
+        (run.run_id,),
+    )
+    tx.execute(
+        "UPDATE queries SET state = 'closed' WHERE run_id = %s AND state = 'pending'", (run.run_id,)
+    )
+    tx.notify(f"closed:{run.run_id}")
+    tx.notify(f"closed-wf:{run.workflow_id}")
+    tx.notify(f"upd-run:{run.run_id}")
+    tx.notify(f"qr-run:{run.run_id}")
+    if run.parent_run_id and status != h.CONTINUED_AS_NEW:
+        _notify_parent(tx, run, status, attrs)
+
+
+def _notify_parent(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:
+    assert run.parent_run_id is not None
+    parent = h.get_run(tx, run.parent_run_id, lock=True)
+    if parent is None or not parent.running:
+        return
+    wexec = common.WorkflowExecution(workflow_id=run.workflow_id, run_id=run.run_id)
+    wtype = common.WorkflowType(name=run.workflow_type)
+    ns = tx.namespace
+    child: Message
+    if status == h.COMPLETED:
+        assert isinstance(attrs, hist.WorkflowExecutionCompletedEventAttributes)
+        child = hist.ChildWorkflowExecutionCompletedEventAttributes(
+            result=attrs.result, namespace=ns, workflow_execution=wexec, workflow_type=wtype
+        )
+        etype = et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED
+    elif status == h.FAILED:
+        assert isinstance(attrs, hist.WorkflowExecutionFailedEventAttributes)
+        child = hist.ChildWorkflowExecutionFailedEventAttributes(
+            failure=attrs.failure, namespace=ns, workflow_execution=wexec, workflow_type=wtype,
+            retry_state=attrs.retry_state,
+        )
+        etype = et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED
+    elif status == h.CANCELED:
+        assert isinstance(attrs, hist.WorkflowExecutionCanceledEventAttributes)
+        child = hist.ChildWorkflowExecutionCanceledEventAttributes(
+            details=attrs.details, namespace=ns, workflow_execution=wexec, workflow_type=wtype
+        )
+        etype = et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED
+    elif status == h.TERMINATED:
+        child = hist.ChildWorkflowExecutionTerminatedEventAttributes(
+            namespace=ns, workflow_execution=wexec, workflow_type=wtype
+        )
+        etype = et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED
+    else:
+        child = hist.ChildWorkflowExecutionTimedOutEventAttributes(
+            namespace=ns, workflow_execution=wexec, workflow_type=wtype
+        )
+        etype = et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT
+    h.append(tx, parent.run_id, etype, child, seq=run.parent_seq, dedup=f"child-done:{run.parent_seq}")
+
+
+def terminate(tx: Tx, run: h.Run, reason: str, identity: str, details: common.Payloads | None = None) -> None:
+    attrs = hist.WorkflowExecutionTerminatedEventAttributes(reason=reason, identity=identity)
+    if details is not None:
+        attrs.details.CopyFrom(details)
+    close_run(tx, run, h.TERMINATED, et.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED, attrs)
+
+
+def request_cancel(tx: Tx, run: h.Run, reason: str, identity: str) -> None:
+    attrs = hist.WorkflowExecutionCancelRequestedEventAttributes(cause=reason, identity=identity)
+    h.append(tx, run.run_id, et.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED, attrs)
+
+
+def signal(
+    tx: Tx,
+    run: h.Run,
+    name: str,
+    payloads: common.Payloads | None,
+    header: common.Header | None,
+    identity: str,
+    request_id: str = "",
+) -> None:
+    attrs = hist.WorkflowExecutionSignaledEventAttributes(
+        signal_name=name, identity=identity, request_id=request_id
+    )
+    if payloads is not None:
+        attrs.input.CopyFrom(payloads)
+    if header is not None:
+        attrs.header.CopyFrom(header)
+    h.append(
+        tx,
+        run.run_id,
+        et.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+        attrs,
+        dedup=f"signal:{request_id}" if request_id else None,
+    )
+
+
+def app_failure(message: str, type_: str = "", non_retryable: bool = False) -> failure_pb.Failure:
+    f = failure_pb.Failure(message=message, source="dbosify")
+    f.application_failure_info.type = type_
+    f.application_failure_info.non_retryable = non_retryable
+    return f

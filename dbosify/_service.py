@@ -1,0 +1,678 @@
+"""Temporal's WorkflowService, answered from the database instead of a server.
+
+The wheel's ``temporalio.client`` turns every user call into one of these RPCs
+(protobuf in, protobuf out); we answer them with transactions on the store. RPC
+names and messages are Temporal's own, so the client above is used unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import query_pb2 as query_enums
+from temporalio.api.enums.v1 import update_pb2 as upd_enums
+from temporalio.api.enums.v1 import workflow_pb2 as wfenums
+from temporalio.api.failure.v1 import message_pb2 as failure_pb
+from temporalio.api.history.v1 import message_pb2 as hist
+from temporalio.api.namespace.v1 import message_pb2 as ns_pb
+from temporalio.api.query.v1 import message_pb2 as query_pb
+from temporalio.api.update.v1 import message_pb2 as upd_pb
+from temporalio.api.workflow.v1 import message_pb2 as wf_pb
+from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+
+from dbosify import _activity_tasks as acts
+from dbosify import _history as h
+from dbosify import _runs
+from dbosify._errors import ServiceError
+from dbosify._store import Store, Tx
+
+Handler = Callable[[Any], Awaitable[Message]]
+
+
+def _camel(rpc: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in rpc.split("_"))
+
+
+def _not_found_run(workflow_id: str, run_id: str | None = None) -> ServiceError:
+    if run_id:
+        return ServiceError.not_found(
+            f"workflow execution not found for workflow ID {workflow_id!r} and run ID {run_id!r}"
+        )
+    return ServiceError.not_found(f"workflow not found for ID: {workflow_id}")
+
+
+def _completed_error() -> ServiceError:
+    return ServiceError.not_found("workflow execution already completed")
+
+
+class WorkflowService:
+    """The WorkflowService RPCs on one store."""
+
+    def __init__(self, store: Store, identity: str = "") -> None:
+        self.store = store
+        self.identity = identity
+
+    async def call(self, rpc: str, req_bytes: bytes, timeout: float | None) -> bytes:
+        method = getattr(self, rpc, None)
+        req_type = getattr(rr, _camel(rpc) + "Request", None)
+        if method is None or req_type is None:
+            raise ServiceError.unimplemented(
+                f"dbosify does not implement the WorkflowService RPC {rpc!r}; see docs/COMPATIBILITY.md"
+            )
+        req = req_type.FromString(req_bytes)
+        if timeout is not None:
+            try:
+                resp = await asyncio.wait_for(method(req), timeout)
+            except asyncio.TimeoutError:
+                raise ServiceError(4, "context deadline exceeded") from None
+        else:
+            resp = await method(req)
+        return bytes(resp.SerializeToString())
+
+    # -- cluster ---------------------------------------------------------------------------
+
+    async def get_system_info(self, req: rr.GetSystemInfoRequest) -> Message:
+        resp = rr.GetSystemInfoResponse(server_version="dbosify")
+        c = resp.capabilities
+        c.signal_and_query_header = True
+        c.internal_error_differentiation = True
+        c.activity_failure_include_heartbeat = True
+        c.supports_schedules = False
+        c.encoded_failure_attributes = True
+        c.upsert_memo = True
+        c.eager_workflow_start = False
+        c.sdk_metadata = True
+        c.count_group_by_execution_status = False
+        return resp
+
+    async def describe_namespace(self, req: rr.DescribeNamespaceRequest) -> Message:
+        resp = rr.DescribeNamespaceResponse()
+        resp.namespace_info.name = req.namespace or "default"
+        resp.namespace_info.state = 1  # registered
+        resp.namespace_info.id = resp.namespace_info.name
+        return resp
+
+    async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
+        resp = rr.ListNamespacesResponse()
+        resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name="default", state=1))
+        return resp
+
+    # -- starting ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _started_attrs(req: Any) -> hist.WorkflowExecutionStartedEventAttributes:
+        a = hist.WorkflowExecutionStartedEventAttributes(identity=req.identity, attempt=1)
+        a.workflow_type.CopyFrom(req.workflow_type)
+        a.task_queue.CopyFrom(req.task_queue)
+        for f in (
+            "input",
+            "workflow_execution_timeout",
+            "workflow_run_timeout",
+            "workflow_task_timeout",
+            "retry_policy",
+            "memo",
+            "search_attributes",
+            "header",
+            "priority",
+        ):
+            if req.HasField(f):
+                getattr(a, f).CopyFrom(getattr(req, f))
+        a.cron_schedule = req.cron_schedule
+        for f in ("continued_failure", "last_completion_result"):
+            if hasattr(req, f) and req.HasField(f):
+                getattr(a, f).CopyFrom(getattr(req, f))
+        return a
+
+    def _check_start(self, req: Any) -> None:
+        if not req.workflow_id:
+            raise ServiceError.invalid("WorkflowId is not set on request.")
+        if not req.workflow_type.name:
+            raise ServiceError.invalid("WorkflowType is not set on request.")
+        if not req.task_queue.name:
+            raise ServiceError.invalid("TaskQueue is not set on request.")
+        if req.cron_schedule:
+            raise ServiceError.unimplemented(
+                "cron_schedule is not supported by dbosify yet; see docs/COMPATIBILITY.md"
+            )
+        if req.HasField("workflow_start_delay") and req.workflow_start_delay.ToNanoseconds() > 0:
+            raise ServiceError.unimplemented(
+                "start_delay is not supported by dbosify yet; see docs/COMPATIBILITY.md"
+            )
+
+    def _start_in_tx(self, tx: Tx, req: Any) -> _runs.StartResult:
+        return _runs.start_run(
+            tx,
+            workflow_id=req.workflow_id,
+            workflow_type=req.workflow_type.name,
+            task_queue=req.task_queue.name,
+            started=self._started_attrs(req),
+            request_id=req.request_id,
+            reuse_policy=req.workflow_id_reuse_policy,
+            conflict_policy=req.workflow_id_conflict_policy,
+            identity=req.identity,
+        )
+
+    async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
+        self._check_start(req)
+        res = await self.store.transact(req.namespace, lambda tx: self._start_in_tx(tx, req))
+        return rr.StartWorkflowExecutionResponse(
+            run_id=res.run_id,
+            started=res.started,
+            status=wfenums.WORKFLOW_EXECUTION_STATUS_RUNNING,
+        )
+
+    async def signal_with_start_workflow_execution(
+        self, req: rr.SignalWithStartWorkflowExecutionRequest
+    ) -> Message:
+        self._check_start(req)
+        if req.workflow_id_conflict_policy == wfenums.WORKFLOW_ID_CONFLICT_POLICY_UNSPECIFIED:
+            req.workflow_id_conflict_policy = wfenums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING
+
+        def fn(tx: Tx) -> _runs.StartResult:
+            res = self._start_in_tx(tx, req)
+            run = h.get_run(tx, res.run_id, lock=True)
+            assert run is not None
+            _runs.signal(
+                tx,
+                run,
+                req.signal_name,
+                req.signal_input if req.HasField("signal_input") else None,
+                req.header if req.HasField("header") else None,
+                req.identity,
+            )
+            return res
+
+        res = await self.store.transact(req.namespace, fn)
+        return rr.SignalWithStartWorkflowExecutionResponse(run_id=res.run_id, started=res.started)
+
+    # -- signals, cancel, terminate ---------------------------------------------------------
+
+    def _running(self, tx: Tx, execution: common.WorkflowExecution) -> h.Run:
+        run = h.find_run(tx, execution.workflow_id, execution.run_id or None, lock=True)
+        if run is None:
+            raise _not_found_run(execution.workflow_id, execution.run_id or None)
+        if not run.running:
+            raise _completed_error()
+        return run
+
+    async def signal_workflow_execution(self, req: rr.SignalWorkflowExecutionRequest) -> Message:
+        def fn(tx: Tx) -> None:
+            run = self._running(tx, req.workflow_execution)
+            _runs.signal(
+                tx,
+                run,
+                req.signal_name,
+                req.input if req.HasField("input") else None,
+                req.header if req.HasField("header") else None,
+                req.identity,
+                req.request_id,
+            )
+
+        await self.store.transact(req.namespace, fn)
+        return rr.SignalWorkflowExecutionResponse()
+
+    async def request_cancel_workflow_execution(
+        self, req: rr.RequestCancelWorkflowExecutionRequest
+    ) -> Message:
+        def fn(tx: Tx) -> None:
+            run = self._running(tx, req.workflow_execution)
+            if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
+                raise _not_found_run(req.workflow_execution.workflow_id)
+            _runs.request_cancel(tx, run, req.reason, req.identity)
+
+        await self.store.transact(req.namespace, fn)
+        return rr.RequestCancelWorkflowExecutionResponse()
+
+    async def terminate_workflow_execution(
+        self, req: rr.TerminateWorkflowExecutionRequest
+    ) -> Message:
+        def fn(tx: Tx) -> None:
+            run = self._running(tx, req.workflow_execution)
+            if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
+                raise _not_found_run(req.workflow_execution.workflow_id)
+            _runs.terminate(
+                tx, run, req.reason, req.identity, req.details if req.HasField("details") else None
+            )
+
+        await self.store.transact(req.namespace, fn)
+        return rr.TerminateWorkflowExecutionResponse()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def describe_workflow_execution(
+        self, req: rr.DescribeWorkflowExecutionRequest
+    ) -> Message:
+        def fn(tx: Tx) -> tuple[h.Run, hist.HistoryEvent, list[Any]]:
+            run = h.find_run(tx, req.execution.workflow_id, req.execution.run_id or None)
+            if run is None:
+                raise _not_found_run(req.execution.workflow_id, req.execution.run_id or None)
+            first = h.load_events(tx, run.run_id, 0)[:1]
+            pend = tx.all(
+                "SELECT seq, attempt, state, heartbeat_at, details, last_failure, scheduled_event_id"
+                " FROM activity_tasks WHERE run_id = %s ORDER BY seq",
+                (run.run_id,),
+            )
+            return run, first[0][0], pend
+
+        run, started_event, pending = await self.store.transact(req.namespace, fn)
+        started = started_event.workflow_execution_started_event_attributes
+        resp = rr.DescribeWorkflowExecutionResponse()
+        info = resp.workflow_execution_info
+        info.execution.CopyFrom(h.execution(run))
+        info.type.name = run.workflow_type
+        info.start_time.FromNanoseconds(int(run.start_time * 1e9))
+        info.execution_time.FromNanoseconds(int(run.start_time * 1e9))
+        if run.close_time is not None:
+            info.close_time.FromNanoseconds(int(run.close_time * 1e9))
+            info.execution_duration.FromNanoseconds(int((run.close_time - run.start_time) * 1e9))
+        info.status = run.status  # type: ignore[assignment]
+        info.history_length = run.next_event_id - 1
+        info.task_queue = run.task_queue
+        info.first_run_id = run.first_execution_run_id
+        if started.HasField("memo"):
+            info.memo.CopyFrom(started.memo)
+        if started.HasField("search_attributes"):
+            info.search_attributes.CopyFrom(started.search_attributes)
+        if run.parent_run_id:
+            info.parent_execution.workflow_id = run.parent_workflow_id or ""
+            info.parent_execution.run_id = run.parent_run_id
+            info.parent_namespace_id = run.parent_namespace or ""
+        cfg = resp.execution_config
+        cfg.task_queue.name = run.task_queue
+        if started.HasField("workflow_execution_timeout"):
+            cfg.workflow_execution_timeout.CopyFrom(started.workflow_execution_timeout)
+        if started.HasField("workflow_run_timeout"):
+            cfg.workflow_run_timeout.CopyFrom(started.workflow_run_timeout)
+        for seq, attempt, state, hb_at, details, last_failure, _sched in pending:
+            pa = resp.pending_activities.add(activity_id=str(seq), attempt=attempt)
+            pa.state = 2 if state == "running" else 1  # type: ignore[assignment]
+            if hb_at:
+                pa.last_heartbeat_time.FromNanoseconds(int(hb_at * 1e9))
+            if details:
+                pa.heartbeat_details.ParseFromString(bytes(details))
+            if last_failure:
+                pa.last_failure.ParseFromString(bytes(last_failure))
+        if run.running and run.wft_failure:
+            # Surface a failing workflow task (e.g. an unknown workflow type) like Temporal does.
+            pwt = resp.pending_workflow_task
+            pwt.state = 1  # type: ignore[assignment]
+            pwt.attempt = max(run.wft_attempt, 1)
+        return resp
+
+    async def get_workflow_execution_history(
+        self, req: rr.GetWorkflowExecutionHistoryRequest
+    ) -> Message:
+        ns = req.namespace
+        wid = req.execution.workflow_id
+        close_only = (
+            req.history_event_filter_type == 2  # HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT
+        )
+        after = int(req.next_page_token.decode()) if req.next_page_token else 0
+        page = req.maximum_page_size or 1000
+        while True:
+            if req.wait_new_event:
+                fut = self.store.waiter(ns, [f"closed-wf:{wid}"] if close_only else [f"wf-any:{wid}"])
+
+            def fn(tx: Tx) -> tuple[h.Run, list[Any]]:
+                run = h.find_run(tx, wid, req.execution.run_id or None)
+                if run is None:
+                    raise _not_found_run(wid, req.execution.run_id or None)
+                if close_only:
+                    rows = tx.all(
+                        "SELECT event FROM history WHERE run_id = %s AND event_id = %s",
+                        (run.run_id, run.next_event_id - 1),
+                    ) if not run.running else []
+                else:
+                    rows = tx.all(
+                        "SELECT event FROM history WHERE run_id = %s AND event_id > %s"
+                        " ORDER BY event_id LIMIT %s",
+                        (run.run_id, after, page),
+                    )
+                return run, rows
+
+            try:
+                run, rows = await self.store.transact(ns, fn)
+            except BaseException:
+                if req.wait_new_event:
+                    fut.cancel()
+                raise
+            if rows or not req.wait_new_event or (not close_only and not run.running):
+                if req.wait_new_event:
+                    fut.cancel()
+                break
+            if close_only:
+                keys = [f"closed:{run.run_id}"]
+            else:
+                keys = [f"run:{run.run_id}"]
+            fut.cancel()
+            fut2 = self.store.waiter(ns, keys)
+            # Re-check after registering, then wait for the push.
+            run2, rows2 = await self.store.transact(ns, fn)
+            if rows2 or (not close_only and not run2.running) or (close_only and not run2.running):
+                fut2.cancel()
+                continue
+            try:
+                await self.store.wait_future(fut2)
+            finally:
+                fut2.cancel()
+        resp = rr.GetWorkflowExecutionHistoryResponse()
+        last = after
+        for (ev,) in rows:
+            e = resp.history.events.add()
+            e.ParseFromString(bytes(ev))
+            last = e.event_id
+        if not close_only and len(rows) == page:
+            resp.next_page_token = str(last).encode()
+        return resp
+
+    async def get_workflow_execution_history_reverse(
+        self, req: rr.GetWorkflowExecutionHistoryReverseRequest
+    ) -> Message:
+        def fn(tx: Tx) -> list[Any]:
+            run = h.find_run(tx, req.execution.workflow_id, req.execution.run_id or None)
+            if run is None:
+                raise _not_found_run(req.execution.workflow_id)
+            return tx.all(
+                "SELECT event FROM history WHERE run_id = %s ORDER BY event_id DESC", (run.run_id,)
+            )
+
+        rows = await self.store.transact(req.namespace, fn)
+        resp = rr.GetWorkflowExecutionHistoryReverseResponse()
+        for (ev,) in rows:
+            resp.history.events.add().ParseFromString(bytes(ev))
+        return resp
+
+    async def list_workflow_executions(self, req: rr.ListWorkflowExecutionsRequest) -> Message:
+        after = float(req.next_page_token.decode()) if req.next_page_token else None
+        page = req.page_size or 1000
+
+        def fn(tx: Tx) -> list[Any]:
+            if after is None:
+                return tx.all(
+                    "SELECT run_id, workflow_id, workflow_type, task_queue, status, start_time,"
+                    " close_time, next_event_id FROM executions ORDER BY start_time DESC LIMIT %s",
+                    (page,),
+                )
+            return tx.all(
+                "SELECT run_id, workflow_id, workflow_type, task_queue, status, start_time,"
+                " close_time, next_event_id FROM executions WHERE start_time < %s"
+                " ORDER BY start_time DESC LIMIT %s",
+                (after, page),
+            )
+
+        rows = await self.store.transact(req.namespace, fn)
+        resp = rr.ListWorkflowExecutionsResponse()
+        for run_id, wid, wtype, tq, status, start, close, next_id in rows:
+            info = resp.executions.add()
+            info.execution.workflow_id = wid
+            info.execution.run_id = run_id
+            info.type.name = wtype
+            info.task_queue = tq
+            info.status = status
+            info.start_time.FromNanoseconds(int(start * 1e9))
+            if close is not None:
+                info.close_time.FromNanoseconds(int(close * 1e9))
+            info.history_length = next_id - 1
+        if len(rows) == page:
+            resp.next_page_token = str(rows[-1][5]).encode()
+        return resp
+
+    async def count_workflow_executions(self, req: rr.CountWorkflowExecutionsRequest) -> Message:
+        row = await self.store.transact(
+            req.namespace, lambda tx: tx.one("SELECT count(*) FROM executions")
+        )
+        return rr.CountWorkflowExecutionsResponse(count=int(row[0]))
+
+    # -- queries --------------------------------------------------------------------------------
+
+    async def query_workflow(self, req: rr.QueryWorkflowRequest) -> Message:
+        ns = req.namespace
+        query_id = str(uuid.uuid4())
+
+        def fn(tx: Tx) -> h.Run:
+            run = h.find_run(tx, req.execution.workflow_id, req.execution.run_id or None)
+            if run is None:
+                raise _not_found_run(req.execution.workflow_id, req.execution.run_id or None)
+            cond = req.query_reject_condition
+            if cond == query_enums.QUERY_REJECT_CONDITION_NOT_OPEN and not run.running:
+                return run
+            if cond == query_enums.QUERY_REJECT_CONDITION_NOT_COMPLETED_CLEANLY and run.status not in (
+                h.RUNNING,
+                h.COMPLETED,
+            ):
+                return run
+            tx.execute(
+                "INSERT INTO queries (query_id, run_id, state, request) VALUES (%s, %s, 'pending', %s)",
+                (query_id, run.run_id, req.query.SerializeToString()),
+            )
+            tx.notify(f"q:{run.run_id}")
+            tx.notify(f"q-tq:{run.task_queue}")
+            return run
+
+        run = await self.store.transact(ns, fn)
+        cond = req.query_reject_condition
+        if (cond == query_enums.QUERY_REJECT_CONDITION_NOT_OPEN and not run.running) or (
+            cond == query_enums.QUERY_REJECT_CONDITION_NOT_COMPLETED_CLEANLY
+            and run.status not in (h.RUNNING, h.COMPLETED)
+        ):
+            resp = rr.QueryWorkflowResponse()
+            resp.query_rejected.status = run.status  # type: ignore[assignment]
+            return resp
+        try:
+            while True:
+                fut = self.store.waiter(ns, [f"qr:{query_id}"])
+                row = await self.store.transact(
+                    ns,
+                    lambda tx: tx.one(
+                        "SELECT state, response FROM queries WHERE query_id = %s", (query_id,)
+                    ),
+                )
+                if row is not None and row[0] != "pending":
+                    fut.cancel()
+                    break
+                try:
+                    await self.store.wait_future(fut)
+                finally:
+                    fut.cancel()
+        finally:
+            await self.store.transact(
+                ns, lambda tx: tx.execute("DELETE FROM queries WHERE query_id = %s", (query_id,))
+            )
+        state, response = row
+        if state == "answered":
+            result = query_pb.WorkflowQueryResult.FromString(bytes(response))
+            if result.result_type == query_enums.QUERY_RESULT_TYPE_ANSWERED:
+                out = rr.QueryWorkflowResponse()
+                out.query_result.CopyFrom(result.answer)
+                return out
+            raise ServiceError(3, result.error_message or "query failed")  # INVALID_ARGUMENT
+        if state == "closed":
+            raise ServiceError(9, "workflow closed before the query was answered")
+        raise ServiceError(9, bytes(response).decode() if response else "query failed")
+
+    # -- updates ------------------------------------------------------------------------------
+
+    async def update_workflow_execution(self, req: rr.UpdateWorkflowExecutionRequest) -> Message:
+        ns = req.namespace
+        update_id = req.request.meta.update_id or str(uuid.uuid4())
+        req.request.meta.update_id = update_id
+
+        def fn(tx: Tx) -> h.Run:
+            run = self._running(tx, req.workflow_execution)
+            if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
+                raise _not_found_run(req.workflow_execution.workflow_id)
+            exists = tx.one(
+                "SELECT 1 FROM updates WHERE run_id = %s AND update_id = %s", (run.run_id, update_id)
+            )
+            if not exists:
+                tx.execute(
+                    "INSERT INTO updates (run_id, update_id, state, request) VALUES (%s, %s, 'requested', %s)",
+                    (run.run_id, update_id, req.request.SerializeToString()),
+                )
+                tx.notify(f"u:{run.run_id}")
+            return run
+
+        run = await self.store.transact(ns, fn)
+        return await self._wait_update(ns, run, update_id, req.wait_policy.lifecycle_stage)
+
+    async def poll_workflow_execution_update(
+        self, req: rr.PollWorkflowExecutionUpdateRequest
+    ) -> Message:
+        ns = req.namespace
+        ref = req.update_ref
+
+        def fn(tx: Tx) -> h.Run:
+            run = h.find_run(tx, ref.workflow_execution.workflow_id, ref.workflow_execution.run_id or None)
+            if run is None:
+                raise _not_found_run(ref.workflow_execution.workflow_id)
+            if not tx.one(
+                "SELECT 1 FROM updates WHERE run_id = %s AND update_id = %s", (run.run_id, ref.update_id)
+            ):
+                raise ServiceError.not_found(f"update {ref.update_id!r} not found")
+            return run
+
+        run = await self.store.transact(ns, fn)
+        return await self._wait_update(
+            ns, run, ref.update_id, req.wait_policy.lifecycle_stage, poll=True
+        )
+
+    async def _wait_update(
+        self, ns: str, run: h.Run, update_id: str, stage: int, poll: bool = False
+    ) -> Message:
+        want_completed = stage == upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED
+        while True:
+            fut = self.store.waiter(ns, [f"upd:{run.run_id}:{update_id}", f"upd-run:{run.run_id}"])
+            row = await self.store.transact(
+                ns,
+                lambda tx: tx.one(
+                    "SELECT state, outcome FROM updates WHERE run_id = %s AND update_id = %s",
+                    (run.run_id, update_id),
+                ),
+            )
+            state, outcome = row if row else ("closed", None)
+            done = state in ("rejected", "completed", "closed") or (
+                state == "accepted" and not want_completed
+            )
+            if done:
+                fut.cancel()
+                break
+            try:
+                await self.store.wait_future(fut)
+            finally:
+                fut.cancel()
+        cls = rr.PollWorkflowExecutionUpdateResponse if poll else rr.UpdateWorkflowExecutionResponse
+        resp = cls()
+        resp.update_ref.workflow_execution.CopyFrom(h.execution(run))
+        resp.update_ref.update_id = update_id
+        if state == "closed":
+            raise ServiceError.not_found("workflow execution already completed")
+        if state in ("rejected", "completed"):
+            resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))
+            resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]
+        else:
+            resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ACCEPTED  # type: ignore[assignment]
+        return resp
+
+    async def execute_multi_operation(self, req: rr.ExecuteMultiOperationRequest) -> Message:
+        if len(req.operations) != 2:
+            raise ServiceError.invalid("ExecuteMultiOperation needs a start and an update")
+        start = req.operations[0].start_workflow
+        update = req.operations[1].update_workflow
+        self._check_start(start)
+        update_id = update.request.meta.update_id or str(uuid.uuid4())
+        update.request.meta.update_id = update_id
+
+        def fn(tx: Tx) -> tuple[_runs.StartResult, h.Run]:
+            res = self._start_in_tx(tx, start)
+            run = h.get_run(tx, res.run_id, lock=True)
+            assert run is not None
+            if not tx.one(
+                "SELECT 1 FROM updates WHERE run_id = %s AND update_id = %s", (run.run_id, update_id)
+            ):
+                tx.execute(
+                    "INSERT INTO updates (run_id, update_id, state, request) VALUES (%s, %s, 'requested', %s)",
+                    (run.run_id, update_id, update.request.SerializeToString()),
+                )
+                tx.notify(f"u:{run.run_id}")
+            return res, run
+
+        try:
+            res, run = await self.store.transact(req.namespace, fn)
+        except ServiceError as err:
+            from temporalio.api.errordetails.v1 import message_pb2 as errdetails
+
+            detail = errdetails.MultiOperationExecutionFailure()
+            st = detail.statuses.add(code=err.status, message=err.message)
+            if err.detail is not None:
+                st.details.add().Pack(err.detail)
+            detail.statuses.add(code=10, message="Operation was aborted.")
+            raise ServiceError(10, err.message, detail) from None
+        resp = rr.ExecuteMultiOperationResponse()
+        sr = resp.responses.add().start_workflow
+        sr.run_id = res.run_id
+        sr.started = res.started
+        ur = await self._wait_update(
+            req.namespace, run, update_id, update.wait_policy.lifecycle_stage
+        )
+        resp.responses.add().update_workflow.CopyFrom(ur)
+        return resp
+
+    # -- async activity completion ---------------------------------------------------------------
+
+    async def record_activity_task_heartbeat(self, req: Any) -> Message:
+        cancel = await acts.heartbeat_by_token(
+            self.store, req.namespace, req.task_token,
+            req.details if req.HasField("details") else None,
+        )
+        return rr.RecordActivityTaskHeartbeatResponse(cancel_requested=cancel)
+
+    async def record_activity_task_heartbeat_by_id(self, req: Any) -> Message:
+        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        cancel = await acts.heartbeat_by_token(
+            self.store, req.namespace, token, req.details if req.HasField("details") else None
+        )
+        return rr.RecordActivityTaskHeartbeatByIdResponse(cancel_requested=cancel)
+
+    async def _respond(self, ns: str, token: bytes, kind: str, payload: Message | None) -> None:
+        await acts.finish_by_token(self.store, ns, token, kind, payload, self.identity)
+
+    async def respond_activity_task_completed(self, req: Any) -> Message:
+        await self._respond(req.namespace, req.task_token, "completed", req.result)
+        return rr.RespondActivityTaskCompletedResponse()
+
+    async def respond_activity_task_failed(self, req: Any) -> Message:
+        await self._respond(req.namespace, req.task_token, "failed", req.failure)
+        return rr.RespondActivityTaskFailedResponse()
+
+    async def respond_activity_task_canceled(self, req: Any) -> Message:
+        await self._respond(req.namespace, req.task_token, "canceled", req.details)
+        return rr.RespondActivityTaskCanceledResponse()
+
+    async def respond_activity_task_completed_by_id(self, req: Any) -> Message:
+        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        await self._respond(req.namespace, token, "completed", req.result)
+        return rr.RespondActivityTaskCompletedByIdResponse()
+
+    async def respond_activity_task_failed_by_id(self, req: Any) -> Message:
+        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        await self._respond(req.namespace, token, "failed", req.failure)
+        return rr.RespondActivityTaskFailedByIdResponse()
+
+    async def respond_activity_task_canceled_by_id(self, req: Any) -> Message:
+        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        await self._respond(req.namespace, token, "canceled", req.details)
+        return rr.RespondActivityTaskCanceledByIdResponse()
+
+
+def now_failure(message: str) -> failure_pb.Failure:
+    return failure_pb.Failure(message=message, source="dbosify")
+
+
+_ = (time, et)

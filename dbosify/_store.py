@@ -1,0 +1,554 @@
+"""The database behind a connection: Postgres or an embedded SQLite file.
+
+One `Store` per database URL per process. It owns the connections, creates the
+per-namespace tables (a Postgres schema or a SQLite file per namespace), runs
+transactions off the event loop, and delivers wake-ups: Postgres LISTEN/NOTIFY
+across processes, and an in-process hub that wakes waiters as soon as a
+transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+logger = logging.getLogger("dbosify")
+
+T = TypeVar("T")
+
+ENV_DATABASE_URL = "DBOSIFY_DATABASE_URL"
+ENV_HOME = "DBOSIFY_HOME"
+SQLITE_CROSS_PROCESS_POLL_SECONDS = 0.1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    run_id TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    workflow_type TEXT NOT NULL,
+    task_queue TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    first_execution_run_id TEXT NOT NULL,
+    start_time DOUBLE PRECISION NOT NULL,
+    close_time DOUBLE PRECISION,
+    next_event_id INTEGER NOT NULL,
+    owner TEXT,
+    parent_namespace TEXT,
+    parent_workflow_id TEXT,
+    parent_run_id TEXT,
+    parent_seq INTEGER,
+    request_id TEXT,
+    wft_failure BYTEA,
+    wft_attempt INTEGER NOT NULL DEFAULT 0,
+    execution_deadline DOUBLE PRECISION,
+    run_deadline DOUBLE PRECISION
+);
+CREATE UNIQUE INDEX IF NOT EXISTS executions_one_running
+    ON executions (workflow_id) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow_id, start_time);
+CREATE INDEX IF NOT EXISTS executions_claim ON executions (task_queue, status, owner);
+CREATE TABLE IF NOT EXISTS history (
+    run_id TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    event_type INTEGER NOT NULL,
+    seq INTEGER,
+    dedup TEXT,
+    event BYTEA NOT NULL,
+    PRIMARY KEY (run_id, event_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS history_dedup ON history (run_id, dedup);
+CREATE TABLE IF NOT EXISTS activity_tasks (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    task_queue TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    available_at DOUBLE PRECISION NOT NULL,
+    owner TEXT,
+    started_at DOUBLE PRECISION,
+    heartbeat_at DOUBLE PRECISION,
+    details BYTEA,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    scheduled_event_id INTEGER NOT NULL,
+    scheduled_time DOUBLE PRECISION NOT NULL,
+    last_failure BYTEA,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS activity_tasks_claim ON activity_tasks (task_queue, state, available_at);
+CREATE TABLE IF NOT EXISTS updates (
+    run_id TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request BYTEA NOT NULL,
+    outcome BYTEA,
+    PRIMARY KEY (run_id, update_id)
+);
+CREATE TABLE IF NOT EXISTS queries (
+    query_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request BYTEA NOT NULL,
+    response BYTEA
+);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    task_queue TEXT NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The database could not be reached or used."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def default_sqlite_dir() -> Path:
+    """Where the embedded SQLite default lives: ``$DBOSIFY_HOME`` or the user's state dir."""
+    home = os.environ.get(ENV_HOME)
+    if home:
+        return Path(home)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(state) / "dbosify"
+
+
+def resolve_url(target: str | None) -> str:
+    """The database URL for a ``Client.connect`` target.
+
+    A ``postgresql://`` or ``sqlite://`` target is used as is; otherwise
+    ``DBOSIFY_DATABASE_URL``; otherwise an embedded SQLite directory.
+    """
+    if target:
+        t = target
+        for prefix in ("http://", "https://"):
+            if t.startswith(prefix) and "://" in t[len(prefix) :]:
+                t = t[len(prefix) :]
+        if t.startswith(("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite://")):
+            return t
+    env = os.environ.get(ENV_DATABASE_URL)
+    if env:
+        return env
+    return "sqlite:///" + str(default_sqlite_dir())
+
+
+def _namespace_ident(namespace: str) -> str:
+    safe = re.sub(r"[^a-zA-Z0-9_]", "_", namespace).lower()
+    return f"dbosify_ns_{safe}"
+
+
+class Hub:
+    """In-process wake-ups by key, safe to call from any thread or loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = (
+            defaultdict(set)
+        )
+
+    def fire(self, key: str) -> None:
+        with self._lock:
+            waiters = self._waiters.pop(key, None)
+        if not waiters:
+            return
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:
+                pass  # loop closed
+
+    def waiter(self, keys: Sequence[str]) -> asyncio.Future[None]:
+        """A future resolved by the next `fire` of any of the keys."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (loop, fut)
+        with self._lock:
+            for key in keys:
+                self._waiters[key].add(entry)
+
+        def _cleanup(_: asyncio.Future[None]) -> None:
+            with self._lock:
+                for key in keys:
+                    s = self._waiters.get(key)
+                    if s is not None:
+                        s.discard(entry)
+                        if not s:
+                            del self._waiters[key]
+
+        fut.add_done_callback(_cleanup)
+        return fut
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Tx:
+    """One open transaction on one namespace."""
+
+    def __init__(self, store: Store, conn: Any, namespace: str) -> None:
+        self.store = store
+        self.namespace = namespace
+        self._conn = conn
+        self._cur = conn.cursor()
+        self.keys_to_fire: set[str] = set()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.store.is_sqlite:
+            sql = sql.replace("%s", "?")
+        self._cur.execute(sql, tuple(params))
+        return self._cur
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self.execute(sql, params).fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cur.rowcount)
+
+    def notify(self, key: str) -> None:
+        """Wake waiters on ``key`` (in this namespace) once this transaction commits."""
+        self.keys_to_fire.add(key)
+
+
+class Store:
+    """Connections and transactions for one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        self.is_sqlite = url.startswith("sqlite:")
+        self.hub = Hub()
+        self._lock = threading.Lock()
+        self._ready: set[str] = set()
+        self._pools: dict[str, queue.LifoQueue[Any]] = {}
+        self._sqlite_conns: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
+        self._listener: threading.Thread | None = None
+        self._listen_conn: Any = None
+        self._closed = False
+        if self.is_sqlite:
+            path = url[len("sqlite:") :]
+            while path.startswith("//"):
+                path = path[1:]
+            if path.startswith("/") and not path.startswith("//"):
+                pass
+            self._sqlite_dir = Path(unquote(path)) if path not in ("", "/") else default_sqlite_dir()
+            if self._sqlite_dir.suffix in (".db", ".sqlite", ".sqlite3"):
+                self._sqlite_dir = self._sqlite_dir.parent / self._sqlite_dir.stem
+        else:
+            self._pg_url = re.sub(r"^(postgres|postgresql\+psycopg)://", "postgresql://", url)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        if self.is_sqlite:
+            return f"embedded SQLite in {self._sqlite_dir}"
+        return f"Postgres at {self.masked_url}"
+
+    def sqlite_path(self, namespace: str) -> Path:
+        return self._sqlite_dir / f"{_namespace_ident(namespace)}.sqlite"
+
+    def check(self) -> None:
+        """Connect once, raising a `StoreError` that names the host and not the password."""
+        if self.is_sqlite:
+            try:
+                self._sqlite_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create the SQLite directory {self._sqlite_dir}: {err}") from err
+            return
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self._pg_url, connect_timeout=10, autocommit=True)
+        except Exception as err:  # psycopg raises many kinds
+            parts = urlsplit(self._pg_url)
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if parts.password:
+                msg = msg.replace(parts.password, "***")
+            raise StoreError(
+                f"cannot connect to Postgres at {parts.hostname or 'localhost'}:{parts.port or 5432}"
+                f" (database {parts.path.lstrip('/') or '(default)'}): {msg}"
+            ) from None
+        conn.close()
+
+    def _new_pg_conn(self, namespace: str) -> Any:
+        import psycopg
+
+        conn = psycopg.connect(self._pg_url, connect_timeout=10)
+        with conn.cursor() as cur:
+            cur.execute(f'SET search_path TO "{_namespace_ident(namespace)}"')
+        conn.commit()
+        return conn
+
+    @contextmanager
+    def _connection(self, namespace: str) -> Iterator[Any]:
+        if self.is_sqlite:
+            with self._lock:
+                entry = self._sqlite_conns.get(namespace)
+                if entry is None:
+                    self._sqlite_dir.mkdir(parents=True, exist_ok=True)
+                    conn = sqlite3.connect(
+                        self.sqlite_path(namespace),
+                        check_same_thread=False,
+                        isolation_level=None,
+                        timeout=30,
+                    )
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    entry = (conn, threading.Lock())
+                    self._sqlite_conns[namespace] = entry
+            with entry[1]:
+                yield entry[0]
+            return
+        with self._lock:
+            pool = self._pools.setdefault(namespace, queue.LifoQueue())
+        try:
+            conn = pool.get_nowait()
+        except queue.Empty:
+            conn = self._new_pg_conn(namespace)
+        ok = False
+        try:
+            yield conn
+            ok = True
+        finally:
+            if ok and not conn.closed and not self._closed:
+                pool.put(conn)
+            else:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+    def _ensure_schema(self, namespace: str) -> None:
+        if namespace in self._ready:
+            return
+        with self._connection(namespace) as conn:
+            if self.is_sqlite:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt.replace("BYTEA", "BLOB"))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            else:
+                ident = _namespace_ident(namespace)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ident,))
+                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{ident}"')
+                    cur.execute(_SCHEMA)
+                conn.commit()
+        self._ready.add(namespace)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def transact_sync(self, namespace: str, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one transaction on the calling thread, retrying serialisation failures."""
+        self._ensure_schema(namespace)
+        attempt = 0
+        while True:
+            attempt += 1
+            with self._connection(namespace) as conn:
+                tx = Tx(self, conn, namespace)
+                try:
+                    if self.is_sqlite:
+                        conn.execute("BEGIN IMMEDIATE")
+                    result = fn(tx)
+                    if not self.is_sqlite and tx.keys_to_fire:
+                        for key in tx.keys_to_fire:
+                            tx.execute("SELECT pg_notify(%s, %s)", (self._channel(namespace), key))
+                    conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
+                except BaseException as err:
+                    try:
+                        conn.rollback() if not self.is_sqlite else conn.execute("ROLLBACK")
+                    except Exception:
+                        pass
+                    if attempt < 5 and _is_retryable(err):
+                        time.sleep(0.01 * attempt)
+                        continue
+                    raise
+            for key in tx.keys_to_fire:
+                self.hub.fire(f"{namespace}\x00{key}")
+            return result
+
+    async def transact(self, namespace: str, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one transaction in a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.transact_sync, namespace, fn
+        )
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _channel(namespace: str) -> str:
+        return _namespace_ident(namespace)
+
+    def waiter(self, namespace: str, keys: Sequence[str]) -> asyncio.Future[None]:
+        """A future resolved when any of ``keys`` is notified in ``namespace``, by any process."""
+        self._ensure_listening(namespace)
+        return self.hub.waiter([f"{namespace}\x00{k}" for k in keys])
+
+    async def wait(self, namespace: str, keys: Sequence[str], timeout: float | None) -> None:
+        """Wait for a notification on any of ``keys``, or ``timeout`` seconds."""
+        fut = self.waiter(namespace, keys)
+        if self.is_sqlite:
+            # Other processes cannot notify us on SQLite: bounded poll for cross-process changes.
+            timeout = (
+                SQLITE_CROSS_PROCESS_POLL_SECONDS
+                if timeout is None
+                else min(timeout, SQLITE_CROSS_PROCESS_POLL_SECONDS)
+            )
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            fut.cancel()
+
+    async def wait_future(self, fut: asyncio.Future[None], timeout: float | None = None) -> None:
+        """Wait for a future from `waiter`; on SQLite, at most one cross-process poll interval."""
+        if self.is_sqlite:
+            timeout = (
+                SQLITE_CROSS_PROCESS_POLL_SECONDS
+                if timeout is None
+                else min(timeout, SQLITE_CROSS_PROCESS_POLL_SECONDS)
+            )
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _ensure_listening(self, namespace: str) -> None:
+        if self.is_sqlite:
+            return
+        with self._lock:
+            channels = getattr(self, "_channels", None)
+            if channels is None:
+                channels = set()
+                self._channels: set[str] = channels
+            if namespace in channels:
+                return
+            channels.add(namespace)
+            self._ensure_schema(namespace)
+            if self._listener is None:
+                ready = threading.Event()
+                self._listener = threading.Thread(
+                    target=self._listen_loop, args=(ready,), name="dbosify-listen", daemon=True
+                )
+                self._listener.start()
+                ready.wait(10)
+        self._listen_commands.put(f'LISTEN "{self._channel(namespace)}"')
+
+    def _listen_loop(self, ready: threading.Event) -> None:
+        import psycopg
+
+        self._listen_commands: queue.Queue[str] = queue.Queue()
+        ready.set()
+        backoff = 0.1
+        while not self._closed:
+            try:
+                conn = psycopg.connect(self._pg_url, autocommit=True, connect_timeout=10)
+            except Exception:
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            self._listen_conn = conn
+            try:
+                with self._lock:
+                    namespaces = set(getattr(self, "_channels", set()))
+                for ns in namespaces:
+                    conn.execute(f'LISTEN "{self._channel(ns)}"')
+                # After (re)connecting, wake everyone: something may have been missed.
+                self._fire_all()
+                while not self._closed:
+                    while True:
+                        try:
+                            cmd = self._listen_commands.get_nowait()
+                        except queue.Empty:
+                            break
+                        conn.execute(cmd)
+                    for n in conn.notifies(timeout=0.2, stop_after=256):
+                        ns_ident = n.channel
+                        for ns in namespaces | set(getattr(self, "_channels", set())):
+                            if self._channel(ns) == ns_ident:
+                                self.hub.fire(f"{ns}\x00{n.payload}")
+                    with self._lock:
+                        namespaces = set(getattr(self, "_channels", set()))
+            except Exception as err:
+                if not self._closed:
+                    logger.warning("dbosify: notification connection lost (%s); reconnecting", err)
+            finally:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+    def _fire_all(self) -> None:
+        with self.hub._lock:
+            keys = list(self.hub._waiters.keys())
+        for k in keys:
+            self.hub.fire(k)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            for pool in self._pools.values():
+                while True:
+                    try:
+                        pool.get_nowait().close()
+                    except queue.Empty:
+                        break
+            for conn, _ in self._sqlite_conns.values():
+                conn.close()
+            self._sqlite_conns.clear()
+
+
+def _is_retryable(err: BaseException) -> bool:
+    name = type(err).__name__
+    if name in ("SerializationFailure", "DeadlockDetected"):
+        return True
+    if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+        return True
+    if name in ("OperationalError", "InterfaceError") and "psycopg" in type(err).__module__:
+        return True  # connection dropped (e.g. Postgres restarted): retry on a new connection
+    return False
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def get_store(url: str) -> Store:
+    """The process-wide `Store` for ``url``."""
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = Store(url)
+            _stores[url] = store
+        return store

@@ -1,0 +1,483 @@
+"""A worker's core: what ``temporalio.bridge.worker.Worker`` polls instead of Temporal's Rust core.
+
+It claims runs and activity tasks of its task queue from the database (woken by
+notifications, never by a timer loop), hands activations and activity tasks to
+temporalio's own workflow and activity workers, and records their completions.
+A liveness row lets the other workers take over this one's runs and activity
+attempts if it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.bridge.proto import core_interface_pb2 as ci
+from temporalio.bridge.proto.activity_result import activity_result_pb2 as ar
+from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
+from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
+from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
+from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
+
+from dbosify import _activity_tasks as acts
+from dbosify import _history as h
+from dbosify._driver import RunDriver
+from dbosify._store import Store, Tx
+
+if TYPE_CHECKING:
+    from dbosify._native._client import ClientRef
+
+logger = logging.getLogger("dbosify")
+
+LIVENESS_INTERVAL = 1.0
+LIVENESS_EXPIRY = 5.0
+
+CANCEL_REASON_CANCELLED = 1
+CANCEL_REASON_TIMED_OUT = 2
+CANCEL_REASON_WORKER_SHUTDOWN = 3
+
+
+class PollShutdownError(Exception):
+    """Raised by polls once the worker is shutting down (temporalio expects this type)."""
+
+
+class _RunningActivity:
+    def __init__(self, claimed: acts.Claimed) -> None:
+        self.claimed = claimed
+        self.started = time.time()
+        self.last_heartbeat = self.started
+        self.cancel_sent = False
+        self.watchdog: asyncio.Task[None] | None = None
+        self.local_future: asyncio.Future[ar.ActivityExecutionResult] | None = None
+
+
+class WorkerCore:
+    def __init__(self, client: ClientRef, config: Any) -> None:
+        self.client = client
+        self.store: Store = client.store
+        self.ns: str = config.namespace
+        self.tq: str = config.task_queue
+        self.identity: str = config.identity_override or client.identity
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        types = config.task_types
+        self.enable_workflows = bool(types.enable_workflows)
+        self.enable_activities = bool(types.enable_remote_activities)
+        slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
+        self.max_activities: int = int(slots) if slots else 1000
+        self.max_cached: int = int(config.max_cached_workflows)
+        self.shutting_down = False
+        self._started = False
+        self._activations: asyncio.Queue[wa.WorkflowActivation] | None = None
+        self._activity_queue: asyncio.Queue[at.ActivityTask] | None = None
+        self._pending: dict[str, asyncio.Future[wcomp.WorkflowActivationCompletion]] = {}
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._driver_objs: dict[str, RunDriver] = {}
+        self._running: dict[bytes, _RunningActivity] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._capacity = asyncio.Event()
+        self._shutdown_event: asyncio.Event | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._activations = asyncio.Queue()
+        self._activity_queue = asyncio.Queue()
+        self._shutdown_event = asyncio.Event()
+        self.store.transact_sync(self.ns, self._register)
+        self._tasks.append(asyncio.create_task(self._liveness_loop()))
+        if self.enable_workflows:
+            self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
+
+    def _register(self, tx: Tx) -> None:
+        tx.execute(
+            "INSERT INTO workers (worker_id, task_queue, heartbeat_at) VALUES (%s, %s, %s)",
+            (self.id, self.tq, time.time()),
+        )
+
+    async def validate(self) -> bytes:
+        await asyncio.get_running_loop().run_in_executor(None, self.store.check)
+        from temporalio.bridge.proto import NamespaceInfo
+
+        return bytes(NamespaceInfo().SerializeToString())
+
+    def initiate_shutdown(self) -> None:
+        self.shutting_down = True
+        if self._shutdown_event is not None:
+            self._shutdown_event.set()
+        self.store.hub.fire(f"{self.ns}\x00shutdown:{self.id}")
+        if self._activations is not None and not self._drivers:
+            self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
+
+    async def finalize_shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in list(self._drivers.values()):
+            t.cancel()
+        if self._started:
+            await self.store.transact(self.ns, self._unregister)
+
+    def _unregister(self, tx: Tx) -> None:
+        tx.execute("DELETE FROM workers WHERE worker_id = %s", (self.id,))
+        tx.execute(
+            "UPDATE executions SET owner = NULL WHERE owner = %s AND status = 1", (self.id,)
+        )
+        tx.execute(
+            "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
+            " available_at = %s WHERE owner = %s AND state = 'running'",
+            (time.time(), self.id),
+        )
+        tx.notify(f"wf:{self.tq}")
+        tx.notify(f"act:{self.tq}")
+
+    def replace_client(self, client: ClientRef) -> None:
+        self.client = client
+
+    def request_workflow_eviction(self, run_id: str) -> None:
+        d = self._driver_objs.get(run_id)
+        if d is not None:
+            d.evict_requested = True
+            self.store.hub.fire(f"{self.ns}\x00evict:{run_id}")
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def poll_workflow_activation(self) -> bytes:
+        self._ensure_started()
+        assert self._activations is not None
+        while True:
+            if self.shutting_down and not self._drivers and self._activations.empty():
+                raise PollShutdownError()
+            act = await self._activations.get()
+            if not act.run_id:
+                continue  # a wake-up to re-check shutdown
+            return bytes(act.SerializeToString())
+
+    async def complete_workflow_activation(self, data: bytes) -> None:
+        completion = wcomp.WorkflowActivationCompletion.FromString(data)
+        fut = self._pending.pop(completion.run_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(completion)
+
+    async def activate(self, act: wa.WorkflowActivation) -> wcomp.WorkflowActivationCompletion:
+        assert self._activations is not None
+        fut: asyncio.Future[wcomp.WorkflowActivationCompletion] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[act.run_id] = fut
+        self._activations.put_nowait(act)
+        return await fut
+
+    async def _claim_runs_loop(self) -> None:
+        while not self.shutting_down:
+            fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
+            try:
+                run_id = await self.store.transact(self.ns, self._claim_run)
+                if run_id is not None:
+                    fut.cancel()
+                    self._start_driver(run_id)
+                    continue
+                await self.store.wait_future(fut)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: claiming runs on %r failed (%s); retrying", self.tq, err)
+                await asyncio.sleep(0.5)
+            finally:
+                fut.cancel()
+
+    def _claim_run(self, tx: Tx) -> str | None:
+        lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+        row = tx.one(
+            "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
+            f" ORDER BY start_time LIMIT 1{lock}",
+            (self.tq,),
+        )
+        if row is None:
+            return None
+        tx.execute("UPDATE executions SET owner = %s WHERE run_id = %s", (self.id, row[0]))
+        return str(row[0])
+
+    def _start_driver(self, run_id: str) -> None:
+        driver = RunDriver(self, run_id)
+        self._driver_objs[run_id] = driver
+        task = asyncio.create_task(driver.drive())
+        self._drivers[run_id] = task
+        task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))
+
+    def _driver_done(self, run_id: str) -> None:
+        self._drivers.pop(run_id, None)
+        self._driver_objs.pop(run_id, None)
+        fut = self._pending.pop(run_id, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+        if self.shutting_down:
+            # Hand the run back so another worker (or this one, restarted) continues it.
+            try:
+                self.store.transact_sync(
+                    self.ns,
+                    lambda tx: (
+                        tx.execute(
+                            "UPDATE executions SET owner = NULL WHERE run_id = %s AND owner = %s",
+                            (run_id, self.id),
+                        ),
+                        tx.notify(f"wf:{self.tq}"),
+                    ),
+                )
+            except Exception:
+                logger.exception("dbosify: releasing run %s failed", run_id)
+            if not self._drivers and self._activations is not None:
+                self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
+
+    # -- activities ----------------------------------------------------------------------------
+
+    async def poll_activity_task(self) -> bytes:
+        self._ensure_started()
+        assert self._activity_queue is not None
+        while True:
+            if not self._activity_queue.empty():
+                return bytes(self._activity_queue.get_nowait().SerializeToString())
+            if self.shutting_down:
+                raise PollShutdownError()
+            keys = [f"act:{self.tq}", f"actcancel:{self.id}", f"shutdown:{self.id}", f"local:{self.id}"]
+            fut = self.store.waiter(self.ns, keys)
+            try:
+                next_at: float | None = None
+                if self.enable_activities and self._remote_running() < self.max_activities:
+                    got = await self.store.transact(
+                        self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns)
+                    )
+                    if isinstance(got, acts.Claimed):
+                        self._track(got)
+                        return bytes(got.task.SerializeToString())
+                    next_at = got
+                await self._check_cancels()
+                if not self._activity_queue.empty():
+                    continue
+                timeout = None if next_at is None else max(0.0, next_at - time.time())
+                await self.store.wait_future(fut, timeout)
+            finally:
+                fut.cancel()
+
+    def _remote_running(self) -> int:
+        return sum(1 for r in self._running.values() if r.local_future is None)
+
+    def _track(self, claimed: acts.Claimed) -> None:
+        ra = _RunningActivity(claimed)
+        self._running[claimed.task.task_token] = ra
+        ra.watchdog = asyncio.create_task(self._watchdog(ra))
+
+    async def _watchdog(self, ra: _RunningActivity) -> None:
+        c = ra.claimed
+        while True:
+            deadlines: list[tuple[float, int]] = []
+            if c.start_to_close:
+                deadlines.append((ra.started + c.start_to_close, acts.TIMEOUT_START_TO_CLOSE))
+            if c.heartbeat_timeout:
+                deadlines.append((ra.last_heartbeat + c.heartbeat_timeout, acts.TIMEOUT_HEARTBEAT))
+            if c.deadline:
+                deadlines.append((c.deadline, acts.TIMEOUT_SCHEDULE_TO_CLOSE))
+            if not deadlines:
+                return
+            at_, kind = min(deadlines)
+            now = time.time()
+            if at_ > now:
+                await asyncio.sleep(at_ - now)
+                continue
+            if ra.local_future is None:
+                from temporalio.api.failure.v1 import message_pb2 as failure_pb
+
+                await self.store.transact(
+                    self.ns,
+                    lambda tx: acts.finish(
+                        tx, c.run_id, c.seq, c.attempt, "failed", failure_pb.Failure(),
+                        self.identity, timeout_kind=kind,
+                    ),
+                )
+            self._send_cancel(c.task.task_token, CANCEL_REASON_TIMED_OUT)
+            return
+
+    def _send_cancel(self, token: bytes, reason: int) -> None:
+        ra = self._running.get(token)
+        if ra is None or ra.cancel_sent or self._activity_queue is None:
+            return
+        ra.cancel_sent = True
+        self._activity_queue.put_nowait(
+            at.ActivityTask(task_token=token, cancel=at.Cancel(reason=reason))  # type: ignore[arg-type]
+        )
+        self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
+
+    async def _check_cancels(self) -> None:
+        if not any(r.local_future is None and not r.cancel_sent for r in self._running.values()):
+            return
+        rows = await self.store.transact(
+            self.ns,
+            lambda tx: tx.all(
+                "SELECT run_id, seq, attempt FROM activity_tasks WHERE owner = %s AND cancel_requested = 1",
+                (self.id,),
+            ),
+        )
+        for run_id, seq, attempt in rows:
+            self._send_cancel(acts.make_token(run_id, seq, attempt), CANCEL_REASON_CANCELLED)
+
+    async def complete_activity_task(self, data: bytes) -> None:
+        comp = ci.ActivityTaskCompletion.FromString(data)
+        ra = self._running.pop(comp.task_token, None)
+        if ra is not None and ra.watchdog is not None:
+            ra.watchdog.cancel()
+        if ra is not None and ra.local_future is not None:
+            if not ra.local_future.done():
+                ra.local_future.set_result(comp.result)
+            return
+        result = comp.result
+        kind = result.WhichOneof("status")
+        if kind == "will_complete_async":
+            if ra is not None:
+                # The attempt stays running until the client completes it by token.
+                pass
+            return
+        run_id, seq, attempt = acts.parse_token(comp.task_token)
+        payload: Any
+        if kind == "completed":
+            payload = common.Payloads()
+            if result.completed.HasField("result"):
+                payload.payloads.add().CopyFrom(result.completed.result)
+            k = "completed"
+        elif kind == "failed":
+            payload, k = result.failed.failure, "failed"
+        else:
+            payload = common.Payloads()
+            k = "canceled"
+        try:
+            await self.store.transact(
+                self.ns,
+                lambda tx: acts.finish(tx, run_id, seq, attempt, k, payload, self.identity),
+            )
+        finally:
+            self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
+
+    def record_activity_heartbeat(self, data: bytes) -> None:
+        hb = ci.ActivityHeartbeat.FromString(data)
+        ra = self._running.get(hb.task_token)
+        if ra is None:
+            return
+        ra.last_heartbeat = time.time()
+        if ra.local_future is not None:
+            return
+        details = common.Payloads()
+        details.payloads.extend(hb.details)
+        token = hb.task_token
+
+        async def write() -> None:
+            try:
+                cancel = await acts.heartbeat_by_token(self.store, self.ns, token, details)
+            except Exception:
+                return
+            if cancel:
+                self._send_cancel(token, CANCEL_REASON_CANCELLED)
+
+        asyncio.get_running_loop().create_task(write())
+
+    async def run_local_activity(
+        self, run: h.Run, la: wc.ScheduleLocalActivity, attempt: int, scheduled: float
+    ) -> ar.ActivityExecutionResult:
+        """Run one attempt of a local activity through temporalio's activity worker."""
+        assert self._activity_queue is not None
+        token = f"local\x00{run.run_id}\x00{la.seq}\x00{attempt}".encode()
+        task = at.ActivityTask(task_token=token)
+        s = task.start
+        s.workflow_namespace = self.ns
+        s.workflow_type = run.workflow_type
+        s.workflow_execution.workflow_id = run.workflow_id
+        s.workflow_execution.run_id = run.run_id
+        s.activity_id = la.activity_id
+        s.activity_type = la.activity_type
+        for k, v in la.headers.items():
+            s.header_fields[k].CopyFrom(v)
+        s.input.extend(la.arguments)
+        s.scheduled_time.FromNanoseconds(int(scheduled * 1e9))
+        s.current_attempt_scheduled_time.FromNanoseconds(time.time_ns())
+        s.started_time.FromNanoseconds(time.time_ns())
+        s.attempt = attempt
+        s.is_local = True
+        for f in ("schedule_to_close_timeout", "start_to_close_timeout", "retry_policy"):
+            if la.HasField(f):
+                getattr(s, f).CopyFrom(getattr(la, f))
+        claimed = acts.Claimed(
+            run.run_id, la.seq, attempt, task,
+            la.start_to_close_timeout.ToNanoseconds() / 1e9 if la.HasField("start_to_close_timeout") else None,
+            None,
+            scheduled + la.schedule_to_close_timeout.ToNanoseconds() / 1e9
+            if la.HasField("schedule_to_close_timeout") else None,
+        )
+        ra = _RunningActivity(claimed)
+        ra.local_future = asyncio.get_running_loop().create_future()
+        self._running[token] = ra
+        ra.watchdog = asyncio.create_task(self._watchdog(ra))
+        self._activity_queue.put_nowait(task)
+        self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
+        try:
+            return await ra.local_future
+        except asyncio.CancelledError:
+            self._send_cancel(token, CANCEL_REASON_CANCELLED)
+            raise
+
+    # -- liveness --------------------------------------------------------------------------------
+
+    async def _liveness_loop(self) -> None:
+        """Keep this worker's liveness row fresh and take over work of workers that died."""
+        tick = 0
+        while True:
+            try:
+                await self.store.transact(self.ns, self._beat)
+                if tick % 2 == 0:
+                    await self.store.transact(self.ns, self._reap)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: liveness update failed (%s); retrying", err)
+            tick += 1
+            await asyncio.sleep(LIVENESS_INTERVAL)
+
+    def _beat(self, tx: Tx) -> None:
+        tx.execute(
+            "UPDATE workers SET heartbeat_at = %s WHERE worker_id = %s", (time.time(), self.id)
+        )
+        if tx.rowcount == 0 and not self.shutting_down:
+            self._register(tx)
+
+    def _reap(self, tx: Tx) -> None:
+        cutoff = time.time() - LIVENESS_EXPIRY
+        dead = tx.all("SELECT worker_id, task_queue FROM workers WHERE heartbeat_at < %s", (cutoff,))
+        if not dead:
+            return
+        now = time.time()
+        for worker_id, tq in dead:
+            logger.info("dbosify: worker %s stopped heartbeating; taking over its work", worker_id)
+            released = tx.all(
+                "SELECT DISTINCT task_queue FROM executions WHERE owner = %s AND status = 1",
+                (worker_id,),
+            )
+            tx.execute("UPDATE executions SET owner = NULL WHERE owner = %s", (worker_id,))
+            queues = tx.all(
+                "SELECT DISTINCT task_queue FROM activity_tasks WHERE owner = %s AND state = 'running'",
+                (worker_id,),
+            )
+            tx.execute(
+                "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
+                " available_at = %s WHERE owner = %s AND state = 'running'",
+                (now, worker_id),
+            )
+            tx.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+            for (q,) in released:
+                tx.notify(f"wf:{q}")
+            for (q,) in queues:
+                tx.notify(f"act:{q}")
+            tx.notify(f"wf:{tq}")
