@@ -4,7 +4,8 @@ Postgres: the server (and credentials) come from DBOSIFY_TEST_DATABASE_URL, else
 postgresql://postgres@127.0.0.1:5432/postgres; the runner creates a database with a
 unique name on it and drops it, plus any database whose name starts with that name
 (DBOS may add a system database beside it), when the run ends.
-SQLite: a file in the run's report dir, removed afterwards.
+SQLite: a path in the run's report dir (dbosify treats it as a directory of per-namespace
+files), removed afterwards with anything else starting with its name.
 
 The SQL is run with the venv's python (psycopg comes with this repo's dependencies),
 so the runner itself needs nothing beyond the standard library.
@@ -13,6 +14,7 @@ so the runner itself needs nothing beyond the standard library.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -80,7 +82,7 @@ def _py(python: Path, code: str, *args: str) -> str:
 def create(kind: str, python: Path, run_dir: Path) -> FreshDatabase:
     name = fresh_name()
     if kind == "sqlite":
-        path = (run_dir / f"{name}.sqlite").resolve()
+        path = (run_dir / name).resolve()
         return FreshDatabase("sqlite", f"sqlite:///{path}", name, path=path)
     if kind != "postgres":
         raise DatabaseError(f"unknown database kind {kind!r}")
@@ -105,7 +107,10 @@ def drop(db: FreshDatabase, python: Path) -> str:
         assert db.path is not None
         removed = []
         for p in db.path.parent.glob(db.path.name + "*"):
-            p.unlink(missing_ok=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p.name)
         return " ".join(removed)
     assert db.admin_url is not None

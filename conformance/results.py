@@ -48,6 +48,8 @@ def parse_junit(path: Path) -> dict[TestId, Result]:
     except ET.ParseError:
         return out
     for case in root.iter("testcase"):
+        if not case.get("classname") and not case.get("name"):
+            continue  # pytest adds an anonymous entry when interrupted
         tid = normalise_id(case.get("classname", ""), case.get("name", ""))
         seconds = float(case.get("time") or 0.0)
         failure = case.find("failure")
