@@ -140,7 +140,9 @@ def jobs_for(
                 first.append(wa.WorkflowActivationJob(notify_has_patch=wa.NotifyHasPatch(patch_id=p)))
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             a = event.workflow_execution_signaled_event_attributes
-            s = wa.SignalWorkflow(signal_name=a.signal_name, identity=a.identity)
+            s = wa.SignalWorkflow(
+                signal_name=a.signal_name, identity=a.identity, originating_event_id=event.event_id
+            )
             s.input.extend(a.input.payloads)
             for k, v in a.header.fields.items():
                 s.headers[k].CopyFrom(v)

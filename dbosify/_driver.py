@@ -227,7 +227,9 @@ class RunDriver:
             if self.evict_requested:
                 self.evict_requested = False
                 raise WorkflowTaskFailed("eviction requested")
-            fut = self.store.waiter(self.ns, keys + [f"evict:{self.run_id}"])
+            fut = self.store.waiter(
+                self.ns, keys + [f"evict:{self.run_id}", f"shutdown:{self.core.id}"]
+            )
             try:
                 last_seen = self.events[-1][0].event_id if self.events else 0
                 snap = await self._load(last_seen)
@@ -709,9 +711,11 @@ class RunDriver:
         for k, v in sc.headers.items():
             started.header.fields[k].CopyFrom(v)
         for f in ("workflow_execution_timeout", "workflow_run_timeout", "workflow_task_timeout",
-                  "retry_policy", "memo", "search_attributes", "priority"):
+                  "retry_policy", "search_attributes", "priority"):
             if sc.HasField(f):
                 getattr(started, f).CopyFrom(getattr(sc, f))
+        for k, v in sc.memo.items():
+            started.memo.fields[k].CopyFrom(v)
         started.root_workflow_execution.workflow_id = run.workflow_id
         started.root_workflow_execution.run_id = rid
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.common.v1 import GrpcStatus
 
 OK = 0
 CANCELLED = 1
@@ -31,7 +31,7 @@ class ServiceError(Exception):
         self.detail = detail
 
     def grpc_status_bytes(self) -> bytes:
-        st = common.GrpcStatus(code=self.status, message=self.message)
+        st = GrpcStatus(code=self.status, message=self.message)
         if self.detail is not None:
             st.details.add().Pack(self.detail)
         return st.SerializeToString()

@@ -1,0 +1,52 @@
+"""Shared fixtures: the hook is active in this test process, and each test gets a fresh store.
+
+Tests run against real databases only: Postgres (``DBOSIFY_TEST_DATABASE_URL``, by default the
+local server at 127.0.0.1:5432 when it answers) and an embedded SQLite directory.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+import dbosify
+
+dbosify.activate()  # before anything imports temporalio
+
+from temporalio.client import Client  # noqa: E402
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_url() -> str | None:
+    url = os.environ.get("DBOSIFY_TEST_DATABASE_URL") or DEFAULT_PG
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception:
+        if os.environ.get("DBOSIFY_TEST_DATABASE_URL") or os.environ.get("CI"):
+            raise
+        return None
+    return url
+
+
+_PG = postgres_url()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "postgres":
+        if _PG is None:
+            pytest.skip("no Postgres reachable (set DBOSIFY_TEST_DATABASE_URL)")
+        return _PG
+    return "sqlite:///" + str(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+async def client(db_url: str) -> AsyncIterator[Client]:
+    ns = f"t{uuid.uuid4().hex[:12]}"
+    yield await Client.connect(db_url, namespace=ns)

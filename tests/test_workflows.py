@@ -1,0 +1,408 @@
+"""Durable execution features through the unmodified temporalio API, on Postgres and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio import activity, workflow
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import RetryPolicy, WorkflowIDConflictPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+ATTEMPTS: dict[str, list[int]] = {}
+
+
+@activity.defn
+async def greet(name: str) -> str:
+    return f"Hello, {name}!"
+
+
+@activity.defn
+def greet_sync(name: str) -> str:
+    return f"Hi, {name}!"
+
+
+@activity.defn
+async def flaky(key: str) -> int:
+    attempt = activity.info().attempt
+    ATTEMPTS.setdefault(key, []).append(attempt)
+    if attempt < 3:
+        raise ApplicationError(f"attempt {attempt} failed")
+    return attempt
+
+
+@activity.defn
+async def fails_hard(key: str) -> None:
+    ATTEMPTS.setdefault(key, []).append(activity.info().attempt)
+    raise ApplicationError("bad input", type="BadInput", non_retryable=True)
+
+
+@activity.defn
+async def slow(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "slow done"
+
+
+@activity.defn
+async def wait_cancel() -> str:
+    try:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        return "cancelled"
+
+
+@workflow.defn
+class GreetingWorkflow:
+    @workflow.run
+    async def run(self, name: str) -> str:
+        a = await workflow.execute_activity(greet, name, start_to_close_timeout=timedelta(seconds=10))
+        b = await workflow.execute_activity(greet_sync, name, start_to_close_timeout=timedelta(seconds=10))
+        return a + " " + b
+
+
+@workflow.defn
+class RetryWorkflow:
+    @workflow.run
+    async def run(self, key: str) -> int:
+        return await workflow.execute_activity(
+            flaky, key, start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50)),
+        )
+
+
+@workflow.defn
+class NonRetryableWorkflow:
+    @workflow.run
+    async def run(self, key: str) -> None:
+        await workflow.execute_activity(
+            fails_hard, key, start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50)),
+        )
+
+
+@workflow.defn
+class TimeoutWorkflow:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(
+            slow, 5.0, start_to_close_timeout=timedelta(milliseconds=300),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
+@workflow.defn
+class SignalQueryUpdateWorkflow:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> list[str]:
+        await workflow.wait_condition(lambda: self.done)
+        return self.items
+
+    @workflow.signal
+    def add(self, item: str) -> None:
+        self.items.append(item)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.query
+    def count(self) -> int:
+        return len(self.items)
+
+    @workflow.update
+    async def add_and_count(self, item: str) -> int:
+        await workflow.sleep(0.01)
+        self.items.append(item)
+        return len(self.items)
+
+    @add_and_count.validator
+    def _validate(self, item: str) -> None:
+        if not item:
+            raise ValueError("empty item")
+
+
+@workflow.defn
+class TimerWorkflow:
+    @workflow.run
+    async def run(self) -> list[float]:
+        t0 = workflow.now()
+        await workflow.sleep(0.3)
+        t1 = workflow.now()
+        hit = await workflow.wait_condition(lambda: False, timeout=0.2) if False else None
+        try:
+            await workflow.wait_condition(lambda: False, timeout=0.2)
+            timed_out = False
+        except asyncio.TimeoutError:
+            timed_out = True
+        assert hit is None and timed_out
+        workflow.random().random()
+        workflow.uuid4()
+        return [(t1 - t0).total_seconds()]
+
+
+@workflow.defn
+class ChildWorkflow:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        return n * 2
+
+
+@workflow.defn
+class ParentWorkflow:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        return await workflow.execute_child_workflow(ChildWorkflow.run, n, id=workflow.info().workflow_id + "-child")
+
+
+@workflow.defn
+class ContinueWorkflow:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        if n < 3:
+            workflow.continue_as_new(n + 1)
+        return n
+
+
+@workflow.defn
+class CancelWorkflow:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            await workflow.execute_activity(
+                wait_cancel, start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(seconds=5),
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except ActivityError:
+            pass
+        return "unreachable"
+
+
+@workflow.defn
+class WaitForeverWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+
+ALL_WORKFLOWS = [
+    GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
+    TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
+]
+ALL_ACTIVITIES = [greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
+
+
+def worker(client: Client, tq: str, *, sandbox: bool = False, **kw: object) -> Worker:
+    """A worker with every workflow; unsandboxed unless asked (the sandbox costs ~2 s per start)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not sandbox:
+        kw.setdefault("workflow_runner", UnsandboxedWorkflowRunner())
+    return Worker(
+        client, task_queue=tq, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES,
+        activity_executor=ThreadPoolExecutor(4), **kw,  # type: ignore[arg-type]
+    )
+
+
+def wid() -> str:
+    return f"wf-{uuid.uuid4().hex[:10]}"
+
+
+async def test_activities_async_and_sync(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq, sandbox=True):
+        r = await client.execute_workflow(GreetingWorkflow.run, "World", id=wid(), task_queue=tq)
+    assert r == "Hello, World! Hi, World!"
+
+
+async def test_unsandboxed_runner(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        r = await client.execute_workflow(GreetingWorkflow.run, "X", id=wid(), task_queue=tq)
+    assert r == "Hello, X! Hi, X!"
+
+
+async def test_retry_with_backoff(client: Client) -> None:
+    tq, key = wid(), wid()
+    async with worker(client, tq):
+        r = await client.execute_workflow(RetryWorkflow.run, key, id=wid(), task_queue=tq)
+    assert r == 3
+    assert ATTEMPTS[key] == [1, 2, 3]
+
+
+async def test_non_retryable_failure_chain(client: Client) -> None:
+    tq, key = wid(), wid()
+    async with worker(client, tq):
+        with pytest.raises(WorkflowFailureError) as info:
+            await client.execute_workflow(NonRetryableWorkflow.run, key, id=wid(), task_queue=tq)
+    assert ATTEMPTS[key] == [1]
+    cause = info.value.cause
+    assert isinstance(cause, ActivityError)
+    assert isinstance(cause.cause, ApplicationError)
+    assert cause.cause.type == "BadInput" and cause.cause.non_retryable
+    assert cause.cause.message == "bad input"
+
+
+async def test_start_to_close_timeout(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        with pytest.raises(WorkflowFailureError) as info:
+            await client.execute_workflow(TimeoutWorkflow.run, id=wid(), task_queue=tq)
+    assert isinstance(info.value.cause, ActivityError)
+    assert isinstance(info.value.cause.cause, TimeoutError)
+
+
+async def test_signal_query_update(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(SignalQueryUpdateWorkflow.run, id=wid(), task_queue=tq)
+        await handle.signal(SignalQueryUpdateWorkflow.add, "a")
+        await handle.signal(SignalQueryUpdateWorkflow.add, "b")
+        assert await handle.query(SignalQueryUpdateWorkflow.count) == 2
+        assert await handle.execute_update(SignalQueryUpdateWorkflow.add_and_count, "c") == 3
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(SignalQueryUpdateWorkflow.add_and_count, "")
+        await handle.signal(SignalQueryUpdateWorkflow.finish)
+        assert await handle.result() == ["a", "b", "c"]
+        desc = await handle.describe()
+        assert desc.status == WorkflowExecutionStatus.COMPLETED
+        # A query does not write to the run's history.
+        events = [e async for e in handle.fetch_history_events()]
+        assert not any(e.HasField("workflow_task_failed_event_attributes") for e in events)
+        with pytest.raises(RPCError) as err:
+            await handle.signal(SignalQueryUpdateWorkflow.add, "late")
+        assert err.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_signals_before_worker_are_buffered(client: Client) -> None:
+    tq = wid()
+    handle = await client.start_workflow(SignalQueryUpdateWorkflow.run, id=wid(), task_queue=tq)
+    await handle.signal(SignalQueryUpdateWorkflow.add, "early")
+    await handle.signal(SignalQueryUpdateWorkflow.finish)
+    async with worker(client, tq):
+        assert await handle.result() == ["early"]
+
+
+async def test_timers_and_determinism(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        (elapsed,) = await client.execute_workflow(TimerWorkflow.run, id=wid(), task_queue=tq)
+    assert 0.3 <= elapsed < 2.0
+
+
+async def test_child_workflow(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        assert await client.execute_workflow(ParentWorkflow.run, 21, id=wid(), task_queue=tq) == 42
+
+
+async def test_continue_as_new_result_follows_runs(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(ContinueWorkflow.run, 0, id=wid(), task_queue=tq)
+        assert await handle.result() == 3
+
+
+async def test_cancel_workflow_and_activity(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(CancelWorkflow.run, id=wid(), task_queue=tq)
+        await asyncio.sleep(0.5)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+        assert isinstance(info.value.cause, CancelledError)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_terminate_keeps_reason(client: Client) -> None:
+    tq = wid()
+    handle = await client.start_workflow(WaitForeverWorkflow.run, id=wid(), task_queue=tq)
+    await handle.terminate(reason="enough")
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, TerminatedError)
+    assert info.value.cause.message == "enough"
+
+
+async def test_already_started_and_conflict_policy(client: Client) -> None:
+    tq, id_ = wid(), wid()
+    h1 = await client.start_workflow(WaitForeverWorkflow.run, id=id_, task_queue=tq)
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await client.start_workflow(WaitForeverWorkflow.run, id=id_, task_queue=tq)
+    h2 = await client.start_workflow(
+        WaitForeverWorkflow.run, id=id_, task_queue=tq,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    assert h2.result_run_id == h1.result_run_id
+    await h1.terminate()
+
+
+async def test_not_found_errors(client: Client) -> None:
+    handle = client.get_workflow_handle("does-not-exist")
+    with pytest.raises(RPCError) as err:
+        await handle.describe()
+    assert err.value.status == RPCStatusCode.NOT_FOUND
+    with pytest.raises(RPCError) as err:
+        await handle.signal("x")
+    assert err.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_signal_with_start(client: Client) -> None:
+    tq, id_ = wid(), wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(
+            SignalQueryUpdateWorkflow.run, id=id_, task_queue=tq,
+            start_signal="add", start_signal_args=["first"],
+        )
+        await handle.signal(SignalQueryUpdateWorkflow.finish)
+        assert await handle.result() == ["first"]
+
+
+async def test_unknown_workflow_type_is_a_task_failure(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow("NoSuchWorkflow", id=wid(), task_queue=tq)
+        for _ in range(50):
+            events = [e async for e in handle.fetch_history_events()]
+            if any(e.HasField("workflow_task_failed_event_attributes") for e in events):
+                break
+            await asyncio.sleep(0.1)
+        failed = [e for e in events if e.HasField("workflow_task_failed_event_attributes")]
+        assert failed and "NoSuchWorkflow" in failed[0].workflow_task_failed_event_attributes.failure.message
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await handle.terminate()
+
+
+async def test_unserialisable_argument_fails_at_start(client: Client) -> None:
+    with pytest.raises(TypeError):
+        await client.start_workflow(GreetingWorkflow.run, object(), id=wid(), task_queue="x")  # type: ignore[arg-type]
+
+
+async def test_bad_database_url_names_host_not_password() -> None:
+    with pytest.raises(RuntimeError) as err:
+        await Client.connect("postgresql://alice:s3cret@127.0.0.1:1/nodb")
+    assert "127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
