@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                    "by the per-test timeout too, so a hanging fixture cannot wedge the run)")
     p.add_argument("--include-out-of-scope", action="store_true",
                    help="also run tests that expectations.tsv marks out-of-scope")
+    p.add_argument("--from-report", metavar="DIR", type=Path, action="append",
+                   help="with --update-expectations: a report dir to read; repeat it to promote "
+                   "only tests that passed in every one (guards against flaky passes)")
     p.add_argument("--expectations", type=Path, default=EXPECTATIONS, help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true",
                    help="do not echo pytest's output (it is still in pytest.log)")
@@ -69,8 +72,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild-venv", action="store_true", help="recreate the venv")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--update-expectations", action="store_true",
-                      help="promote the tests that passed in the last report (--report DIR) to "
-                      "`pass` in expectations.tsv; never demotes; runs nothing")
+                      help="promote the tests that passed in the last report (--report DIR, or "
+                      "every --from-report DIR) to `pass` in expectations.tsv; never demotes; "
+                      "runs nothing")
     mode.add_argument("--init-expectations", metavar="BASELINE_TSV", type=Path,
                       help="(re)generate expectations.tsv from a dev-server baseline and "
                       "conformance/scope.py, keeping `pass` and COMPAT rows; runs nothing")
@@ -123,21 +127,48 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_update(args: argparse.Namespace) -> int:
-    path = args.report / "report.json"
+def _report_outcomes(report_dir: Path) -> dict[exps.TestId, str] | None:
+    path = report_dir / "report.json"
     if not path.exists():
         log(f"no report at {path}: run the suite first")
-        return EXIT_RUNNER_ERROR
+        return None
     data = json.loads(path.read_text(encoding="utf-8"))
     sha = data.get("meta", {}).get("upstream_sha")
     if sha and sha != pins.UPSTREAM_SHA:
-        log(f"WARNING: that report is for upstream {sha[:12]}, not the pinned {pins.UPSTREAM_SHA[:12]}")
+        log(f"WARNING: {path} is for upstream {sha[:12]}, not the pinned {pins.UPSTREAM_SHA[:12]}")
+    return {(t["classname"], t["name"]): t["outcome"] for t in data.get("tests", [])
+            if t["name"] != results.COLLECT}
+
+
+def combine_outcomes(runs: list[dict[exps.TestId, str]]) -> list[tuple[exps.TestId, str]]:
+    """One outcome per test over several reports: `passed` only if it passed in every one."""
+    out = []
+    for tid in sorted(set().union(*runs)):
+        seen = [r.get(tid) for r in runs]
+        if all(o == "passed" for o in seen):
+            out.append((tid, "passed"))
+        elif any(o in ("failed", "error") for o in seen):
+            out.append((tid, "failed"))
+        elif any(o == "passed" for o in seen):
+            out.append((tid, "unconfirmed"))  # passed somewhere, absent elsewhere
+        else:
+            out.append((tid, next((o for o in seen if o), "not-run")))
+    return out
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    dirs = args.from_report or [args.report]
+    runs = []
+    for d in dirs:
+        got = _report_outcomes(d)
+        if got is None:
+            return EXIT_RUNNER_ERROR
+        runs.append(got)
     rows = exps.load(args.expectations)
-    outcomes = [((t["classname"], t["name"]), t["outcome"]) for t in data.get("tests", [])
-                if t["name"] != results.COLLECT]
-    res = exps.promote(rows, outcomes)
+    res = exps.promote(rows, combine_outcomes(runs))
     exps.save(args.expectations, rows)
     log(f"promoted {len(res.promoted)} test(s) to `pass`"
+        + (f" (passed in all {len(dirs)} reports)" if len(dirs) > 1 else "")
         + (f", added {len(res.added)} new passing id(s)" if res.added else ""))
     for tid in res.promoted + res.added:
         print(f"  + {tid[0]}::{tid[1]}")
@@ -147,7 +178,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         for tid in res.passing_out_of_scope:
             print(f"  ? {tid[0]}::{tid[1]}")
     if res.still_failing_expected_pass:
-        log(f"{len(res.still_failing_expected_pass)} test(s) expected to pass failed in that report; "
+        log(f"{len(res.still_failing_expected_pass)} test(s) expected to pass failed; "
             "left as `pass` (never demoted): fix them or demote by hand with a reason")
         for tid in res.still_failing_expected_pass:
             print(f"  - {tid[0]}::{tid[1]}")

@@ -232,3 +232,15 @@ def test_cli_check_upstream_reports_missing() -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 1
     assert "no upstream checkout" in res.stdout
+
+
+def test_combine_outcomes_requires_every_report() -> None:
+    from conformance.__main__ import combine_outcomes
+
+    a = {("m", "t1"): "passed", ("m", "t2"): "passed", ("m", "t3"): "passed", ("m", "t4"): "skipped"}
+    b = {("m", "t1"): "passed", ("m", "t2"): "failed", ("m", "t4"): "skipped"}
+    got = dict(combine_outcomes([a, b]))
+    assert got[("m", "t1")] == "passed"
+    assert got[("m", "t2")] == "failed"
+    assert got[("m", "t3")] != "passed"  # absent from one report: not confirmed
+    assert got[("m", "t4")] == "skipped"
