@@ -298,6 +298,8 @@ class Store:
         import psycopg
 
         conn = psycopg.connect(self._pg_url, connect_timeout=10)
+        # Connections move between threads; server-side prepared statements would then clash.
+        conn.prepare_threshold = None
         with conn.cursor() as cur:
             cur.execute(f'SET search_path TO "{_namespace_ident(namespace)}"')
         conn.commit()

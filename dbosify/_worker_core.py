@@ -309,9 +309,11 @@ class WorkerCore:
         if ra is None or ra.cancel_sent or self._activity_queue is None:
             return
         ra.cancel_sent = True
-        self._activity_queue.put_nowait(
-            at.ActivityTask(task_token=token, cancel=at.Cancel(reason=reason))  # type: ignore[arg-type]
-        )
+        cancel = at.Cancel(reason=reason)  # type: ignore[arg-type]
+        cancel.details.is_cancelled = reason == CANCEL_REASON_CANCELLED
+        cancel.details.is_timed_out = reason == CANCEL_REASON_TIMED_OUT
+        cancel.details.is_worker_shutdown = reason == CANCEL_REASON_WORKER_SHUTDOWN
+        self._activity_queue.put_nowait(at.ActivityTask(task_token=token, cancel=cancel))
         self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
 
     async def _check_cancels(self) -> None:

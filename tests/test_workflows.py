@@ -62,12 +62,9 @@ async def slow(seconds: float) -> str:
 
 @activity.defn
 async def wait_cancel() -> str:
-    try:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(0.05)
-    except asyncio.CancelledError:
-        return "cancelled"
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(0.05)
 
 
 @workflow.defn
@@ -190,15 +187,11 @@ class ContinueWorkflow:
 class CancelWorkflow:
     @workflow.run
     async def run(self) -> str:
-        try:
-            await workflow.execute_activity(
-                wait_cancel, start_to_close_timeout=timedelta(seconds=30),
-                heartbeat_timeout=timedelta(seconds=5),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-        except ActivityError:
-            pass
-        return "unreachable"
+        return await workflow.execute_activity(
+            wait_cancel, start_to_close_timeout=timedelta(seconds=30),
+            heartbeat_timeout=timedelta(seconds=5),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
 
 
 @workflow.defn
