@@ -167,9 +167,9 @@ def jobs_for(
             sched = scheduled.get(seq)
             job = wa.ResolveActivity(seq=seq)
             if t == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-                a = event.activity_task_completed_event_attributes
-                if a.result.payloads:
-                    job.result.completed.result.CopyFrom(a.result.payloads[0])
+                done = event.activity_task_completed_event_attributes
+                if done.result.payloads:
+                    job.result.completed.result.CopyFrom(done.result.payloads[0])
                 else:
                     job.result.completed.SetInParent()
             elif t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED:
@@ -222,7 +222,7 @@ def jobs_for(
                         failed=wa.ResolveChildWorkflowExecutionStartFailure(
                             workflow_id=fa2.workflow_id,
                             workflow_type=fa2.workflow_type.name,
-                            cause=1,  # START_CHILD_WORKFLOW_EXECUTION_FAILED_CAUSE_WORKFLOW_ALREADY_EXISTS
+                            cause=1,  # type: ignore
                         ),
                     )
                 )

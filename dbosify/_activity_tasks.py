@@ -234,7 +234,7 @@ def finish(
         _record_started(tx, run_id, seq, sched_id, attempt, identity, None)
         a = hist.ActivityTaskCompletedEventAttributes(scheduled_event_id=sched_id, identity=identity)
         if payload is not None:
-            a.result.CopyFrom(payload)
+            a.result.CopyFrom(payload)  # type: ignore
         h.append(tx, run_id, et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, a, seq=seq, dedup=f"act-done:{seq}")
     else:  # canceled
         _record_started(tx, run_id, seq, sched_id, attempt, identity, None)

@@ -274,7 +274,7 @@ class RunDriver:
             if run_deadline is not None and run_deadline <= now:
                 _runs.close_run(
                     tx, run, h.TIMED_OUT, E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
-                    hist.WorkflowExecutionTimedOutEventAttributes(retry_state=3),
+                    hist.WorkflowExecutionTimedOutEventAttributes(retry_state=3),  # type: ignore
                 )
                 return
             for seq in due:
@@ -306,7 +306,7 @@ class RunDriver:
             raise WorkflowTaskFailed(completion.failed.failure.message)
         await self._apply(completion, ts, consumed, updates)
         st.consumed = consumed
-        if any(c.HasField(f) for c in completion.successful.commands for f in _CLOSING):
+        if any(c.HasField(f) for c in completion.successful.commands for f in _CLOSING):  # type: ignore
             raise RunClosed()
         self._start_pending_local_activities()
 
@@ -354,7 +354,7 @@ class RunDriver:
                 h.append(
                     tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_FAILED,
                     hist.WorkflowTaskFailedEventAttributes(
-                        failure=failure, identity=self.core.identity, cause=4  # UNHANDLED... workflow worker unhandled failure
+                        failure=failure, identity=self.core.identity, cause=4  # type: ignore
                     ),
                 )
             tx.execute(
@@ -570,11 +570,11 @@ class RunDriver:
                 task.cancel()
             st.local_pending.pop(seq, None)
             if seq not in st.local_done:
-                f = failure_pb.Failure(message="Local activity cancelled")
-                f.canceled_failure_info.SetInParent()
+                lf = failure_pb.Failure(message="Local activity cancelled")
+                lf.canceled_failure_info.SetInParent()
                 h.append(
                     tx, rid, E.EVENT_TYPE_MARKER_RECORDED,
-                    hist.MarkerRecordedEventAttributes(marker_name=A.LOCAL_ACTIVITY_MARKER, failure=f),
+                    hist.MarkerRecordedEventAttributes(marker_name=A.LOCAL_ACTIVITY_MARKER, failure=lf),
                     seq=seq, dedup=f"la:{seq}", at=ts,
                 )
         elif kind == "respond_to_query":
@@ -621,7 +621,7 @@ class RunDriver:
                 h.append(
                     tx, rid, E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
                     hist.ExternalWorkflowExecutionCancelRequestedEventAttributes(
-                        workflow_execution=rc.workflow_execution
+                        workflow_execution=rc.workflow_execution  # type: ignore
                     ),
                     seq=rc.seq, at=ts,
                 )
@@ -629,7 +629,9 @@ class RunDriver:
                 h.append(
                     tx, rid, E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
                     hist.RequestCancelExternalWorkflowExecutionFailedEventAttributes(
-                        workflow_execution=rc.workflow_execution, cause=1
+                        workflow_execution=common.WorkflowExecution(
+                            workflow_id=rc.workflow_execution.workflow_id
+                        ), cause=1  # type: ignore
                     ),
                     seq=rc.seq, at=ts,
                 )
@@ -643,7 +645,7 @@ class RunDriver:
         elif kind == "fail_workflow_execution":
             f2 = hist.WorkflowExecutionFailedEventAttributes(
                 failure=cmd.fail_workflow_execution.failure, workflow_task_completed_event_id=wft_id,
-                retry_state=2,  # RETRY_STATE_RETRY_POLICY_NOT_SET
+                retry_state=2,  # type: ignore
             )
             _runs.close_run(tx, run, h.FAILED, E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, f2)
         elif kind == "cancel_workflow_execution":
@@ -695,7 +697,7 @@ class RunDriver:
         init = hist.StartChildWorkflowExecutionInitiatedEventAttributes(
             namespace=sc.namespace or self.ns, workflow_id=sc.workflow_id,
             workflow_task_completed_event_id=wft_id,
-            parent_close_policy=sc.parent_close_policy, workflow_id_reuse_policy=sc.workflow_id_reuse_policy,
+            parent_close_policy=sc.parent_close_policy, workflow_id_reuse_policy=sc.workflow_id_reuse_policy,  # type: ignore
         )
         init.workflow_type.name = sc.workflow_type
         init.task_queue.name = sc.task_queue or run.task_queue
@@ -727,7 +729,7 @@ class RunDriver:
             )
         except ServiceError:
             fa = hist.StartChildWorkflowExecutionFailedEventAttributes(
-                namespace=self.ns, workflow_id=sc.workflow_id, cause=1,
+                namespace=self.ns, workflow_id=sc.workflow_id, cause=1,  # type: ignore
                 workflow_task_completed_event_id=wft_id,
             )
             fa.workflow_type.name = sc.workflow_type
@@ -771,7 +773,7 @@ class RunDriver:
             h.append(
                 tx, rid, E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
                 hist.SignalExternalWorkflowExecutionFailedEventAttributes(
-                    workflow_execution=ini.workflow_execution, cause=1
+                    workflow_execution=ini.workflow_execution, cause=1  # type: ignore
                 ),
                 seq=se.seq, at=ts,
             )
@@ -789,7 +791,7 @@ class RunDriver:
         attrs.input.payloads.extend(can.arguments)
         _runs.close_run(tx, run, h.CONTINUED_AS_NEW, E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW, attrs)
         started = hist.WorkflowExecutionStartedEventAttributes(
-            continued_execution_run_id=self.run_id, initiator=1, identity=self.core.identity, attempt=1,
+            continued_execution_run_id=self.run_id, initiator=1, identity=self.core.identity, attempt=1,  # type: ignore
             first_execution_run_id=run.first_execution_run_id,
         )
         started.input.payloads.extend(can.arguments)

@@ -24,7 +24,6 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.namespace.v1 import message_pb2 as ns_pb
 from temporalio.api.query.v1 import message_pb2 as query_pb
 from temporalio.api.update.v1 import message_pb2 as upd_pb
-from temporalio.api.workflow.v1 import message_pb2 as wf_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from dbosify import _activity_tasks as acts
@@ -95,13 +94,13 @@ class WorkflowService:
     async def describe_namespace(self, req: rr.DescribeNamespaceRequest) -> Message:
         resp = rr.DescribeNamespaceResponse()
         resp.namespace_info.name = req.namespace or "default"
-        resp.namespace_info.state = 1  # registered
+        resp.namespace_info.state = 1  # type: ignore
         resp.namespace_info.id = resp.namespace_info.name
         return resp
 
     async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
         resp = rr.ListNamespacesResponse()
-        resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name="default", state=1))
+        resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name="default", state=1))  # type: ignore
         return resp
 
     # -- starting ---------------------------------------------------------------------------
@@ -574,7 +573,7 @@ class WorkflowService:
         if state == "closed":
             raise ServiceError.not_found("workflow execution already completed")
         if state in ("rejected", "completed"):
-            resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))
+            resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))  # type: ignore
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]
         else:
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ACCEPTED  # type: ignore[assignment]
@@ -621,7 +620,7 @@ class WorkflowService:
         ur = await self._wait_update(
             req.namespace, run, update_id, update.wait_policy.lifecycle_stage
         )
-        resp.responses.add().update_workflow.CopyFrom(ur)
+        resp.responses.add().update_workflow.CopyFrom(ur)  # type: ignore
         return resp
 
     # -- async activity completion ---------------------------------------------------------------

@@ -210,7 +210,7 @@ class WorkerCore:
         self._driver_objs[run_id] = driver
         task = asyncio.create_task(driver.drive())
         self._drivers[run_id] = task
-        task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))
+        task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))  # type: ignore
 
     def _driver_done(self, run_id: str) -> None:
         self._drivers.pop(run_id, None)
@@ -228,7 +228,7 @@ class WorkerCore:
                             "UPDATE executions SET owner = NULL WHERE run_id = %s AND owner = %s",
                             (run_id, self.id),
                         ),
-                        tx.notify(f"wf:{self.tq}"),
+                        tx.notify(f"wf:{self.tq}"),  # type: ignore
                     ),
                 )
             except Exception:
@@ -294,13 +294,13 @@ class WorkerCore:
             if ra.local_future is None:
                 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 
-                await self.store.transact(
-                    self.ns,
-                    lambda tx: acts.finish(
+                def record_timeout(tx: Tx, kind: int = kind) -> bool:
+                    return acts.finish(
                         tx, c.run_id, c.seq, c.attempt, "failed", failure_pb.Failure(),
                         self.identity, timeout_kind=kind,
-                    ),
-                )
+                    )
+
+                await self.store.transact(self.ns, record_timeout)
             self._send_cancel(c.task.task_token, CANCEL_REASON_TIMED_OUT)
             return
 

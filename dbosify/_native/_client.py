@@ -42,7 +42,7 @@ class ClientRef:
             if service == "health":
                 from temporalio.bridge.proto.health.v1 import health_pb2
 
-                return bytes(health_pb2.HealthCheckResponse(status=1).SerializeToString())
+                return bytes(health_pb2.HealthCheckResponse(status=1).SerializeToString())  # type: ignore
             if service == "operator" and call.rpc == "list_search_attributes":
                 from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
 
