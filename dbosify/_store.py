@@ -31,6 +31,7 @@ T = TypeVar("T")
 ENV_DATABASE_URL = "DBOSIFY_DATABASE_URL"
 ENV_HOME = "DBOSIFY_HOME"
 SQLITE_CROSS_PROCESS_POLL_SECONDS = 0.1
+PG_POOL_SIZE = 8  # connections per store and process, plus one for LISTEN
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -244,7 +245,8 @@ class Store:
         self.hub = Hub()
         self._lock = threading.Lock()
         self._ready: set[str] = set()
-        self._pools: dict[str, queue.LifoQueue[Any]] = {}
+        self._pg_pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._pg_slots = threading.BoundedSemaphore(PG_POOL_SIZE)
         self._sqlite_conns: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
         self._listener: threading.Thread | None = None
         self._listen_conn: Any = None
@@ -294,15 +296,12 @@ class Store:
             ) from None
         conn.close()
 
-    def _new_pg_conn(self, namespace: str) -> Any:
+    def _new_pg_conn(self) -> Any:
         import psycopg
 
         conn = psycopg.connect(self._pg_url, connect_timeout=10)
         # Connections move between threads; server-side prepared statements would then clash.
         conn.prepare_threshold = None
-        with conn.cursor() as cur:
-            cur.execute(f'SET search_path TO "{_namespace_ident(namespace)}"')
-        conn.commit()
         return conn
 
     @contextmanager
@@ -325,24 +324,29 @@ class Store:
             with entry[1]:
                 yield entry[0]
             return
-        with self._lock:
-            pool = self._pools.setdefault(namespace, queue.LifoQueue())
+        # One bounded pool for every namespace; each transaction selects its schema.
+        self._pg_slots.acquire()
         try:
-            conn = pool.get_nowait()
-        except queue.Empty:
-            conn = self._new_pg_conn(namespace)
-        ok = False
-        try:
-            yield conn
-            ok = True
+            try:
+                conn = self._pg_pool.get_nowait()
+            except queue.Empty:
+                conn = self._new_pg_conn()
+            ok = False
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f'SET LOCAL search_path TO "{_namespace_ident(namespace)}"')
+                yield conn
+                ok = True
+            finally:
+                if ok and not conn.closed and not self._closed:
+                    self._pg_pool.put(conn)
+                else:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
         finally:
-            if ok and not conn.closed and not self._closed:
-                pool.put(conn)
-            else:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
+            self._pg_slots.release()
 
     def _ensure_schema(self, namespace: str) -> None:
         if namespace in self._ready:
@@ -360,11 +364,18 @@ class Store:
                     raise
             else:
                 ident = _namespace_ident(namespace)
-                with conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ident,))
-                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{ident}"')
-                    cur.execute(_SCHEMA)
-                conn.commit()
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ident,))
+                        cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{ident}"')
+                        cur.execute(_SCHEMA)
+                    conn.commit()
+                except Exception as err:
+                    conn.rollback()
+                    # Another process created it at the same moment: IF NOT EXISTS is not atomic.
+                    if type(err).__name__ != "UniqueViolation":
+                        raise
+                    return self._ensure_schema(namespace)
         self._ready.add(namespace)
 
     # -- transactions ------------------------------------------------------------------------
@@ -520,12 +531,11 @@ class Store:
     def close(self) -> None:
         self._closed = True
         with self._lock:
-            for pool in self._pools.values():
-                while True:
-                    try:
-                        pool.get_nowait().close()
-                    except queue.Empty:
-                        break
+            while True:
+                try:
+                    self._pg_pool.get_nowait().close()
+                except queue.Empty:
+                    break
             for conn, _ in self._sqlite_conns.values():
                 conn.close()
             self._sqlite_conns.clear()

@@ -194,16 +194,26 @@ class WorkerCore:
                 fut.cancel()
 
     def _claim_run(self, tx: Tx) -> str | None:
-        lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
-        row = tx.one(
-            "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
-            f" ORDER BY start_time LIMIT 1{lock}",
-            (self.tq,),
-        )
-        if row is None:
-            return None
-        tx.execute("UPDATE executions SET owner = %s WHERE run_id = %s", (self.id, row[0]))
-        return str(row[0])
+        # No SKIP LOCKED here: a run's row is briefly locked by every signal or update appended to
+        # it, and skipping it then would lose the only wake-up its start sent. Instead the UPDATE
+        # waits for such a lock and re-checks ``owner IS NULL``; losing a race to another worker
+        # just means trying the next candidate.
+        for _ in range(8):
+            row = tx.one(
+                "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
+                " ORDER BY start_time LIMIT 1",
+                (self.tq,),
+            )
+            if row is None:
+                return None
+            claimed = tx.one(
+                "UPDATE executions SET owner = %s WHERE run_id = %s AND owner IS NULL AND status = 1"
+                " RETURNING run_id",
+                (self.id, row[0]),
+            )
+            if claimed is not None:
+                return str(claimed[0])
+        return None
 
     def _start_driver(self, run_id: str) -> None:
         driver = RunDriver(self, run_id)
