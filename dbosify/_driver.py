@@ -96,6 +96,7 @@ class RunDriver:
                 await self._live()
                 return
             except RunClosed:
+                await self._evict("workflow closed")
                 return
             except WorkflowTaskFailed:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
@@ -107,6 +108,34 @@ class RunDriver:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 await self._evict("driver error")
         await self._evict("worker shutting down")
+
+    async def answer_closed_queries(self) -> None:
+        """Replay a closed run in full, answer its pending queries, then evict it."""
+        try:
+            await self._replay(closed_ok=True)
+            snap = await self._load(self.events[-1][0].event_id if self.events else 0)
+            if snap.queries:
+                await self._answer_queries(snap.queries)
+        except WorkflowTaskFailed as err:
+            snap = await self._load(0)
+            await self._fail_queries_with([q for q, _ in snap.queries], str(err))
+        finally:
+            await self._evict("query on a closed run answered")
+
+    async def _fail_queries_with(self, query_ids: list[str], message: str) -> None:
+        res = query_pb.WorkflowQueryResult(
+            result_type=query_enums.QUERY_RESULT_TYPE_FAILED, error_message=message
+        )
+
+        def fn(tx: Tx) -> None:
+            for qid in query_ids:
+                tx.execute(
+                    "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s AND state = 'pending'",
+                    (res.SerializeToString(), qid),
+                )
+                tx.notify(f"qr:{qid}")
+
+        await self.store.transact(self.ns, fn)
 
     # -- replay -------------------------------------------------------------------------------
 
@@ -135,7 +164,7 @@ class RunDriver:
 
         return await self.store.transact(self.ns, fn)
 
-    async def _replay(self) -> None:
+    async def _replay(self, closed_ok: bool = False) -> None:
         """Rebuild the workflow from history, one recorded activation at a time."""
         self.state = DriverState()
         snap = await self._load(0)
@@ -236,8 +265,7 @@ class RunDriver:
                 self.run = snap.run
                 self.events.extend(snap.events)
                 if not snap.run.running:
-                    await self._fail_queries([q for q, _ in snap.queries], "closed")
-                    raise RunClosed()
+                    raise RunClosed()  # pending queries go to the closed-run replay
                 inputs = [
                     (e, s) for e, s in self.events if e.event_id > st.consumed and A.is_input(e)
                 ]
@@ -404,7 +432,7 @@ class RunDriver:
                     result_type=query_enums.QUERY_RESULT_TYPE_FAILED, error_message="query not answered"
                 )
                 tx.execute(
-                    "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s",
+                    "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s AND state = 'pending'",
                     (res.SerializeToString(), qid),
                 )
                 tx.notify(f"qr:{qid}")

@@ -149,9 +149,8 @@ def close_run(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
         (run.run_id,),
     )
-    tx.execute(
-        "UPDATE queries SET state = 'closed' WHERE run_id = %s AND state = 'pending'", (run.run_id,)
-    )
+    # Queries still pending are answered by a worker replaying the closed run.
+    tx.notify(f"q-tq:{run.task_queue}")
     tx.notify(f"closed:{run.run_id}")
     tx.notify(f"closed-wf:{run.workflow_id}")
     tx.notify(f"upd-run:{run.run_id}")

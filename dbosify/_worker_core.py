@@ -96,6 +96,7 @@ class WorkerCore:
         self._tasks.append(asyncio.create_task(self._liveness_loop()))
         if self.enable_workflows:
             self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
+            self._tasks.append(asyncio.create_task(self._closed_query_loop()))
 
     def _register(self, tx: Tx) -> None:
         tx.execute(
@@ -245,6 +246,41 @@ class WorkerCore:
                 logger.exception("dbosify: releasing run %s failed", run_id)
             if not self._drivers and self._activations is not None:
                 self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
+
+    async def _closed_query_loop(self) -> None:
+        """Answer queries on closed runs of this task queue by replaying their history, like Temporal."""
+        busy: set[str] = set()
+        while not self.shutting_down:
+            fut = self.store.waiter(self.ns, [f"q-tq:{self.tq}", f"shutdown:{self.id}"])
+            try:
+                rows = await self.store.transact(
+                    self.ns,
+                    lambda tx: tx.all(
+                        "SELECT DISTINCT q.run_id FROM queries q JOIN executions e ON e.run_id = q.run_id"
+                        " WHERE q.state = 'pending' AND e.task_queue = %s AND e.status <> 1",
+                        (self.tq,),
+                    ),
+                )
+                for (run_id,) in rows:
+                    if run_id not in busy and run_id not in self._drivers:
+                        busy.add(run_id)
+                        task = asyncio.create_task(self._answer_closed(run_id))
+                        task.add_done_callback(lambda _t, rid=run_id: busy.discard(rid))
+                await self.store.wait_future(fut)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: answering queries on %r failed (%s)", self.tq, err)
+                await asyncio.sleep(0.5)
+            finally:
+                fut.cancel()
+
+    async def _answer_closed(self, run_id: str) -> None:
+        driver = RunDriver(self, run_id)
+        try:
+            await driver.answer_closed_queries()
+        except Exception:
+            logger.exception("dbosify: replaying closed run %s for a query failed", run_id)
 
     # -- activities ----------------------------------------------------------------------------
 

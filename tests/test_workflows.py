@@ -399,3 +399,13 @@ async def test_bad_database_url_names_host_not_password() -> None:
     with pytest.raises(RuntimeError) as err:
         await Client.connect("postgresql://alice:s3cret@127.0.0.1:1/nodb")
     assert "127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
+
+
+async def test_query_after_completion_replays_the_run(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(SignalQueryUpdateWorkflow.run, id=wid(), task_queue=tq)
+        await handle.signal(SignalQueryUpdateWorkflow.add, "x")
+        await handle.signal(SignalQueryUpdateWorkflow.finish)
+        assert await handle.result() == ["x"]
+        assert await handle.query(SignalQueryUpdateWorkflow.count) == 1
