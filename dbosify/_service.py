@@ -556,8 +556,15 @@ class WorkflowService:
                 ),
             )
             state, outcome = row if row else ("closed", None)
-            done = state in ("rejected", "completed", "closed") or (
-                state == "accepted" and not want_completed
+            done = (
+                state in ("rejected", "completed", "closed")
+                or (state == "accepted" and not want_completed)
+                # No wait policy, or ADMITTED: answer with the stage reached so far, at once.
+                or stage
+                in (
+                    upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_UNSPECIFIED,
+                    upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED,
+                )
             )
             if done:
                 fut.cancel()
@@ -575,8 +582,10 @@ class WorkflowService:
         if state in ("rejected", "completed"):
             resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))  # type: ignore
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]
-        else:
+        elif state == "accepted":
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ACCEPTED  # type: ignore[assignment]
+        else:
+            resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_ADMITTED  # type: ignore[assignment]
         return resp
 
     async def execute_multi_operation(self, req: rr.ExecuteMultiOperationRequest) -> Message:

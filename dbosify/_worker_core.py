@@ -265,7 +265,7 @@ class WorkerCore:
                     if run_id not in busy and run_id not in self._drivers:
                         busy.add(run_id)
                         task = asyncio.create_task(self._answer_closed(run_id))
-                        task.add_done_callback(lambda _t, rid=run_id: busy.discard(rid))
+                        task.add_done_callback(_discard_from(busy, run_id))
                 await self.store.wait_future(fut)
             except asyncio.CancelledError:
                 raise
@@ -529,3 +529,10 @@ class WorkerCore:
             for (q,) in queues:
                 tx.notify(f"act:{q}")
             tx.notify(f"wf:{tq}")
+
+
+def _discard_from(busy: set[str], run_id: str) -> Any:
+    def done(_task: asyncio.Task[None]) -> None:
+        busy.discard(run_id)
+
+    return done
