@@ -343,12 +343,20 @@ class RunDriver:
     async def _activate(
         self, jobs: list[wa.WorkflowActivationJob], ts: float, *, replaying: bool, history_length: int
     ) -> wcomp.WorkflowActivationCompletion:
+        # Temporal counts the workflow task's own scheduled and started events too.
+        length = history_length + 2
+        size = sum(e.ByteSize() for e, _ in self.events if e.event_id <= history_length)
         act = wa.WorkflowActivation(
             run_id=self.run_id,
             is_replaying=replaying,
-            history_length=history_length,
+            history_length=length,
+            history_size_bytes=size,
             available_internal_flags=sorted(self.state.flags),
         )
+        limit = suggest_continue_as_new_after()
+        if limit and length >= limit:
+            act.continue_as_new_suggested = True
+            act.suggest_continue_as_new_reasons.append(1)  # type: ignore[arg-type]  # TOO_MANY_HISTORY_EVENTS
         act.timestamp.FromNanoseconds(int(ts * 1e9))
         act.jobs.extend(jobs)
         self.in_cache = True
@@ -518,13 +526,14 @@ class RunDriver:
         st = self.state
         rid = self.run_id
         kind = cmd.WhichOneof("variant")
+        meta = cmd.user_metadata if cmd.HasField("user_metadata") else None
         if kind == "start_timer":
             t = cmd.start_timer
             a = hist.TimerStartedEventAttributes(
                 timer_id=str(t.seq), workflow_task_completed_event_id=wft_id
             )
             a.start_to_fire_timeout.CopyFrom(t.start_to_fire_timeout)
-            h.append(tx, rid, E.EVENT_TYPE_TIMER_STARTED, a, seq=t.seq, at=ts)
+            h.append(tx, rid, E.EVENT_TYPE_TIMER_STARTED, a, seq=t.seq, at=ts, metadata=meta)
         elif kind == "cancel_timer":
             seq = cmd.cancel_timer.seq
             h.append(
@@ -548,7 +557,9 @@ class RunDriver:
                     getattr(a2, f).CopyFrom(getattr(sa, f))
             if not a2.HasField("start_to_close_timeout") and a2.HasField("schedule_to_close_timeout"):
                 a2.start_to_close_timeout.CopyFrom(a2.schedule_to_close_timeout)
-            eid = h.append(tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, a2, seq=sa.seq, at=ts)
+            eid = h.append(
+                tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, a2, seq=sa.seq, at=ts, metadata=meta
+            )
             assert eid is not None
             acts.schedule(tx, run, sa.seq, eid, a2.task_queue.name, ts)
             scheduled_now[sa.seq] = a2
@@ -903,6 +914,26 @@ class RunDriver:
 
 class WorkflowTaskFailed(Exception):
     pass
+
+
+SUGGEST_CONTINUE_AS_NEW_ENV = "DBOSIFY_SUGGEST_CONTINUE_AS_NEW_EVENTS"
+_suggest: list[int] = []
+
+
+def suggest_continue_as_new_after() -> int:
+    """History length from which activations suggest continue-as-new (Temporal's default: 4096)."""
+    import os
+
+    if _suggest:
+        return _suggest[0]
+    try:
+        return int(os.environ.get(SUGGEST_CONTINUE_AS_NEW_ENV, "4096"))
+    except ValueError:
+        return 4096
+
+
+def set_suggest_continue_as_new_after(n: int) -> None:
+    _suggest[:] = [n]
 
 
 _CLOSING = (

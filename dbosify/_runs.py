@@ -54,6 +54,7 @@ def start_run(
     parent: tuple[str, str, str, int] | None = None,
     run_id: str | None = None,
     identity: str = "",
+    metadata: Message | None = None,
 ) -> StartResult:
     """Create a run (or apply the id policies) and append its started event."""
     existing = h.current_run(tx, workflow_id, lock=True)
@@ -122,7 +123,7 @@ def start_run(
             run_deadline,
         ),
     )
-    h.append(tx, run_id, et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, started, at=now)
+    h.append(tx, run_id, et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, started, at=now, metadata=metadata)
     tx.notify(f"wf:{task_queue}")
     return StartResult(run_id, True)
 

@@ -156,6 +156,7 @@ class WorkflowService:
             reuse_policy=req.workflow_id_reuse_policy,
             conflict_policy=req.workflow_id_conflict_policy,
             identity=req.identity,
+            metadata=req.user_metadata if req.HasField("user_metadata") else None,
         )
 
     async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
@@ -285,6 +286,8 @@ class WorkflowService:
             info.parent_namespace_id = run.parent_namespace or ""
         cfg = resp.execution_config
         cfg.task_queue.name = run.task_queue
+        if started_event.HasField("user_metadata"):
+            cfg.user_metadata.CopyFrom(started_event.user_metadata)
         if started.HasField("workflow_execution_timeout"):
             cfg.workflow_execution_timeout.CopyFrom(started.workflow_execution_timeout)
         if started.HasField("workflow_run_timeout"):
