@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -28,21 +28,41 @@ def postgres_url() -> str | None:
 
         psycopg.connect(url, connect_timeout=3).close()
     except Exception:
-        if os.environ.get("DBOSIFY_TEST_DATABASE_URL") or os.environ.get("CI"):
+        if os.environ.get("DBOSIFY_TEST_DATABASE_URL"):
             raise
-        return None
+        return None  # no local server: `_pg_session_url` falls back to a throwaway cluster
     return url
 
 
 _PG = postgres_url()
 
 
+@pytest.fixture(scope="session")
+def _pg_session_url() -> Iterator[str]:
+    """`_PG`; or, with no DBOSIFY_TEST_DATABASE_URL and no local server, a throwaway cluster.
+
+    The cluster (tests/pg_throwaway.py) needs the PostgreSQL server binaries; without them the
+    Postgres tests are skipped with the reason, or fail on CI, as before this fallback existed.
+    """
+    if _PG is not None:
+        yield _PG
+        return
+    from pg_throwaway import ThrowawayPostgres, Unavailable
+
+    try:
+        cluster = ThrowawayPostgres.create()
+    except Unavailable as why:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no Postgres reachable (set DBOSIFY_TEST_DATABASE_URL); {why}")
+    with cluster:
+        yield cluster.url
+
+
 @pytest.fixture(params=["postgres", "sqlite"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "postgres":
-        if _PG is None:
-            pytest.skip("no Postgres reachable (set DBOSIFY_TEST_DATABASE_URL)")
-        return _PG
+        return str(request.getfixturevalue("_pg_session_url"))  # started only when needed
     return "sqlite:///" + str(tmp_path_factory.mktemp("store"))
 
 
