@@ -28,8 +28,8 @@ class ClientRef:
         self.identity: str = getattr(config, "identity", "") or ""
         self.service = WorkflowService(store, self.identity)
 
-    def update_metadata(self, metadata: Mapping[str, str | bytes]) -> None:
-        self.config.metadata = metadata
+    def update_metadata(self, headers: Mapping[str, str | bytes]) -> None:
+        self.config.metadata = headers
 
     def update_api_key(self, api_key: str | None) -> None:
         self.config.api_key = api_key

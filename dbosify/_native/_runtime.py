@@ -30,9 +30,9 @@ def init_runtime(options: Any) -> RuntimeRef:
     return RuntimeRef(options)
 
 
-def raise_in_thread(thread_id: int, exc_type: Any) -> bool:
-    """Raise ``exc_type`` asynchronously in a thread (used for deadlock detection)."""
-    res = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+def raise_in_thread(thread_id: int, exc: Any) -> bool:
+    """Raise ``exc`` (an exception class) asynchronously in a thread (used for deadlock detection)."""
+    res = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
     return bool(res == 1)
 
 

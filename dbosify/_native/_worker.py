@@ -26,9 +26,9 @@ def _note_ignored(config: Any) -> None:
             logger.warning("dbosify: Worker option %s is accepted but not honoured yet", name)
 
 
-def new_worker(runtime_ref: Any, client_ref: Any, config: Any) -> WorkerCore:
+def new_worker(runtime_ref: Any, client: Any, config: Any) -> WorkerCore:
     _note_ignored(config)
-    return WorkerCore(client_ref, config)
+    return WorkerCore(client, config)
 
 
 def new_replay_worker(runtime_ref: Any, config: Any) -> Any:
