@@ -498,7 +498,10 @@ class RunDriver:
             run = h.get_run(tx, self.run_id, lock=True)
             if run is None or not run.running:
                 raise RunClosed()
-            wft = hist.WorkflowTaskCompletedEventAttributes(identity=self.core.identity)
+            # started_event_id: the last event this workflow task consumed (replay cuts history there).
+            wft = hist.WorkflowTaskCompletedEventAttributes(
+                identity=self.core.identity, started_event_id=consumed, scheduled_event_id=consumed
+            )
             wft.sdk_metadata.lang_used_flags.extend(sorted(st.flags | set(completion.successful.used_internal_flags)))
             wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=ts)
             assert wft_id is not None
@@ -741,7 +744,9 @@ class RunDriver:
         init.workflow_type.name = sc.workflow_type
         init.task_queue.name = sc.task_queue or run.task_queue
         init.input.payloads.extend(sc.input)
-        h.append(tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, init, at=ts)
+        init_id = h.append(
+            tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, init, seq=sc.seq, at=ts
+        )
         self.state.children[sc.seq] = sc.workflow_id
         started = hist.WorkflowExecutionStartedEventAttributes(
             parent_workflow_namespace=self.ns, identity=self.core.identity, attempt=1
@@ -769,12 +774,14 @@ class RunDriver:
         except ServiceError:
             fa = hist.StartChildWorkflowExecutionFailedEventAttributes(
                 namespace=self.ns, workflow_id=sc.workflow_id, cause=1,  # type: ignore
-                workflow_task_completed_event_id=wft_id,
+                workflow_task_completed_event_id=wft_id, initiated_event_id=init_id or 0,
             )
             fa.workflow_type.name = sc.workflow_type
             h.append(tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED, fa, seq=sc.seq, at=ts)
             return
-        cs = hist.ChildWorkflowExecutionStartedEventAttributes(namespace=self.ns)
+        cs = hist.ChildWorkflowExecutionStartedEventAttributes(
+            namespace=self.ns, initiated_event_id=init_id or 0
+        )
         cs.workflow_execution.workflow_id = sc.workflow_id
         cs.workflow_execution.run_id = res.run_id
         cs.workflow_type.name = sc.workflow_type
@@ -794,7 +801,7 @@ class RunDriver:
         ini.workflow_execution.workflow_id = wid
         ini.workflow_execution.run_id = target_run or ""
         ini.input.payloads.extend(se.args)
-        h.append(tx, rid, E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, ini, at=ts)
+        ini_id = h.append(tx, rid, E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, ini, at=ts) or 0
         target = h.find_run(tx, wid, target_run, lock=True)
         if target is not None and target.running:
             hdr = common.Header()
@@ -805,14 +812,17 @@ class RunDriver:
             _runs.signal(tx, target, se.signal_name, pl, hdr, self.core.identity)
             h.append(
                 tx, rid, E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
-                hist.ExternalWorkflowExecutionSignaledEventAttributes(workflow_execution=ini.workflow_execution),
+                hist.ExternalWorkflowExecutionSignaledEventAttributes(
+                    workflow_execution=ini.workflow_execution, initiated_event_id=ini_id
+                ),
                 seq=se.seq, at=ts,
             )
         else:
             h.append(
                 tx, rid, E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
                 hist.SignalExternalWorkflowExecutionFailedEventAttributes(
-                    workflow_execution=ini.workflow_execution, cause=1  # type: ignore
+                    workflow_execution=ini.workflow_execution, cause=1,  # type: ignore
+                    initiated_event_id=ini_id,
                 ),
                 seq=se.seq, at=ts,
             )

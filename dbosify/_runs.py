@@ -198,6 +198,12 @@ def _notify_parent(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:
             namespace=ns, workflow_execution=wexec, workflow_type=wtype
         )
         etype = et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT
+    initiated = tx.one(
+        "SELECT event_id FROM history WHERE run_id = %s AND seq = %s AND event_type = %s",
+        (parent.run_id, run.parent_seq, et.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED),
+    )
+    if initiated is not None:
+        child.initiated_event_id = int(initiated[0])  # type: ignore[attr-defined]
     h.append(tx, parent.run_id, etype, child, seq=run.parent_seq, dedup=f"child-done:{run.parent_seq}")
 
 

@@ -8,6 +8,7 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -392,21 +393,19 @@ class WorkflowService:
         return resp
 
     async def list_workflow_executions(self, req: rr.ListWorkflowExecutionsRequest) -> Message:
+        where, params = visibility_filter(req.query)
         after = float(req.next_page_token.decode()) if req.next_page_token else None
         page = req.page_size or 1000
+        if after is not None:
+            where += " AND start_time < %s"
+            params.append(after)
 
         def fn(tx: Tx) -> list[Any]:
-            if after is None:
-                return tx.all(
-                    "SELECT run_id, workflow_id, workflow_type, task_queue, status, start_time,"
-                    " close_time, next_event_id FROM executions ORDER BY start_time DESC LIMIT %s",
-                    (page,),
-                )
             return tx.all(
                 "SELECT run_id, workflow_id, workflow_type, task_queue, status, start_time,"
-                " close_time, next_event_id FROM executions WHERE start_time < %s"
+                f" close_time, next_event_id FROM executions WHERE {where}"
                 " ORDER BY start_time DESC LIMIT %s",
-                (after, page),
+                (*params, page),
             )
 
         rows = await self.store.transact(req.namespace, fn)
@@ -419,6 +418,7 @@ class WorkflowService:
             info.task_queue = tq
             info.status = status
             info.start_time.FromNanoseconds(int(start * 1e9))
+            info.execution_time.FromNanoseconds(int(start * 1e9))
             if close is not None:
                 info.close_time.FromNanoseconds(int(close * 1e9))
             info.history_length = next_id - 1
@@ -427,8 +427,9 @@ class WorkflowService:
         return resp
 
     async def count_workflow_executions(self, req: rr.CountWorkflowExecutionsRequest) -> Message:
+        where, params = visibility_filter(req.query)
         row = await self.store.transact(
-            req.namespace, lambda tx: tx.one("SELECT count(*) FROM executions")
+            req.namespace, lambda tx: tx.one(f"SELECT count(*) FROM executions WHERE {where}", params)
         )
         return rr.CountWorkflowExecutionsResponse(count=int(row[0]))
 
@@ -680,6 +681,48 @@ class WorkflowService:
         token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
         await self._respond(req.namespace, token, "canceled", req.details)
         return rr.RespondActivityTaskCanceledByIdResponse()
+
+
+_VISIBILITY_COLUMNS = {
+    "workflowid": "workflow_id",
+    "runid": "run_id",
+    "workflowtype": "workflow_type",
+    "taskqueue": "task_queue",
+    "executionstatus": "status",
+}
+_STATUS_NAMES = {
+    "running": 1, "completed": 2, "failed": 3, "canceled": 4, "terminated": 5,
+    "continuedasnew": 6, "timedout": 7,
+}
+_CLAUSE = re.compile(r"""^\s*`?(\w+)`?\s*(=|!=)\s*(?:'([^']*)'|"([^"]*)")\s*$""")
+
+
+def visibility_filter(query: str) -> tuple[str, list[Any]]:
+    """A SQL filter for the subset of Temporal's visibility query language dbosify supports.
+
+    Clauses ``Field = 'value'`` (or ``!=``) joined by AND, on WorkflowId, RunId, WorkflowType,
+    TaskQueue and ExecutionStatus. Anything else is an INVALID_ARGUMENT error, never ignored.
+    """
+    if not query.strip():
+        return "1 = 1", []
+    sql: list[str] = []
+    params: list[Any] = []
+    body = re.sub(r"(?i)\s+order\s+by\s+.*$", "", query.strip())
+    for clause in re.split(r"(?i)\s+and\s+", body):
+        m = _CLAUSE.match(clause)
+        column = _VISIBILITY_COLUMNS.get(m.group(1).lower()) if m else None
+        if m is None or column is None:
+            raise ServiceError.invalid(
+                f"dbosify supports visibility queries of the form Field = 'value' joined by AND on"
+                f" WorkflowId, RunId, WorkflowType, TaskQueue, ExecutionStatus; not {clause.strip()!r}"
+                " (see docs/COMPATIBILITY.md)"
+            )
+        value: Any = m.group(3) if m.group(3) is not None else m.group(4)
+        if column == "status":
+            value = _STATUS_NAMES.get(value.lower().replace("_", ""), -1)
+        sql.append(f"{column} {m.group(2).replace('!=', '<>')} %s")
+        params.append(value)
+    return " AND ".join(sql), params
 
 
 def now_failure(message: str) -> failure_pb.Failure:

@@ -161,8 +161,8 @@ class WorkerCore:
                 continue  # a wake-up to re-check shutdown
             return bytes(act.SerializeToString())
 
-    async def complete_workflow_activation(self, data: bytes) -> None:
-        completion = wcomp.WorkflowActivationCompletion.FromString(data)
+    async def complete_workflow_activation(self, proto: bytes) -> None:
+        completion = wcomp.WorkflowActivationCompletion.FromString(proto)
         fut = self._pending.pop(completion.run_id, None)
         if fut is not None and not fut.done():
             fut.set_result(completion)
@@ -375,8 +375,8 @@ class WorkerCore:
         for run_id, seq, attempt in rows:
             self._send_cancel(acts.make_token(run_id, seq, attempt), CANCEL_REASON_CANCELLED)
 
-    async def complete_activity_task(self, data: bytes) -> None:
-        comp = ci.ActivityTaskCompletion.FromString(data)
+    async def complete_activity_task(self, proto: bytes) -> None:
+        comp = ci.ActivityTaskCompletion.FromString(proto)
         ra = self._running.pop(comp.task_token, None)
         if ra is not None and ra.watchdog is not None:
             ra.watchdog.cancel()
@@ -411,8 +411,8 @@ class WorkerCore:
         finally:
             self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
 
-    def record_activity_heartbeat(self, data: bytes) -> None:
-        hb = ci.ActivityHeartbeat.FromString(data)
+    def record_activity_heartbeat(self, proto: bytes) -> None:
+        hb = ci.ActivityHeartbeat.FromString(proto)
         ra = self._running.get(hb.task_token)
         if ra is None:
             return

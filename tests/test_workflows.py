@@ -201,6 +201,16 @@ class WaitForeverWorkflow:
         await workflow.wait_condition(lambda: False)
 
 
+@workflow.defn(name="GreetingWorkflow")
+class ChangedGreeting:
+    """GreetingWorkflow's code changed incompatibly: replaying old histories must fail."""
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        await workflow.sleep(1)
+        return name
+
+
 ALL_WORKFLOWS = [
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
@@ -409,3 +419,22 @@ async def test_query_after_completion_replays_the_run(client: Client) -> None:
         await handle.signal(SignalQueryUpdateWorkflow.finish)
         assert await handle.result() == ["x"]
         assert await handle.query(SignalQueryUpdateWorkflow.count) == 1
+
+
+async def test_replayer_accepts_own_history_and_detects_nondeterminism(client: Client) -> None:
+    from temporalio.worker import Replayer
+    from temporalio.workflow import NondeterminismError
+
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(GreetingWorkflow.run, "R", id=wid(), task_queue=tq)
+        await handle.result()
+        child = await client.start_workflow(ParentWorkflow.run, 2, id=wid(), task_queue=tq)
+        await child.result()
+    history = await handle.fetch_history()
+    await Replayer(workflows=[GreetingWorkflow], workflow_runner=UnsandboxedWorkflowRunner()).replay_workflow(history)
+    await Replayer(workflows=[ParentWorkflow], workflow_runner=UnsandboxedWorkflowRunner()).replay_workflow(
+        await child.fetch_history()
+    )
+    with pytest.raises(NondeterminismError):
+        await Replayer(workflows=[ChangedGreeting], workflow_runner=UnsandboxedWorkflowRunner()).replay_workflow(history)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dbosify._replay import HistoryPusher, ReplayWorker
 from dbosify._worker_core import PollShutdownError, WorkerCore
 
 logger = logging.getLogger("dbosify")
@@ -31,14 +32,9 @@ def new_worker(runtime_ref: Any, client: Any, config: Any) -> WorkerCore:
     return WorkerCore(client, config)
 
 
-def new_replay_worker(runtime_ref: Any, config: Any) -> Any:
-    raise RuntimeError(
-        "dbosify does not support temporalio.worker.Replayer yet (see docs/COMPATIBILITY.md)"
-    )
-
-
-class HistoryPusher:
-    pass
+def new_replay_worker(runtime_ref: Any, config: Any) -> list[Any]:
+    worker = ReplayWorker(config)
+    return [worker, HistoryPusher(worker)]
 
 
 class CustomSlotSupplier:
@@ -72,4 +68,4 @@ class LocalActivitySlotInfo:
     pass
 
 
-__all__ = ["PollShutdownError", "WorkerRef", "new_worker", "new_replay_worker"]
+__all__ = ["HistoryPusher", "PollShutdownError", "WorkerRef", "new_worker", "new_replay_worker"]
