@@ -234,6 +234,8 @@ class RunDriver:
             elif t == E.EVENT_TYPE_MARKER_RECORDED and seq is not None:
                 st.local_done.add(seq)
                 st.local_pending.pop(seq, None)
+            elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED and seq is not None:
+                st.children[seq] = ev.start_child_workflow_execution_initiated_event_attributes.workflow_id
 
     def _track_inputs(self, inputs: list[tuple[hist.HistoryEvent, int | None]]) -> None:
         st = self.state
@@ -649,6 +651,12 @@ class RunDriver:
             seq = cmd.cancel_child_workflow_execution.child_workflow_seq
             wid = st.children.get(seq)
             if wid is not None:
+                rc0 = hist.RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(
+                    workflow_task_completed_event_id=wft_id, namespace=self.ns, child_workflow_only=True,
+                    reason=cmd.cancel_child_workflow_execution.reason,
+                )
+                rc0.workflow_execution.workflow_id = wid
+                h.append(tx, rid, E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, rc0, at=ts)
                 child = h.current_run(tx, wid, lock=True)
                 if child is not None and child.running and child.parent_run_id == rid:
                     _runs.request_cancel(tx, child, cmd.cancel_child_workflow_execution.reason, self.core.identity)
@@ -656,14 +664,23 @@ class RunDriver:
             self._signal_external(tx, cmd.signal_external_workflow_execution, wft_id, ts)
         elif kind == "request_cancel_external_workflow_execution":
             rc = cmd.request_cancel_external_workflow_execution
+            target_exec = common.WorkflowExecution(
+                workflow_id=rc.workflow_execution.workflow_id, run_id=rc.workflow_execution.run_id
+            )
+            ini = hist.RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(
+                workflow_task_completed_event_id=wft_id, namespace=self.ns, reason=rc.reason,
+                workflow_execution=target_exec,
+            )
+            ini_id = h.append(
+                tx, rid, E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED, ini, at=ts
+            ) or 0
             target = h.find_run(tx, rc.workflow_execution.workflow_id, rc.workflow_execution.run_id or None, lock=True)
-            ok = target is not None and target.running
-            if ok and target is not None:
+            if target is not None and target.running:
                 _runs.request_cancel(tx, target, rc.reason, self.core.identity)
                 h.append(
                     tx, rid, E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
                     hist.ExternalWorkflowExecutionCancelRequestedEventAttributes(
-                        workflow_execution=rc.workflow_execution  # type: ignore
+                        workflow_execution=target_exec, initiated_event_id=ini_id
                     ),
                     seq=rc.seq, at=ts,
                 )
@@ -671,9 +688,7 @@ class RunDriver:
                 h.append(
                     tx, rid, E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
                     hist.RequestCancelExternalWorkflowExecutionFailedEventAttributes(
-                        workflow_execution=common.WorkflowExecution(
-                            workflow_id=rc.workflow_execution.workflow_id
-                        ), cause=1  # type: ignore
+                        workflow_execution=target_exec, cause=1, initiated_event_id=ini_id,  # type: ignore[arg-type]
                     ),
                     seq=rc.seq, at=ts,
                 )
@@ -685,11 +700,7 @@ class RunDriver:
                 c.result.payloads.add().CopyFrom(cmd.complete_workflow_execution.result)
             _runs.close_run(tx, run, h.COMPLETED, E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, c)
         elif kind == "fail_workflow_execution":
-            f2 = hist.WorkflowExecutionFailedEventAttributes(
-                failure=cmd.fail_workflow_execution.failure, workflow_task_completed_event_id=wft_id,
-                retry_state=2,  # type: ignore
-            )
-            _runs.close_run(tx, run, h.FAILED, E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, f2)
+            self._fail_or_retry(tx, run, cmd.fail_workflow_execution.failure, wft_id)
         elif kind == "cancel_workflow_execution":
             c2 = hist.WorkflowExecutionCanceledEventAttributes(workflow_task_completed_event_id=wft_id)
             _runs.close_run(tx, run, h.CANCELED, E.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, c2)
@@ -826,6 +837,43 @@ class RunDriver:
                 ),
                 seq=se.seq, at=ts,
             )
+
+    def _fail_or_retry(self, tx: Tx, run: h.Run, failure: failure_pb.Failure, wft_id: int) -> None:
+        """Fail the run, or start its next attempt when the workflow has a retry policy."""
+        first = h.load_events(tx, self.run_id, 0)[0][0].workflow_execution_started_event_attributes
+        delay = (
+            acts._retry_delay(first.retry_policy, first.attempt or 1, failure)
+            if first.HasField("retry_policy")
+            else None
+        )
+        f = hist.WorkflowExecutionFailedEventAttributes(
+            failure=failure, workflow_task_completed_event_id=wft_id,
+            retry_state=2 if not first.HasField("retry_policy") else 3,  # type: ignore[arg-type]
+        )
+        if delay is None:
+            _runs.close_run(tx, run, h.FAILED, E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, f)
+            return
+        new_run_id = h.new_run_id()
+        f.new_execution_run_id = new_run_id
+        f.retry_state = 1  # type: ignore[assignment]  # RETRY_STATE_IN_PROGRESS
+        _runs.close_run(tx, run, h.FAILED, E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED, f, notify_parent=False)
+        nxt = hist.WorkflowExecutionStartedEventAttributes()
+        nxt.CopyFrom(first)
+        nxt.attempt = (first.attempt or 1) + 1
+        nxt.initiator = 2  # type: ignore[assignment]  # CONTINUE_AS_NEW_INITIATOR_RETRY
+        nxt.continued_execution_run_id = self.run_id
+        nxt.continued_failure.CopyFrom(failure)
+        nxt.original_execution_run_id = ""
+        nxt.ClearField("workflow_execution_expiration_time")
+        parent = (
+            (run.parent_namespace or self.ns, run.parent_workflow_id or "", run.parent_run_id, run.parent_seq or 0)
+            if run.parent_run_id
+            else None
+        )
+        _runs.start_run(
+            tx, workflow_id=run.workflow_id, workflow_type=run.workflow_type, task_queue=run.task_queue,
+            started=nxt, run_id=new_run_id, parent=parent, identity=self.core.identity,  # type: ignore[arg-type]
+        )
 
     def _continue_as_new(
         self, tx: Tx, run: h.Run, can: wc.ContinueAsNewWorkflowExecution, wft_id: int

@@ -135,7 +135,7 @@ def close_run(
     event_type: int,
     attrs: Message,
     *,
-    child_result: tuple[int, Message] | None = None,
+    notify_parent: bool = True,
 ) -> None:
     """Close ``run``: its close event, its status, its parent's child event, its leftovers."""
     now = time.time()
@@ -156,7 +156,7 @@ def close_run(
     tx.notify(f"closed-wf:{run.workflow_id}")
     tx.notify(f"upd-run:{run.run_id}")
     tx.notify(f"qr-run:{run.run_id}")
-    if run.parent_run_id and status != h.CONTINUED_AS_NEW:
+    if run.parent_run_id and status != h.CONTINUED_AS_NEW and notify_parent:
         _notify_parent(tx, run, status, attrs)
 
 

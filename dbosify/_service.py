@@ -281,6 +281,10 @@ class WorkflowService:
             info.memo.CopyFrom(started.memo)
         if started.HasField("search_attributes"):
             info.search_attributes.CopyFrom(started.search_attributes)
+        if started.HasField("root_workflow_execution"):
+            info.root_execution.CopyFrom(started.root_workflow_execution)
+        else:
+            info.root_execution.CopyFrom(h.execution(run))
         if run.parent_run_id:
             info.parent_execution.workflow_id = run.parent_workflow_id or ""
             info.parent_execution.run_id = run.parent_run_id

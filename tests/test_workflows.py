@@ -201,6 +201,15 @@ class WaitForeverWorkflow:
         await workflow.wait_condition(lambda: False)
 
 
+@workflow.defn
+class RetriedWorkflow:
+    @workflow.run
+    async def run(self) -> int:
+        if workflow.info().attempt < 3:
+            raise ApplicationError(f"attempt {workflow.info().attempt}")
+        return workflow.info().attempt
+
+
 @workflow.defn(name="GreetingWorkflow")
 class ChangedGreeting:
     """GreetingWorkflow's code changed incompatibly: replaying old histories must fail."""
@@ -214,6 +223,7 @@ class ChangedGreeting:
 ALL_WORKFLOWS = [
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
+    RetriedWorkflow,
 ]
 ALL_ACTIVITIES = [greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
 
@@ -438,3 +448,13 @@ async def test_replayer_accepts_own_history_and_detects_nondeterminism(client: C
     )
     with pytest.raises(NondeterminismError):
         await Replayer(workflows=[ChangedGreeting], workflow_runner=UnsandboxedWorkflowRunner()).replay_workflow(history)
+
+
+async def test_workflow_retry_policy_runs_new_attempts(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(
+            RetriedWorkflow.run, id=wid(), task_queue=tq,
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10), maximum_attempts=5),
+        )
+        assert await handle.result() == 3
