@@ -378,8 +378,11 @@ class WorkerCore:
     async def complete_activity_task(self, proto: bytes) -> None:
         comp = ci.ActivityTaskCompletion.FromString(proto)
         ra = self._running.pop(comp.task_token, None)
-        if ra is not None and ra.watchdog is not None:
-            ra.watchdog.cancel()
+        if ra is not None and ra.watchdog is not None and not ra.watchdog.done():
+            try:
+                ra.watchdog.cancel()
+            except RuntimeError:
+                pass  # its event loop is already closed (a thread finished after shutdown)
         if ra is not None and ra.local_future is not None:
             if not ra.local_future.done():
                 ra.local_future.set_result(comp.result)
