@@ -755,6 +755,14 @@ class RunDriver:
         init.workflow_type.name = sc.workflow_type
         init.task_queue.name = sc.task_queue or run.task_queue
         init.input.payloads.extend(sc.input)
+        for f in ("workflow_execution_timeout", "workflow_run_timeout", "workflow_task_timeout",
+                  "retry_policy", "search_attributes", "priority"):
+            if sc.HasField(f):
+                getattr(init, f).CopyFrom(getattr(sc, f))
+        for k, v in sc.headers.items():
+            init.header.fields[k].CopyFrom(v)
+        for k, v in sc.memo.items():
+            init.memo.fields[k].CopyFrom(v)
         init_id = h.append(
             tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, init, seq=sc.seq, at=ts
         )
@@ -769,7 +777,7 @@ class RunDriver:
             started.header.fields[k].CopyFrom(v)
         for f in ("workflow_execution_timeout", "workflow_run_timeout", "workflow_task_timeout",
                   "retry_policy", "search_attributes", "priority"):
-            if sc.HasField(f):
+            if sc.HasField(f):  # type: ignore[arg-type]
                 getattr(started, f).CopyFrom(getattr(sc, f))
         for k, v in sc.memo.items():
             started.memo.fields[k].CopyFrom(v)
