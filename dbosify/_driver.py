@@ -881,6 +881,7 @@ class RunDriver:
         _runs.start_run(
             tx, workflow_id=run.workflow_id, workflow_type=run.workflow_type, task_queue=run.task_queue,
             started=nxt, run_id=new_run_id, parent=parent, identity=self.core.identity,  # type: ignore[arg-type]
+            delay=delay,
         )
 
     def _continue_as_new(

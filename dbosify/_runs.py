@@ -55,6 +55,7 @@ def start_run(
     run_id: str | None = None,
     identity: str = "",
     metadata: Message | None = None,
+    delay: float = 0.0,
 ) -> StartResult:
     """Create a run (or apply the id policies) and append its started event."""
     existing = h.current_run(tx, workflow_id, lock=True)
@@ -105,8 +106,8 @@ def start_run(
     tx.execute(
         "INSERT INTO executions (run_id, workflow_id, workflow_type, task_queue, status,"
         " first_execution_run_id, start_time, next_event_id, parent_namespace, parent_workflow_id,"
-        " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline)"
-        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
+        " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline, not_before)"
+        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             run_id,
             workflow_id,
@@ -121,8 +122,11 @@ def start_run(
             request_id or None,
             exec_deadline,
             run_deadline,
+            now + delay if delay > 0 else None,
         ),
     )
+    if delay > 0:
+        started.first_workflow_task_backoff.FromNanoseconds(int(delay * 1e9))
     h.append(tx, run_id, et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, started, at=now, metadata=metadata)
     tx.notify(f"wf:{task_queue}")
     return StartResult(run_id, True)

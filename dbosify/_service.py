@@ -141,10 +141,6 @@ class WorkflowService:
             raise ServiceError.unimplemented(
                 "cron_schedule is not supported by dbosify yet; see docs/COMPATIBILITY.md"
             )
-        if req.HasField("workflow_start_delay") and req.workflow_start_delay.ToNanoseconds() > 0:
-            raise ServiceError.unimplemented(
-                "start_delay is not supported by dbosify yet; see docs/COMPATIBILITY.md"
-            )
 
     def _start_in_tx(self, tx: Tx, req: Any) -> _runs.StartResult:
         return _runs.start_run(
@@ -158,6 +154,11 @@ class WorkflowService:
             conflict_policy=req.workflow_id_conflict_policy,
             identity=req.identity,
             metadata=req.user_metadata if req.HasField("user_metadata") else None,
+            delay=(
+                req.workflow_start_delay.ToNanoseconds() / 1e9
+                if req.HasField("workflow_start_delay")
+                else 0.0
+            ),
         )
 
     async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
@@ -223,10 +224,14 @@ class WorkflowService:
         self, req: rr.RequestCancelWorkflowExecutionRequest
     ) -> Message:
         def fn(tx: Tx) -> None:
-            run = self._running(tx, req.workflow_execution)
+            ex = req.workflow_execution
+            run = h.find_run(tx, ex.workflow_id, ex.run_id or None, lock=True)
+            if run is None:
+                raise _not_found_run(ex.workflow_id, ex.run_id or None)
             if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
-                raise _not_found_run(req.workflow_execution.workflow_id)
-            _runs.request_cancel(tx, run, req.reason, req.identity)
+                raise _not_found_run(ex.workflow_id)
+            if run.running:  # cancelling a closed run is accepted and does nothing, as on Temporal
+                _runs.request_cancel(tx, run, req.reason, req.identity)
 
         await self.store.transact(req.namespace, fn)
         return rr.RequestCancelWorkflowExecutionResponse()
@@ -269,7 +274,7 @@ class WorkflowService:
         info.execution.CopyFrom(h.execution(run))
         info.type.name = run.workflow_type
         info.start_time.FromNanoseconds(int(run.start_time * 1e9))
-        info.execution_time.FromNanoseconds(int(run.start_time * 1e9))
+        info.execution_time.FromNanoseconds(int((run.not_before or run.start_time) * 1e9))
         if run.close_time is not None:
             info.close_time.FromNanoseconds(int(run.close_time * 1e9))
             info.execution_duration.FromNanoseconds(int((run.close_time - run.start_time) * 1e9))
@@ -431,11 +436,31 @@ class WorkflowService:
         return resp
 
     async def count_workflow_executions(self, req: rr.CountWorkflowExecutionsRequest) -> Message:
-        where, params = visibility_filter(req.query)
-        row = await self.store.transact(
-            req.namespace, lambda tx: tx.one(f"SELECT count(*) FROM executions WHERE {where}", params)
+        query = req.query
+        group = re.search(r"(?i)\s+group\s+by\s+executionstatus\s*$", query)
+        if group:
+            query = query[: group.start()]
+        where, params = visibility_filter(query)
+        if not group:
+            row = await self.store.transact(
+                req.namespace, lambda tx: tx.one(f"SELECT count(*) FROM executions WHERE {where}", params)
+            )
+            return rr.CountWorkflowExecutionsResponse(count=int(row[0]))
+        rows = await self.store.transact(
+            req.namespace,
+            lambda tx: tx.all(
+                f"SELECT status, count(*) FROM executions WHERE {where} GROUP BY status ORDER BY status",
+                params,
+            ),
         )
-        return rr.CountWorkflowExecutionsResponse(count=int(row[0]))
+        resp = rr.CountWorkflowExecutionsResponse(count=sum(int(r[1]) for r in rows))
+        names = {v: k for k, v in _STATUS_DISPLAY.items()}
+        for status, n in rows:
+            g = resp.groups.add(count=int(n))
+            g.group_values.add(
+                metadata={"encoding": b"json/plain"}, data=f'"{names.get(int(status), "Unspecified")}"'.encode()
+            )
+        return resp
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -606,6 +631,16 @@ class WorkflowService:
         update.request.meta.update_id = update_id
 
         def fn(tx: Tx) -> tuple[_runs.StartResult, h.Run]:
+            # An update with this id in the latest run is attached to, whatever the id policies say,
+            # when that run is still running or the update has completed.
+            latest = h.current_run(tx, start.workflow_id, lock=True)
+            if latest is not None:
+                known = tx.one(
+                    "SELECT state FROM updates WHERE run_id = %s AND update_id = %s",
+                    (latest.run_id, update_id),
+                )
+                if known is not None and (latest.running or known[0] == "completed"):
+                    return _runs.StartResult(latest.run_id, False), latest
             res = self._start_in_tx(tx, start)
             run = h.get_run(tx, res.run_id, lock=True)
             assert run is not None
@@ -697,6 +732,10 @@ _VISIBILITY_COLUMNS = {
 _STATUS_NAMES = {
     "running": 1, "completed": 2, "failed": 3, "canceled": 4, "terminated": 5,
     "continuedasnew": 6, "timedout": 7,
+}
+_STATUS_DISPLAY = {
+    "Running": 1, "Completed": 2, "Failed": 3, "Canceled": 4, "Terminated": 5,
+    "ContinuedAsNew": 6, "TimedOut": 7,
 }
 _CLAUSE = re.compile(r"""^\s*`?(\w+)`?\s*(=|!=)\s*(?:'([^']*)'|"([^"]*)")\s*$""")
 

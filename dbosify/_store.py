@@ -32,6 +32,7 @@ ENV_DATABASE_URL = "DBOSIFY_DATABASE_URL"
 ENV_HOME = "DBOSIFY_HOME"
 SQLITE_CROSS_PROCESS_POLL_SECONDS = 0.1
 PG_POOL_SIZE = 8  # connections per store and process, plus one for LISTEN
+PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -53,7 +54,8 @@ CREATE TABLE IF NOT EXISTS executions (
     wft_failure BYTEA,
     wft_attempt INTEGER NOT NULL DEFAULT 0,
     execution_deadline DOUBLE PRECISION,
-    run_deadline DOUBLE PRECISION
+    run_deadline DOUBLE PRECISION,
+    not_before DOUBLE PRECISION
 );
 CREATE UNIQUE INDEX IF NOT EXISTS executions_one_running
     ON executions (workflow_id) WHERE status = 1;
@@ -108,6 +110,12 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat_at DOUBLE PRECISION NOT NULL
 );
 """
+
+
+# Columns added after a table was first released: (table, column) -> type.
+_ADDED_COLUMNS: list[tuple[tuple[str, str], str]] = [
+    (("executions", "not_before"), "DOUBLE PRECISION"),
+]
 
 
 class StoreError(RuntimeError):
@@ -341,12 +349,27 @@ class Store:
                 if ok and not conn.closed and not self._closed:
                     self._pg_pool.put(conn)
                 else:
+                    if conn.broken:
+                        # The server went away (e.g. it restarted): the idle pooled connections
+                        # are dead too; drop them all so a retry connects afresh.
+                        self._drop_pooled()
                     try:
                         conn.close()
                     except Exception:
                         pass
         finally:
             self._pg_slots.release()
+
+    def _drop_pooled(self) -> None:
+        while True:
+            try:
+                conn = self._pg_pool.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                conn.close()
+            except Exception:
+                pass
 
     def _ensure_schema(self, namespace: str) -> None:
         if namespace in self._ready:
@@ -358,6 +381,10 @@ class Store:
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             conn.execute(stmt.replace("BYTEA", "BLOB"))
+                    for column, ddl in _ADDED_COLUMNS:
+                        have = {r[1] for r in conn.execute(f"PRAGMA table_info({column[0]})")}
+                        if column[1] not in have:
+                            conn.execute(f"ALTER TABLE {column[0]} ADD COLUMN {column[1]} {ddl}")
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -369,6 +396,10 @@ class Store:
                         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ident,))
                         cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{ident}"')
                         cur.execute(_SCHEMA)
+                        for column, ddl in _ADDED_COLUMNS:
+                            cur.execute(
+                                f"ALTER TABLE {column[0]} ADD COLUMN IF NOT EXISTS {column[1]} {ddl}"
+                            )
                     conn.commit()
                 except Exception as err:
                     conn.rollback()
@@ -381,33 +412,62 @@ class Store:
     # -- transactions ------------------------------------------------------------------------
 
     def transact_sync(self, namespace: str, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one transaction on the calling thread, retrying serialisation failures."""
-        self._ensure_schema(namespace)
+        """Run ``fn`` in one transaction on the calling thread.
+
+        Serialisation failures are retried a few times; a lost or refused connection (Postgres
+        restarting) is retried on a new connection for up to `PG_RECONNECT_SECONDS`, then raised
+        as a `StoreError` naming the host.
+        """
         attempt = 0
+        reconnect_deadline: float | None = None
         while True:
             attempt += 1
-            with self._connection(namespace) as conn:
-                tx = Tx(self, conn, namespace)
-                try:
-                    if self.is_sqlite:
-                        conn.execute("BEGIN IMMEDIATE")
-                    result = fn(tx)
-                    if not self.is_sqlite and tx.keys_to_fire:
-                        for key in tx.keys_to_fire:
-                            tx.execute("SELECT pg_notify(%s, %s)", (self._channel(namespace), key))
-                    conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
-                except BaseException as err:
+            try:
+                self._ensure_schema(namespace)
+                with self._connection(namespace) as conn:  # connecting can fail too
+                    tx = Tx(self, conn, namespace)
                     try:
-                        conn.rollback() if not self.is_sqlite else conn.execute("ROLLBACK")
-                    except Exception:
-                        pass
-                    if attempt < 5 and _is_retryable(err):
-                        time.sleep(0.01 * attempt)
+                        if self.is_sqlite:
+                            conn.execute("BEGIN IMMEDIATE")
+                        result = fn(tx)
+                        if not self.is_sqlite and tx.keys_to_fire:
+                            for key in tx.keys_to_fire:
+                                tx.execute(
+                                    "SELECT pg_notify(%s, %s)", (self._channel(namespace), key)
+                                )
+                        conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
+                    except BaseException:
+                        try:
+                            conn.rollback() if not self.is_sqlite else conn.execute("ROLLBACK")
+                        except Exception:
+                            pass
+                        raise
+            except BaseException as err:
+                if _is_connection_lost(err) and not self._closed:
+                    now = time.monotonic()
+                    if reconnect_deadline is None:
+                        reconnect_deadline = now + PG_RECONNECT_SECONDS
+                    if now < reconnect_deadline:
+                        time.sleep(min(0.05 * attempt, 1.0))
                         continue
-                    raise
+                    raise self._lost(err) from err
+                if attempt < 5 and _is_retryable(err):
+                    time.sleep(0.01 * attempt)
+                    continue
+                raise
             for key in tx.keys_to_fire:
                 self.hub.fire(f"{namespace}\x00{key}")
             return result
+
+    def _lost(self, err: BaseException) -> StoreError:
+        parts = urlsplit(self._pg_url)
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if parts.password:
+            msg = msg.replace(parts.password, "***")
+        return StoreError(
+            f"lost the connection to Postgres at {parts.hostname or 'localhost'}:"
+            f"{parts.port or 5432} for over {PG_RECONNECT_SECONDS:g} s: {msg}"
+        )
 
     async def transact(self, namespace: str, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in one transaction in a worker thread."""
@@ -547,9 +607,19 @@ def _is_retryable(err: BaseException) -> bool:
         return True
     if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
         return True
-    if name in ("OperationalError", "InterfaceError") and "psycopg" in type(err).__module__:
-        return True  # connection dropped (e.g. Postgres restarted): retry on a new connection
-    return False
+    return _is_connection_lost(err)
+
+
+def _is_connection_lost(err: BaseException) -> bool:
+    """Postgres went away or refused to connect (e.g. it is restarting): retry on a new connection."""
+    if "psycopg" not in type(err).__module__:
+        return False
+    if type(err).__name__ in ("OperationalError", "InterfaceError"):
+        return True  # client side: connection refused, closed or broken
+    # Server side: class 08 (connection exception), admin/crash shutdown, cannot connect now.
+    # A plain subclass name check would miss these (AdminShutdown is what a restart sends).
+    state = getattr(err, "sqlstate", None) or ""
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 _stores: dict[str, Store] = {}

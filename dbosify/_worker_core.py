@@ -180,12 +180,13 @@ class WorkerCore:
         while not self.shutting_down:
             fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
             try:
-                run_id = await self.store.transact(self.ns, self._claim_run)
-                if run_id is not None:
+                got = await self.store.transact(self.ns, self._claim_run)
+                if isinstance(got, str):
                     fut.cancel()
-                    self._start_driver(run_id)
+                    self._start_driver(got)
                     continue
-                await self.store.wait_future(fut)
+                # Nothing ready: sleep until woken, or until a delayed run becomes due.
+                await self.store.wait_future(fut, None if got is None else max(0.0, got - time.time()))
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -194,19 +195,25 @@ class WorkerCore:
             finally:
                 fut.cancel()
 
-    def _claim_run(self, tx: Tx) -> str | None:
+    def _claim_run(self, tx: Tx) -> str | float | None:
         # No SKIP LOCKED here: a run's row is briefly locked by every signal or update appended to
         # it, and skipping it then would lose the only wake-up its start sent. Instead the UPDATE
         # waits for such a lock and re-checks ``owner IS NULL``; losing a race to another worker
         # just means trying the next candidate.
+        now = time.time()
         for _ in range(8):
             row = tx.one(
                 "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
-                " ORDER BY start_time LIMIT 1",
-                (self.tq,),
+                " AND (not_before IS NULL OR not_before <= %s) ORDER BY start_time LIMIT 1",
+                (self.tq, now),
             )
             if row is None:
-                return None
+                nxt = tx.one(
+                    "SELECT min(not_before) FROM executions WHERE task_queue = %s AND status = 1"
+                    " AND owner IS NULL AND not_before > %s",
+                    (self.tq, now),
+                )
+                return float(nxt[0]) if nxt and nxt[0] is not None else None
             claimed = tx.one(
                 "UPDATE executions SET owner = %s WHERE run_id = %s AND owner IS NULL AND status = 1"
                 " RETURNING run_id",

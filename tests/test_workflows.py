@@ -458,3 +458,31 @@ async def test_workflow_retry_policy_runs_new_attempts(client: Client) -> None:
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10), maximum_attempts=5),
         )
         assert await handle.result() == 3
+
+
+async def test_start_delay(client: Client) -> None:
+    import time as _time
+
+    tq = wid()
+    async with worker(client, tq):
+        t0 = _time.monotonic()
+        handle = await client.start_workflow(
+            GreetingWorkflow.run, "D", id=wid(), task_queue=tq, start_delay=timedelta(seconds=0.5)
+        )
+        assert await handle.result() == "Hello, D! Hi, D!"
+        assert _time.monotonic() - t0 >= 0.5
+
+
+async def test_cancel_closed_is_noop_and_count_group_by(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(GreetingWorkflow.run, "C", id=wid(), task_queue=tq)
+        await handle.result()
+        await handle.cancel()  # accepted, does nothing
+        assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    other = await client.start_workflow(WaitForeverWorkflow.run, id=wid(), task_queue=tq)
+    count = await client.count_workflows(f"TaskQueue = '{tq}' GROUP BY ExecutionStatus")
+    assert count.count == 2
+    assert sorted((g.group_values[0], g.count) for g in count.groups) == [("Completed", 1), ("Running", 1)]
+    assert [w.id async for w in client.list_workflows(f"WorkflowId = '{other.id}'")] == [other.id]
+    await other.terminate()
