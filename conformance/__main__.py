@@ -339,7 +339,11 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
            "-p", "dbosify_conformance_plugin",
            f"--junitxml={report_dir / 'junit.xml'}",
            "-o", f"cache_dir={report_dir / '.pytest_cache'}",
-           "--continue-on-collection-errors", "-rfE", "--tb=short"]
+           "--continue-on-collection-errors", "-rfE",
+           # Native tracebacks: pytest's short/long formats re-parse test sources with `ast`,
+           # which CPython 3.11 can fail inside ("AST constructor recursion depth mismatch")
+           # after a timeout, turning one failure into an INTERNALERROR that ends the run.
+           "--tb=native"]
     if not args.upstream_ini_only:
         cmd += ["-o", "timeout_func_only=false"]
     if args.timeout is not None:
