@@ -65,7 +65,10 @@ class Env:
 
 def _base_env() -> dict[str, str]:
     env = dict(os.environ)
-    for key in ("DBOSIFY_ACTIVATE", "DBOSIFY_DATABASE_URL", "DBOSIFY_HOME", "PYTHONPATH"):
+    # PYTHONDONTWRITEBYTECODE would make the workflow sandbox compile the app's module from
+    # source for every workflow it creates; a deployed app has its bytecode cached.
+    for key in ("DBOSIFY_ACTIVATE", "DBOSIFY_DATABASE_URL", "DBOSIFY_HOME", "PYTHONPATH",
+                "PYTHONDONTWRITEBYTECODE"):
         env.pop(key, None)
     env["PYTHONUNBUFFERED"] = "1"
     return env

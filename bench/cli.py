@@ -52,6 +52,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="comma list of backends that must be available (else exit 2)")
     p.add_argument("--keep", action="store_true", help="keep every run's directory (logs, databases)")
     p.add_argument("--json", type=Path, default=None, help="write the raw results here too")
+    p.add_argument("--py-spy", default=None, metavar="PATH",
+                   help="profile the first worker of every dbosify run with this py-spy binary "
+                   "(collapsed stacks kept in the run directory; summarise with python -m bench.profile)")
     sizes = p.add_argument_group("sizes (defaults: the issue's; --smoke shrinks them)")
     for name in ("n", "m", "k", "s", "q", "u", "t", "crash_workflows", "crash_activities",
                  "crash_kill_after", "waiters"):
@@ -79,12 +82,12 @@ def make_backends(names: list[str], args: argparse.Namespace) -> tuple[dict[str,
     return made, missing
 
 
-def run_one(workload: str, backend: Any, sizes: Sizes, workdir: Path) -> dict[str, Any]:
+def run_one(workload: str, backend: Any, sizes: Sizes, workdir: Path, py_spy: str | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     t0 = time.monotonic()
     env = backend.fresh(workdir)
     out_setup = time.monotonic() - t0
-    session = Session(env, workdir)
+    session = Session(env, workdir, py_spy if backend.name != "temporal" else None)
     out: dict[str, Any] = {"setup_s": out_setup}
     try:
         ctx = Context(session, sizes, tag=f"{workload.lower()}", backend=backend)
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 workdir = run_dir / f"{workload}-{name}-r{r + 1}"
                 log(f"{workload} {name} r{r + 1}/{repeat} ...")
-                out = run_one(workload, backends[name], sizes, workdir)
+                out = run_one(workload, backends[name], sizes, workdir, args.py_spy)
                 out.update(workload=workload, backend=name, repeat=r + 1, workdir=str(workdir))
                 results.append(out)
                 if "error" in out:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     shown = ", ".join(f"{k}={v:.4g}" for k, v in out["metrics"].items())
                     log(f"{workload} {name} r{r + 1}: {shown} ({out['wall_s']:.1f} s; "
                         f"db {out['setup_s']:.1f} s, teardown {out['close_s']:.1f} s)")
-                    if not args.keep:
+                    if not args.keep and not (args.py_spy and name != "temporal"):
                         shutil.rmtree(workdir, ignore_errors=True)
                 for note in out["notes"]:
                     log(f"{workload} {name} r{r + 1}: note: {note}")

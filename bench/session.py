@@ -22,8 +22,10 @@ class WorkloadError(RuntimeError):
 
 
 class Session:
-    def __init__(self, env: Env, workdir: Path) -> None:
+    def __init__(self, env: Env, workdir: Path, py_spy: str | None = None) -> None:
         self.env = env
+        self.py_spy = py_spy
+        self._profilers: list[subprocess.Popen[bytes]] = []
         self.workdir = workdir
         self.marker = workdir / "marker.log"
         self.marker.touch()
@@ -69,7 +71,24 @@ class Session:
             )
         for proc in procs:
             self.wait_worker_ready(proc)
+        if self.py_spy:
+            self.profile(procs[0], "worker-0")
         self._read(60, "the client to connect")
+
+    def profile(self, proc: subprocess.Popen[bytes], name: str) -> None:
+        """Sample ``proc`` with py-spy until it exits (collapsed stacks in the run directory).
+
+        Only the thread holding the GIL is sampled (``--gil``): the profile shows where the
+        worker's Python CPU goes, not where its threads wait.
+        """
+        assert self.py_spy is not None
+        out = self.workdir / f"profile-{name}.txt"
+        with open(self.workdir / f"py-spy-{name}.log", "wb") as log:
+            self._profilers.append(subprocess.Popen(
+                [self.py_spy, "record", "--pid", str(proc.pid), "--rate", "200", "--nonblocking", "--gil",
+                 "--format", "raw", "--output", str(out)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            ))
 
     def kill_worker(self, proc: subprocess.Popen[bytes]) -> float:
         os.kill(proc.pid, signal.SIGKILL)
@@ -93,6 +112,8 @@ class Session:
         for i, proc in enumerate(self.workers):
             if proc.poll() is None and not stop_process(proc, 15):
                 self.notes.append(f"worker {i} did not shut down within 15 s of SIGTERM (killed)")
+        for prof in self._profilers:
+            stop_process_after(prof, 10)
 
     # -- the client's request/answer lines --------------------------------------------------
 
