@@ -106,6 +106,21 @@ def run_one(workload: str, backend: Any, sizes: Sizes, workdir: Path, py_spy: st
     return out
 
 
+def engine_revision() -> str:
+    """The commit the dbosify side ran, and whether dbosify/ had uncommitted edits."""
+    import subprocess
+
+    from bench.backends import REPO_ROOT
+
+    def git(*a: str) -> str:
+        res = subprocess.run(["git", *a], cwd=REPO_ROOT, capture_output=True, text=True)
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "dbosify")
+    return head + (" + uncommitted edits in dbosify/" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sizes = Sizes.smoke() if args.smoke else Sizes()
@@ -195,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         b = backends["dbosify-pg"]
         info["versions"]["postgres"] = b.server_version
         info["postgres_settings"] = b.settings
+    info["engine"] = engine_revision()
     payload = {"info": info, "results": results}
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     out_path = args.json or (WORK_DIR / f"results-{started}.json")

@@ -157,6 +157,8 @@ def render(payload: dict[str, Any], backends: list[str]) -> str:
         f"load before: {info['load_before']}",
         f"load after:  {info['load_after']}",
     ]
+    if info.get("engine"):
+        out.append(f"dbosify: {info['engine']}")
     for k, v in info.get("versions", {}).items():
         out.append(f"{k}: {v}")
     if info.get("postgres_settings"):
