@@ -308,6 +308,40 @@ def jobs_for(
     return first + middle + rest
 
 
+def elide_unsent(commands: Any, kept: list[Any]) -> list[wa.WorkflowActivationJob]:
+    """Append ``commands`` to ``kept``, dropping what Core never sends to the server.
+
+    An activity or timer that is scheduled and cancelled within one workflow task is removed
+    together with its cancel; a cancelled activity is resolved as cancelled at once (the jobs
+    returned), exactly as Core does, so it leaves no trace in history.
+    """
+    local: list[wa.WorkflowActivationJob] = []
+    for cmd in commands:
+        kind = cmd.WhichOneof("variant")
+        if kind == "request_cancel_activity":
+            seq = cmd.request_cancel_activity.seq
+            idx = next(
+                (i for i, c in enumerate(kept) if c.HasField("schedule_activity") and c.schedule_activity.seq == seq),
+                None,
+            )
+            if idx is not None:
+                del kept[idx]
+                local.append(
+                    wa.WorkflowActivationJob(resolve_activity=cancelled_activity_resolution(seq, 0, None))
+                )
+                continue
+        elif kind == "cancel_timer":
+            seq = cmd.cancel_timer.seq
+            idx = next(
+                (i for i, c in enumerate(kept) if c.HasField("start_timer") and c.start_timer.seq == seq), None
+            )
+            if idx is not None:
+                del kept[idx]
+                continue
+        kept.append(cmd)
+    return local
+
+
 def _child_attr(t: int) -> str:
     from dbosify._history import ATTR_FIELD
 

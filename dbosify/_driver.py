@@ -203,7 +203,7 @@ class RunDriver:
             jobs = A.jobs_for(self.run_id, inputs, updates, st.patches, st.scheduled)
             ts = ev.event_time.ToNanoseconds() / 1e9
             st.flags.update(flags)
-            completion = await self._activate(jobs, ts, replaying=True, history_length=consumed)
+            completion = await self._activate_task(jobs, ts, replaying=True, history_length=consumed)
             self._check_completion(completion)
             self._track_commands(completion, ts, ev.event_id, live=False)
             st.consumed = consumed
@@ -330,7 +330,7 @@ class RunDriver:
             st.scheduled,
         )
         ts = time.time()
-        completion = await self._activate(jobs, ts, replaying=False, history_length=consumed)
+        completion = await self._activate_task(jobs, ts, replaying=False, history_length=consumed)
         if completion.HasField("failed"):
             await self._record_task_failure(completion.failed.failure)
             raise WorkflowTaskFailed(completion.failed.failure.message)
@@ -341,6 +341,28 @@ class RunDriver:
         self._start_pending_local_activities()
 
     # -- activations ---------------------------------------------------------------------------
+
+    async def _activate_task(
+        self, jobs: list[wa.WorkflowActivationJob], ts: float, *, replaying: bool, history_length: int
+    ) -> wcomp.WorkflowActivationCompletion:
+        """One workflow task: activations until Core would have nothing left to resolve locally.
+
+        Returns one completion whose commands are everything the task sends to the server.
+        """
+        kept: list[wc.WorkflowCommand] = []
+        flags: set[int] = set()
+        while True:
+            completion = await self._activate(jobs, ts, replaying=replaying, history_length=history_length)
+            if completion.HasField("failed"):
+                return completion
+            flags.update(completion.successful.used_internal_flags)
+            jobs = A.elide_unsent(completion.successful.commands, kept)
+            if not jobs:
+                break
+        out = wcomp.WorkflowActivationCompletion(run_id=self.run_id)
+        out.successful.commands.extend(kept)
+        out.successful.used_internal_flags.extend(sorted(flags))
+        return out
 
     async def _activate(
         self, jobs: list[wa.WorkflowActivationJob], ts: float, *, replaying: bool, history_length: int

@@ -301,12 +301,22 @@ class ReplayWorker:
             )
             act.timestamp.CopyFrom(started_times.get(boundary, done.event_time))
             act.jobs.extend(jobs)
-            completion = await self._activate(act)
-            if completion.HasField("failed"):
-                raise Nondeterminism(completion.failed.failure.message) if "ondetermin" in (
-                    completion.failed.failure.message
-                ) else RuntimeError(completion.failed.failure.message)
-            _check(list(completion.successful.commands), commands, seqs)
+            sent: list[wc.WorkflowCommand] = []
+            while True:
+                completion = await self._activate(act)
+                if completion.HasField("failed"):
+                    raise Nondeterminism(completion.failed.failure.message) if "ondetermin" in (
+                        completion.failed.failure.message
+                    ) else RuntimeError(completion.failed.failure.message)
+                flags.update(completion.successful.used_internal_flags)
+                local = A.elide_unsent(completion.successful.commands, sent)
+                if not local:
+                    break
+                nxt = wa.WorkflowActivation(run_id=run_id, is_replaying=True, history_length=boundary)
+                nxt.timestamp.CopyFrom(act.timestamp)
+                nxt.jobs.extend(local)
+                act = nxt
+            _check(sent, commands, seqs)
             consumed = boundary
             del n
         # A workflow task that history started but never completed is replayed too.

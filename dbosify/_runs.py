@@ -91,6 +91,8 @@ def start_run(
         started.identity = identity
     if not started.attempt:
         started.attempt = 1
+    if not started.HasField("workflow_task_timeout") or not started.workflow_task_timeout.ToNanoseconds():
+        started.workflow_task_timeout.FromSeconds(10)  # Temporal's default
     exec_deadline: float | None = None
     if started.HasField("workflow_execution_expiration_time"):
         exec_deadline = started.workflow_execution_expiration_time.ToNanoseconds() / 1e9

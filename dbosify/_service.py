@@ -261,8 +261,10 @@ class WorkflowService:
                 raise _not_found_run(req.execution.workflow_id, req.execution.run_id or None)
             first = h.load_events(tx, run.run_id, 0)[:1]
             pend = tx.all(
-                "SELECT seq, attempt, state, heartbeat_at, details, last_failure, scheduled_event_id"
-                " FROM activity_tasks WHERE run_id = %s ORDER BY seq",
+                "SELECT t.seq, t.attempt, t.state, t.heartbeat_at, t.details, t.last_failure,"
+                " t.scheduled_event_id, e.event FROM activity_tasks t JOIN history e"
+                " ON e.run_id = t.run_id AND e.event_id = t.scheduled_event_id"
+                " WHERE t.run_id = %s ORDER BY t.seq",
                 (run.run_id,),
             )
             return run, first[0][0], pend
@@ -302,8 +304,11 @@ class WorkflowService:
             cfg.workflow_execution_timeout.CopyFrom(started.workflow_execution_timeout)
         if started.HasField("workflow_run_timeout"):
             cfg.workflow_run_timeout.CopyFrom(started.workflow_run_timeout)
-        for seq, attempt, state, hb_at, details, last_failure, _sched in pending:
-            pa = resp.pending_activities.add(activity_id=str(seq), attempt=attempt)
+        for seq, attempt, state, hb_at, details, last_failure, sched_id, sched_event in pending:
+            sched = hist.HistoryEvent.FromString(bytes(sched_event)).activity_task_scheduled_event_attributes
+            pa = resp.pending_activities.add(activity_id=sched.activity_id or str(seq), attempt=attempt)
+            pa.activity_type.CopyFrom(sched.activity_type)
+            del sched_id
             pa.state = 2 if state == "running" else 1  # type: ignore[assignment]
             if hb_at:
                 pa.last_heartbeat_time.FromNanoseconds(int(hb_at * 1e9))

@@ -316,6 +316,12 @@ class WorkerCore:
                     continue
                 timeout = None if next_at is None else max(0.0, next_at - time.time())
                 await self.store.wait_future(fut, timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                # A database outage must not end temporalio's activity worker: wait and retry.
+                logger.warning("dbosify: polling activities on %r failed (%s); retrying", self.tq, err)
+                await asyncio.sleep(1.0)
             finally:
                 fut.cancel()
 
@@ -414,10 +420,22 @@ class WorkerCore:
             payload = common.Payloads()
             k = "canceled"
         try:
-            await self.store.transact(
-                self.ns,
-                lambda tx: acts.finish(tx, run_id, seq, attempt, k, payload, self.identity),
-            )
+            delay = 0.5
+            while True:
+                try:
+                    await self.store.transact(
+                        self.ns,
+                        lambda tx: acts.finish(tx, run_id, seq, attempt, k, payload, self.identity),
+                    )
+                    break
+                except Exception as err:
+                    # Keep the result until the database is back, unless this worker is going away
+                    # (then the attempt is re-run by whoever takes it over).
+                    if self.shutting_down:
+                        raise
+                    logger.warning("dbosify: recording an activity result failed (%s); retrying", err)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         finally:
             self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
 
