@@ -486,3 +486,61 @@ async def test_cancel_closed_is_noop_and_count_group_by(client: Client) -> None:
     assert sorted((g.group_values[0], g.count) for g in count.groups) == [("Completed", 1), ("Running", 1)]
     assert [w.id async for w in client.list_workflows(f"WorkflowId = '{other.id}'")] == [other.id]
     await other.terminate()
+
+
+async def test_unknown_query_and_update_names_fail_clearly(client: Client) -> None:
+    from temporalio.client import WorkflowQueryFailedError
+
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(SignalQueryUpdateWorkflow.run, id=wid(), task_queue=tq)
+        with pytest.raises(WorkflowQueryFailedError) as q:
+            await handle.query("no_such_query")
+        assert "no_such_query" in str(q.value)
+        with pytest.raises(WorkflowUpdateFailedError) as u:
+            await handle.execute_update("no_such_update")
+        assert "no_such_update" in str(u.value.cause)
+        await handle.terminate()
+        with pytest.raises(RPCError) as closed:
+            await handle.execute_update(SignalQueryUpdateWorkflow.add_and_count, "late")
+        assert closed.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_activity_runs_on_any_worker_polling_its_queue(client: Client) -> None:
+    tq = wid()
+    workflows_only = Worker(
+        client, task_queue=tq, workflows=[GreetingWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+    )
+    from concurrent.futures import ThreadPoolExecutor
+
+    activities_only = Worker(
+        client, task_queue=tq, activities=[greet, greet_sync], activity_executor=ThreadPoolExecutor(2)
+    )
+    async with workflows_only, activities_only:
+        r = await client.execute_workflow(GreetingWorkflow.run, "Q", id=wid(), task_queue=tq)
+    assert r == "Hello, Q! Hi, Q!"
+
+
+async def test_several_workers_started_and_stopped_repeatedly(client: Client) -> None:
+    queues = [wid(), wid()]
+    for _ in range(3):
+        workers = [worker(client, q) for q in queues]
+        for w in workers:
+            await w.__aenter__()
+        try:
+            results = await asyncio.gather(
+                *(client.execute_workflow(GreetingWorkflow.run, q, id=wid(), task_queue=q) for q in queues)
+            )
+        finally:
+            for w in workers:
+                await w.__aexit__(None, None, None)
+        assert results == [f"Hello, {q}! Hi, {q}!" for q in queues]
+
+
+async def test_namespaces_are_isolated(client: Client, db_url: str) -> None:
+    other = await Client.connect(db_url, namespace=f"other{uuid.uuid4().hex[:8]}")
+    handle = await client.start_workflow(WaitForeverWorkflow.run, id=wid(), task_queue=wid())
+    with pytest.raises(RPCError) as err:
+        await other.get_workflow_handle(handle.id).describe()
+    assert err.value.status == RPCStatusCode.NOT_FOUND
+    await handle.terminate()
