@@ -535,12 +535,16 @@ class Store:
                 )
                 self._listener.start()
                 ready.wait(10)
-        self._listen_commands.put(f'LISTEN "{self._channel(namespace)}"')
+        # Wait until the LISTEN is in effect: a waiter registered after this returns, then re-checks
+        # the database, so no notification can fall in between.
+        done = threading.Event()
+        self._listen_commands.put((f'LISTEN "{self._channel(namespace)}"', done))
+        done.wait(5)
 
     def _listen_loop(self, ready: threading.Event) -> None:
         import psycopg
 
-        self._listen_commands: queue.Queue[str] = queue.Queue()
+        self._listen_commands: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
         ready.set()
         backoff = 0.1
         while not self._closed:
@@ -562,11 +566,12 @@ class Store:
                 while not self._closed:
                     while True:
                         try:
-                            cmd = self._listen_commands.get_nowait()
+                            cmd, done = self._listen_commands.get_nowait()
                         except queue.Empty:
                             break
                         conn.execute(cmd)
-                    for n in conn.notifies(timeout=0.2, stop_after=256):
+                        done.set()
+                    for n in conn.notifies(timeout=0.05, stop_after=256):
                         ns_ident = n.channel
                         for ns in namespaces | set(getattr(self, "_channels", set())):
                             if self._channel(ns) == ns_ident:
