@@ -53,6 +53,7 @@ class _RunningActivity:
         self.started = time.time()
         self.last_heartbeat = self.started
         self.cancel_sent = False
+        self.cancel_reason = 0
         self.watchdog: asyncio.Task[None] | None = None
         self.local_future: asyncio.Future[ar.ActivityExecutionResult] | None = None
 
@@ -71,6 +72,7 @@ class WorkerCore:
         slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
         self.max_activities: int = int(slots) if slots else 1000
         self.max_cached: int = int(config.max_cached_workflows)
+        self.graceful_shutdown = float(config.graceful_shutdown_period_millis) / 1000
         self.shutting_down = False
         self._started = False
         self._activations: asyncio.Queue[wa.WorkflowActivation] | None = None
@@ -114,6 +116,14 @@ class WorkerCore:
         self.shutting_down = True
         if self._shutdown_event is not None:
             self._shutdown_event.set()
+        if self._running:
+            # Like Core: running activities get the graceful period, then a worker-shutdown cancel.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._tasks.append(loop.create_task(self._cancel_after_grace()))
         self.store.hub.fire(f"{self.ns}\x00shutdown:{self.id}")
         if self._activations is not None and not self._drivers:
             self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
@@ -147,6 +157,11 @@ class WorkerCore:
         if d is not None:
             d.evict_requested = True
             self.store.hub.fire(f"{self.ns}\x00evict:{run_id}")
+
+    async def _cancel_after_grace(self) -> None:
+        await asyncio.sleep(self.graceful_shutdown)
+        for token in list(self._running):
+            self._send_cancel(token, CANCEL_REASON_WORKER_SHUTDOWN)
 
     # -- workflows ---------------------------------------------------------------------------
 
@@ -298,7 +313,18 @@ class WorkerCore:
             if not self._activity_queue.empty():
                 return bytes(self._activity_queue.get_nowait().SerializeToString())
             if self.shutting_down:
-                raise PollShutdownError()
+                if not self._running:
+                    raise PollShutdownError()
+                # Keep delivering cancels until the running attempts have finished.
+                fut = self.store.hub.waiter([f"{self.ns}\x00local:{self.id}"])
+                try:
+                    if self._activity_queue.empty() and self._running:
+                        await asyncio.wait_for(asyncio.shield(fut), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    fut.cancel()
+                continue
             keys = [f"act:{self.tq}", f"actcancel:{self.id}", f"shutdown:{self.id}", f"local:{self.id}"]
             fut = self.store.waiter(self.ns, keys)
             try:
@@ -368,6 +394,7 @@ class WorkerCore:
         if ra is None or ra.cancel_sent or self._activity_queue is None:
             return
         ra.cancel_sent = True
+        ra.cancel_reason = reason
         cancel = at.Cancel(reason=reason)  # type: ignore[arg-type]
         cancel.details.is_cancelled = reason == CANCEL_REASON_CANCELLED
         cancel.details.is_timed_out = reason == CANCEL_REASON_TIMED_OUT
@@ -416,6 +443,16 @@ class WorkerCore:
             k = "completed"
         elif kind == "failed":
             payload, k = result.failed.failure, "failed"
+        elif ra is not None and ra.cancel_reason == CANCEL_REASON_WORKER_SHUTDOWN:
+            # Nobody asked for this cancel: like Core, report the attempt as failed (and retryable).
+            from temporalio.api.failure.v1 import message_pb2 as failure_pb
+
+            payload = failure_pb.Failure(
+                message="Worker is shutting down and activity did not complete in time",
+                source="dbosify",
+            )
+            payload.application_failure_info.type = "WorkerShutdown"
+            k = "failed"
         else:
             payload = common.Payloads()
             k = "canceled"
