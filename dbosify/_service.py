@@ -328,57 +328,46 @@ class WorkflowService:
     ) -> Message:
         ns = req.namespace
         wid = req.execution.workflow_id
-        close_only = (
-            req.history_event_filter_type == 2  # HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT
-        )
+        close_only = req.history_event_filter_type == 2  # HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT
         after = int(req.next_page_token.decode()) if req.next_page_token else 0
         page = req.maximum_page_size or 1000
-        while True:
-            if req.wait_new_event:
-                fut = self.store.waiter(ns, [f"closed-wf:{wid}"] if close_only else [f"wf-any:{wid}"])
 
-            def fn(tx: Tx) -> tuple[h.Run, list[Any]]:
-                run = h.find_run(tx, wid, req.execution.run_id or None)
-                if run is None:
-                    raise _not_found_run(wid, req.execution.run_id or None)
-                if close_only:
-                    rows = tx.all(
-                        "SELECT event FROM history WHERE run_id = %s AND event_id = %s",
-                        (run.run_id, run.next_event_id - 1),
-                    ) if not run.running else []
-                else:
-                    rows = tx.all(
-                        "SELECT event FROM history WHERE run_id = %s AND event_id > %s"
-                        " ORDER BY event_id LIMIT %s",
-                        (run.run_id, after, page),
-                    )
-                return run, rows
+        def find(tx: Tx) -> h.Run:
+            run = h.find_run(tx, wid, req.execution.run_id or None)
+            if run is None:
+                raise _not_found_run(wid, req.execution.run_id or None)
+            return run
 
-            try:
-                run, rows = await self.store.transact(ns, fn)
-            except BaseException:
-                if req.wait_new_event:
-                    fut.cancel()
-                raise
-            if rows or not req.wait_new_event or (not close_only and not run.running):
-                if req.wait_new_event:
-                    fut.cancel()
-                break
+        run = await self.store.transact(ns, find)
+
+        def read(tx: Tx) -> tuple[bool, list[Any]]:
+            cur = h.get_run(tx, run.run_id)
+            running = cur is not None and cur.running
             if close_only:
-                keys = [f"closed:{run.run_id}"]
-            else:
-                keys = [f"run:{run.run_id}"]
-            fut.cancel()
-            fut2 = self.store.waiter(ns, keys)
-            # Re-check after registering, then wait for the push.
-            run2, rows2 = await self.store.transact(ns, fn)
-            if rows2 or (not close_only and not run2.running) or (close_only and not run2.running):
-                fut2.cancel()
-                continue
+                if running or cur is None:
+                    return running, []
+                return running, tx.all(
+                    "SELECT event FROM history WHERE run_id = %s AND event_id = %s",
+                    (run.run_id, cur.next_event_id - 1),
+                )
+            return running, tx.all(
+                "SELECT event FROM history WHERE run_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",
+                (run.run_id, after, page),
+            )
+
+        # Long poll: wait for the close event (or any new event) to be pushed, never on a timer.
+        key = f"closed:{run.run_id}" if close_only else f"run:{run.run_id}"
+        while True:
+            fut = self.store.waiter(ns, [key]) if req.wait_new_event else None
             try:
-                await self.store.wait_future(fut2)
+                running, rows = await self.store.transact(ns, read)
+                if rows or not req.wait_new_event or not running:
+                    break
+                assert fut is not None
+                await self.store.wait_future(fut)
             finally:
-                fut2.cancel()
+                if fut is not None:
+                    fut.cancel()
         resp = rr.GetWorkflowExecutionHistoryResponse()
         last = after
         for (ev,) in rows:
