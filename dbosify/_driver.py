@@ -522,9 +522,20 @@ class RunDriver:
             run = h.get_run(tx, self.run_id, lock=True)
             if run is None or not run.running:
                 raise RunClosed()
-            # started_event_id: the last event this workflow task consumed (replay cuts history there).
+            # The task's scheduled/started events, stamped with the activation's time (workflow.now()).
+            sched = hist.WorkflowTaskScheduledEventAttributes(attempt=max(run.wft_attempt, 0) + 1)
+            sched.task_queue.name = run.task_queue
+            sched.start_to_close_timeout.FromSeconds(10)
+            sched_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, sched, at=ts) or 0
+            h.append(
+                tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+                hist.WorkflowTaskStartedEventAttributes(scheduled_event_id=sched_id, identity=self.core.identity),
+                at=ts,
+            )
+            # started_event_id: the last event this workflow task consumed (replay cuts history there);
+            # it differs from the started event's id only when events arrived during the task.
             wft = hist.WorkflowTaskCompletedEventAttributes(
-                identity=self.core.identity, started_event_id=consumed, scheduled_event_id=consumed
+                identity=self.core.identity, started_event_id=consumed, scheduled_event_id=sched_id
             )
             wft.sdk_metadata.lang_used_flags.extend(sorted(st.flags | set(completion.successful.used_internal_flags)))
             wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=ts)
