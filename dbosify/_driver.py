@@ -66,6 +66,7 @@ class DriverState:
     scheduled: dict[int, Any] = field(default_factory=dict)
     local_pending: dict[int, wc.ScheduleLocalActivity] = field(default_factory=dict)
     local_done: set[int] = field(default_factory=set)
+    local_meta: dict[int, Any] = field(default_factory=dict)
     patches: list[str] = field(default_factory=list)
     flags: set[int] = field(default_factory=set)
     children: dict[int, str] = field(default_factory=dict)  # seq -> child workflow id
@@ -502,6 +503,8 @@ class RunDriver:
                 la = cmd.schedule_local_activity
                 if la.seq not in st.local_done:
                     st.local_pending[la.seq] = la
+                    if cmd.HasField("user_metadata"):
+                        st.local_meta[la.seq] = cmd.user_metadata
             elif cmd.HasField("request_cancel_local_activity"):
                 pass
         st.flags.update(completion.successful.used_internal_flags)
@@ -679,7 +682,7 @@ class RunDriver:
             p.upserted_memo.CopyFrom(cmd.modify_workflow_properties.upserted_memo)
             h.append(tx, rid, E.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED, p, at=ts)
         elif kind == "start_child_workflow_execution":
-            self._start_child(tx, run, cmd.start_child_workflow_execution, wft_id, ts)
+            self._start_child(tx, run, cmd.start_child_workflow_execution, wft_id, ts, meta)
         elif kind == "cancel_child_workflow_execution":
             seq = cmd.cancel_child_workflow_execution.child_workflow_seq
             wid = st.children.get(seq)
@@ -778,7 +781,10 @@ class RunDriver:
             )
         tx.notify(f"upd:{rid}:{uid}")
 
-    def _start_child(self, tx: Tx, run: h.Run, sc: wc.StartChildWorkflowExecution, wft_id: int, ts: float) -> None:
+    def _start_child(
+        self, tx: Tx, run: h.Run, sc: wc.StartChildWorkflowExecution, wft_id: int, ts: float,
+        meta: Any = None,
+    ) -> None:
         rid = self.run_id
         init = hist.StartChildWorkflowExecutionInitiatedEventAttributes(
             namespace=sc.namespace or self.ns, workflow_id=sc.workflow_id,
@@ -797,7 +803,8 @@ class RunDriver:
         for k, v in sc.memo.items():
             init.memo.fields[k].CopyFrom(v)
         init_id = h.append(
-            tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, init, seq=sc.seq, at=ts
+            tx, rid, E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, init, seq=sc.seq, at=ts,
+            metadata=meta,
         )
         self.state.children[sc.seq] = sc.workflow_id
         started = hist.WorkflowExecutionStartedEventAttributes(
@@ -818,7 +825,7 @@ class RunDriver:
         started.root_workflow_execution.run_id = rid
         try:
             res = _runs.start_run(
-                tx, workflow_id=sc.workflow_id, workflow_type=sc.workflow_type,
+                tx, workflow_id=sc.workflow_id, workflow_type=sc.workflow_type, metadata=meta,
                 task_queue=sc.task_queue or run.task_queue, started=started,
                 reuse_policy=sc.workflow_id_reuse_policy,
                 parent=(self.ns, run.workflow_id, rid, sc.seq), identity=self.core.identity,
@@ -928,6 +935,10 @@ class RunDriver:
         attrs.workflow_type.name = can.workflow_type or run.workflow_type
         attrs.task_queue.name = can.task_queue or run.task_queue
         attrs.input.payloads.extend(can.arguments)
+        backoff = 0.0
+        if can.HasField("backoff_start_interval"):
+            attrs.backoff_start_interval.CopyFrom(can.backoff_start_interval)
+            backoff = can.backoff_start_interval.ToNanoseconds() / 1e9
         _runs.close_run(tx, run, h.CONTINUED_AS_NEW, E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW, attrs)
         started = hist.WorkflowExecutionStartedEventAttributes(
             continued_execution_run_id=self.run_id, initiator=1, identity=self.core.identity, attempt=1,  # type: ignore
@@ -935,9 +946,13 @@ class RunDriver:
         )
         started.input.payloads.extend(can.arguments)
         for f in ("workflow_execution_timeout", "retry_policy", "parent_workflow_execution",
-                  "root_workflow_execution"):
+                  "root_workflow_execution", "priority"):
             if first.HasField(f):
                 getattr(started, f).CopyFrom(getattr(first, f))
+        if can.HasField("retry_policy"):
+            started.retry_policy.CopyFrom(can.retry_policy)
+        if can.HasField("workflow_task_timeout"):
+            started.workflow_task_timeout.CopyFrom(can.workflow_task_timeout)
         started.parent_workflow_namespace = first.parent_workflow_namespace
         if can.HasField("workflow_run_timeout"):
             started.workflow_run_timeout.CopyFrom(can.workflow_run_timeout)
@@ -964,6 +979,7 @@ class RunDriver:
             tx, workflow_id=run.workflow_id, workflow_type=attrs.workflow_type.name,
             task_queue=attrs.task_queue.name, started=started, run_id=new_run_id,
             parent=parent, identity=self.core.identity,  # type: ignore[arg-type]
+            delay=backoff,
         )
 
     # -- local activities ------------------------------------------------------------------------
@@ -1006,7 +1022,10 @@ class RunDriver:
             run = h.get_run(tx, self.run_id, lock=True)
             if run is None or not run.running:
                 return
-            h.append(tx, self.run_id, E.EVENT_TYPE_MARKER_RECORDED, m, seq=seq, dedup=f"la:{seq}")
+            h.append(
+                tx, self.run_id, E.EVENT_TYPE_MARKER_RECORDED, m, seq=seq, dedup=f"la:{seq}",
+                metadata=self.state.local_meta.get(seq),
+            )
 
         await self.store.transact(self.ns, fn)
         self.local_tasks.pop(seq, None)
