@@ -92,7 +92,10 @@ class RunDriver:
         while not self.core.shutting_down:
             try:
                 if backoff:
-                    await asyncio.sleep(backoff)
+                    # A failing workflow task is retried with backoff, but the run's timeout still
+                    # applies, and shutdown or new events end the wait early.
+                    if await self._close_if_timed_out(backoff):
+                        return
                 await self._replay()
                 await self._live()
                 return
@@ -109,6 +112,31 @@ class RunDriver:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 await self._evict("driver error")
         await self._evict("worker shutting down")
+
+    async def _close_if_timed_out(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds; True if the run timed out (and is now closed as such)."""
+        run = self.run
+        deadline = run.run_deadline if run is not None else None
+        now = time.time()
+        fut = self.store.waiter(self.ns, [f"shutdown:{self.core.id}", f"closed:{self.run_id}"])
+        try:
+            await self.store.wait_future(fut, wait if deadline is None else max(0.0, min(wait, deadline - now)))
+        finally:
+            fut.cancel()
+        if deadline is None or time.time() < deadline:
+            return False
+
+        def fn(tx: Tx) -> bool:
+            cur = h.get_run(tx, self.run_id, lock=True)
+            if cur is None or not cur.running:
+                return True
+            _runs.close_run(
+                tx, cur, h.TIMED_OUT, E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+                hist.WorkflowExecutionTimedOutEventAttributes(retry_state=3),  # type: ignore[arg-type]
+            )
+            return True
+
+        return await self.store.transact(self.ns, fn)
 
     async def answer_closed_queries(self) -> None:
         """Replay a closed run in full, answer its pending queries, then evict it."""
