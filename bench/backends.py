@@ -196,9 +196,32 @@ def _check_dbosify(python: str) -> None:
         raise Unavailable(f"{python} cannot import dbosify and temporalio: {res.stderr.strip()[-300:]}")
 
 
+# Set by `snapshot_engine`: a copy of dbosify/ that every dbosify process of the run imports,
+# so that edits to the working tree during a long run cannot change the engine half-way.
+ENGINE_PATH: Path | None = None
+
+
+def snapshot_engine(dest: Path) -> str:
+    """Copy this repo's dbosify/ to ``dest`` and use it for the rest of the run; returns its path."""
+    global ENGINE_PATH
+    shutil.copytree(REPO_ROOT / "dbosify", dest / "dbosify",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    ENGINE_PATH = dest
+    res = subprocess.run(
+        [sys.executable, "-c", "import dbosify; print(dbosify.__file__)"],
+        env=_dbosify_env(), capture_output=True, text=True, check=False, cwd="/",
+    )
+    where = res.stdout.strip()
+    if not where.startswith(str(dest)):
+        raise Unavailable(f"the engine snapshot is not what the processes import ({where or res.stderr[-300:]})")
+    return where
+
+
 def _dbosify_env() -> dict[str, str]:
     env = _base_env()
     env["DBOSIFY_ACTIVATE"] = "1"
+    if ENGINE_PATH is not None:
+        env["PYTHONPATH"] = str(ENGINE_PATH)
     return env
 
 

@@ -22,6 +22,7 @@ from bench.backends import (
     DbosifySqliteBackend,
     TemporalBackend,
     Unavailable,
+    snapshot_engine,
 )
 from bench.measure import load
 from bench.session import Session
@@ -139,13 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y%m%d-%H%M%S")
     load_before = load()
     log(f"machine: {load_before}")
+    run_dir = WORK_DIR / "runs" / started
+    engine = engine_revision()
+    if any(n.startswith("dbosify") for n in names):
+        where = snapshot_engine(run_dir / "engine")
+        log(f"dbosify side runs a snapshot of dbosify/ at {engine}: {where}")
     backends, missing = make_backends(names, args)
     required = [b.strip() for b in args.require.split(",") if b.strip()]
     if any(r in missing for r in required):
         log("a required backend is unavailable")
         return 2
 
-    run_dir = WORK_DIR / "runs" / started
     results: list[dict[str, Any]] = []
     pg_rates: dict[str, list[float]] = {"1": [], "8": []}
     pg_error: str | None = None
@@ -210,14 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         b = backends["dbosify-pg"]
         info["versions"]["postgres"] = b.server_version
         info["postgres_settings"] = b.settings
-    info["engine"] = engine_revision()
+    info["engine"] = engine
     payload = {"info": info, "results": results}
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     out_path = args.json or (WORK_DIR / f"results-{started}.json")
     out_path.write_text(json.dumps(payload, indent=1))
     print(report.render(payload, names))
     log(f"raw results: {out_path}")
-    if not args.keep and run_dir.exists() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+    if not args.keep:
+        shutil.rmtree(run_dir / "engine", ignore_errors=True)
+        if run_dir.exists() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
     failed = [r for r in results if "error" in r]
     return 1 if failed else 0

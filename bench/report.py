@@ -32,6 +32,8 @@ ROWS: list[tuple[str, str, str, str, tuple[str, float] | None]] = [
     ("W6 ... of those, finished >= 1 s before kill", "W6", "completed_twice_settled", "max", ("abs_eq", 0)),
     ("W7 worker RSS with all waiting, MB", "W7", "worker_rss_mb", "median", ("abs_le", 200)),
     ("W7 Postgres connections", "W7", "pg_connections", "median", ("abs_le", 20)),
+    ("W7 CPU % while all wait: client + worker", "W7", "idle_cpu_pct_app", "median", None),
+    ("W7 CPU % while all wait: server / DB", "W7", "idle_cpu_pct_server", "median", None),
     ("W7 Temporal server / PG backends RSS, MB", "W7", "server_rss_mb", "median", None),
     ("W7 start + first query of all, s", "W7", "start_and_query_s", "median", None),
 ]

@@ -29,11 +29,12 @@ class Sizes:
     crash_seconds: float = 0.2  # W6: each activity
     crash_kill_after: int = 100  # W6: completions before the SIGKILL
     waiters: int = 1000  # W7
+    idle_window: float = 3.0  # W7: seconds over which the waiting worker's CPU is sampled
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(n=5, m=3, k=5, s=5, q=2, u=2, t=5, crash_workflows=3, crash_activities=2,
-                   crash_kill_after=3, waiters=10)
+                   crash_kill_after=3, waiters=10, idle_window=0.5)
 
     def timeout(self, count: int, per_item: float = 0.5, floor: float = 120) -> float:
         """A generous limit for one step; past it the workload is reported as hung."""
@@ -177,6 +178,13 @@ def w7(ctx: Context) -> dict[str, float]:
     }
     server = [rss_mb(pid) or 0.0 for pid in s.env.server_pids()]
     out["server_rss_mb"] = sum(server)
+    # Nothing happens while they all wait: what does waiting cost?
+    sampler = CpuSampler(_cpu_groups(ctx))
+    sampler.start()
+    time.sleep(z.idle_window)
+    cpu = sampler.stop()
+    out["idle_cpu_pct_app"] = 100 * cpu["app"] / z.idle_window
+    out["idle_cpu_pct_server"] = 100 * cpu["server"] / z.idle_window
     if s.env.pg_dbname is not None:
         out["pg_connections"] = ctx.backend.connections(s.env.pg_dbname)
     rel = s.call(z.timeout(z.waiters, 0.5, 300), op="wait_release", n=z.waiters, tag=ctx.tag)
