@@ -248,6 +248,8 @@ class WorkerCore:
     def _driver_done(self, run_id: str) -> None:
         self._drivers.pop(run_id, None)
         self._driver_objs.pop(run_id, None)
+        # A query that arrived while the closing run was still being evicted was skipped: look again.
+        self.store.hub.fire(f"{self.ns}\x00q-tq:{self.tq}")
         fut = self._pending.pop(run_id, None)
         if fut is not None and not fut.done():
             fut.cancel()
