@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y%m%d-%H%M%S")
     load_before = load()
     log(f"machine: {load_before}")
-    run_dir = WORK_DIR / "runs" / started
+    # The pid keeps two runs started in the same second (e.g. the smoke tests) apart.
+    run_dir = WORK_DIR / "runs" / f"{started}-{os.getpid()}"
     engine = engine_revision()
     if any(n.startswith("dbosify") for n in names):
         where = snapshot_engine(run_dir / "engine")
