@@ -6,6 +6,7 @@ then every other resolution in history order.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
@@ -63,7 +64,8 @@ def initialize_job(run_id: str, started: hist.HistoryEvent, patches: list[str]) 
         attempt=a.attempt or 1,
         cron_schedule=a.cron_schedule,
         original_execution_run_id=a.original_execution_run_id,
-        randomness_seed=int.from_bytes(run_id.encode()[:8].ljust(8, b"\0"), "little") ^ 0x5DEECE66D,
+        # Deterministic per run and different across runs (run ids share their time prefix).
+        randomness_seed=int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "little"),
     )
     init.arguments.extend(a.input.payloads)
     for k, v in a.header.fields.items():
