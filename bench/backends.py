@@ -201,11 +201,20 @@ def _check_dbosify(python: str) -> None:
 ENGINE_PATH: Path | None = None
 
 
-def snapshot_engine(dest: Path) -> str:
-    """Copy this repo's dbosify/ to ``dest`` and use it for the rest of the run; returns its path."""
+def snapshot_engine(dest: Path, rev: str | None = None) -> str:
+    """Copy this repo's dbosify/ (the working tree's, or commit ``rev``'s) to ``dest`` and use it
+    for the rest of the run; returns the path the processes import."""
     global ENGINE_PATH
-    shutil.copytree(REPO_ROOT / "dbosify", dest / "dbosify",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    if rev is None:
+        shutil.copytree(REPO_ROOT / "dbosify", dest / "dbosify",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", "--format=tar", rev, "dbosify"],
+                                 cwd=REPO_ROOT, capture_output=True, check=False)
+        if archive.returncode != 0:
+            raise Unavailable(f"git archive {rev}: {archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     ENGINE_PATH = dest
     res = subprocess.run(
         [sys.executable, "-c", "import dbosify; print(dbosify.__file__)"],
@@ -271,6 +280,15 @@ class DbosifyPgBackend:
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)
             ).fetchone()
         return int(row[0])
+
+    def commits(self, dbname: str) -> int:
+        """Transactions committed in ``dbname`` so far (Postgres flushes these counters about
+        once a second, so read them a second or more after the work)."""
+        with self.admin() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def fresh(self, workdir: Path) -> Env:
         dbname = self.create_database()

@@ -53,6 +53,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="comma list of backends that must be available (else exit 2)")
     p.add_argument("--keep", action="store_true", help="keep every run's directory (logs, databases)")
     p.add_argument("--json", type=Path, default=None, help="write the raw results here too")
+    p.add_argument("--engine", default=None, metavar="REV",
+                   help="run the dbosify side on dbosify/ as of this git commit (default: the working tree)")
     p.add_argument("--py-spy", default=None, metavar="PATH",
                    help="profile the first worker of every dbosify run with this py-spy binary "
                    "(collapsed stacks kept in the run directory; summarise with python -m bench.profile)")
@@ -99,7 +101,7 @@ def run_one(workload: str, backend: Any, sizes: Sizes, workdir: Path, py_spy: st
             out["traceback"] = traceback.format_exc()
     finally:
         t_close = time.monotonic()
-        session.close()
+        session.close(sizes.shutdown_grace)
         env.close()
         out["close_s"] = time.monotonic() - t_close
     out["notes"] = session.notes + env.notes
@@ -142,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {load_before}")
     # The pid keeps two runs started in the same second (e.g. the smoke tests) apart.
     run_dir = WORK_DIR / "runs" / f"{started}-{os.getpid()}"
-    engine = engine_revision()
+    engine = engine_revision() if args.engine is None else args.engine
     if any(n.startswith("dbosify") for n in names):
-        where = snapshot_engine(run_dir / "engine")
+        where = snapshot_engine(run_dir / "engine", args.engine)
         log(f"dbosify side runs a snapshot of dbosify/ at {engine}: {where}")
     backends, missing = make_backends(names, args)
     required = [b.strip() for b in args.require.split(",") if b.strip()]

@@ -100,7 +100,17 @@ class Session:
         procs = [*self.workers, *([self.client] if self.client else [])]
         return [p.pid for p in procs if p.poll() is None]
 
-    def close(self) -> None:
+    def close(self, grace: float = 15.0) -> None:
+        """End the client, then the workers: SIGTERM and ``grace`` seconds to shut down
+        gracefully (a worker that needs longer is noted); with ``grace=0``, SIGKILL at once."""
+        if grace <= 0:
+            for proc in [*self.workers, *([self.client] if self.client else [])]:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            for prof in self._profilers:
+                stop_process_after(prof, 10)
+            return
         if self.client is not None and self.client.poll() is None:
             assert self.client.stdin is not None
             try:
@@ -110,8 +120,8 @@ class Session:
             if not stop_process_after(self.client, 5):
                 self.notes.append("client did not exit within 5 s of end of input")
         for i, proc in enumerate(self.workers):
-            if proc.poll() is None and not stop_process(proc, 15):
-                self.notes.append(f"worker {i} did not shut down within 15 s of SIGTERM (killed)")
+            if proc.poll() is None and not stop_process(proc, grace):
+                self.notes.append(f"worker {i} did not shut down within {grace:.0f} s of SIGTERM (killed)")
         for prof in self._profilers:
             stop_process_after(prof, 10)
 

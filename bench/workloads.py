@@ -30,11 +30,14 @@ class Sizes:
     crash_kill_after: int = 100  # W6: completions before the SIGKILL
     waiters: int = 1000  # W7
     idle_window: float = 3.0  # W7: seconds over which the waiting worker's CPU is sampled
+    stats_settle: float = 1.1  # wait for Postgres to flush its commit counters (0: smoke, inexact)
+    shutdown_grace: float = 15.0  # seconds a worker gets to shut down after the run (0: SIGKILL)
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(n=5, m=3, k=5, s=5, q=2, u=2, t=5, crash_workflows=3, crash_activities=2,
-                   crash_kill_after=3, waiters=10, idle_window=0.5)
+                   crash_kill_after=3, waiters=10, idle_window=0.5, stats_settle=0.0,
+                   shutdown_grace=0.0)
 
     def timeout(self, count: int, per_item: float = 0.5, floor: float = 120) -> float:
         """A generous limit for one step; past it the workload is reported as hung."""
@@ -56,15 +59,38 @@ def _cpu_groups(ctx: Context) -> dict[str, Callable[[], Any]]:
     return {"app": ctx.session.app_pids, "server": ctx.session.env.server_pids}
 
 
+class _Commits:
+    """Postgres commits in the bench database during a step (dbosify-pg only)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.db = ctx.session.env.pg_dbname
+        self.backend = ctx.backend
+        self.settle = ctx.sizes.stats_settle
+        self.start = 0
+        if self.db is not None:
+            time.sleep(self.settle)  # let the warm-up's counters reach pg_stat_database
+            self.start = self.backend.commits(self.db)
+
+    def stop(self) -> int | None:
+        if self.db is None:
+            return None
+        time.sleep(self.settle)
+        return int(self.backend.commits(self.db) - self.start)
+
+
 def w1(ctx: Context, workers: int = 1) -> dict[str, float]:
     s = ctx.session
     s.start(workers=workers)
     s.call(120, op="warmup", tag=ctx.tag)
+    commits = _Commits(ctx)
     sampler = CpuSampler(_cpu_groups(ctx))
     sampler.start()
     ans = s.call(ctx.sizes.timeout(ctx.sizes.n), op="throughput", n=ctx.sizes.n, tag=ctx.tag)
     cpu = sampler.stop()
+    n_commits = commits.stop()
+    extra = {} if n_commits is None else {"pg_commits_per_workflow": n_commits / ctx.sizes.n}
     return {
+        **extra,
         "wf_per_s": ctx.sizes.n / ans["seconds"],
         "seconds": ans["seconds"],
         "cpu_s": cpu["app"] + cpu["server"],
@@ -90,8 +116,11 @@ def w3(ctx: Context) -> dict[str, float]:
     s = ctx.session
     s.start()
     s.call(120, op="warmup", tag=ctx.tag)
+    commits = _Commits(ctx)
     ans = s.call(ctx.sizes.timeout(ctx.sizes.k, 2), op="sequential", k=ctx.sizes.k, tag=ctx.tag)
-    return {"ms_per_activity": ans["seconds"] * 1000 / ctx.sizes.k}
+    n_commits = commits.stop()
+    extra = {} if n_commits is None else {"pg_commits_per_activity": n_commits / ctx.sizes.k}
+    return {"ms_per_activity": ans["seconds"] * 1000 / ctx.sizes.k, **extra}
 
 
 def w4(ctx: Context) -> dict[str, float]:
