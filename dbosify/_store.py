@@ -486,23 +486,6 @@ class Store:
         self._ensure_listening(namespace)
         return self.hub.waiter([f"{namespace}\x00{k}" for k in keys])
 
-    async def wait(self, namespace: str, keys: Sequence[str], timeout: float | None) -> None:
-        """Wait for a notification on any of ``keys``, or ``timeout`` seconds."""
-        fut = self.waiter(namespace, keys)
-        if self.is_sqlite:
-            # Other processes cannot notify us on SQLite: bounded poll for cross-process changes.
-            timeout = (
-                SQLITE_CROSS_PROCESS_POLL_SECONDS
-                if timeout is None
-                else min(timeout, SQLITE_CROSS_PROCESS_POLL_SECONDS)
-            )
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            fut.cancel()
-
     async def wait_future(self, fut: asyncio.Future[None], timeout: float | None = None) -> None:
         """Wait for a future from `waiter`; on SQLite, at most one cross-process poll interval."""
         if self.is_sqlite:
