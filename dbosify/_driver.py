@@ -208,7 +208,6 @@ class RunDriver:
                     pid = m.details["patch_data"].payloads[0].data.decode().strip('"')
                     if pid not in st.patches:
                         st.patches.append(pid)
-        by_id = {ev.event_id: (ev, seq) for ev, seq in self.events}
         for ev, seq in self.events:
             if ev.event_type != E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
                 continue
@@ -236,7 +235,6 @@ class RunDriver:
             self._check_completion(completion)
             self._track_commands(completion, ts, ev.event_id, live=False)
             st.consumed = consumed
-        del by_id
         # Timers and activities recorded in history but started after the last boundary
         # (i.e. by this run's last live activation) are tracked from their events.
         self._track_history_outputs()
@@ -496,17 +494,6 @@ class RunDriver:
                     "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s AND state = 'pending'",
                     (res.SerializeToString(), qid),
                 )
-                tx.notify(f"qr:{qid}")
-
-        await self.store.transact(self.ns, fn)
-
-    async def _fail_queries(self, query_ids: list[str], state: str) -> None:
-        if not query_ids:
-            return
-
-        def fn(tx: Tx) -> None:
-            for qid in query_ids:
-                tx.execute("UPDATE queries SET state = %s WHERE query_id = %s", (state, qid))
                 tx.notify(f"qr:{qid}")
 
         await self.store.transact(self.ns, fn)

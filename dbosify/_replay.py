@@ -20,6 +20,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify import _activations as A
+from dbosify._history import attrs_of
 from dbosify._worker_core import PollShutdownError
 
 E = et
@@ -88,16 +89,10 @@ def _command_blocks(events: list[hist.HistoryEvent]) -> list[tuple[hist.HistoryE
             or ev.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
             or ev.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED
         ):
-            wft_ref = getattr(A_attrs(ev), "workflow_task_completed_event_id", 0)
+            wft_ref = getattr(attrs_of(ev), "workflow_task_completed_event_id", 0)
             if not wft_ref or wft_ref == blocks[-1][0].event_id:
                 blocks[-1][1].append(ev)
     return blocks
-
-
-def A_attrs(ev: hist.HistoryEvent) -> Any:
-    from dbosify._history import attrs_of
-
-    return attrs_of(ev)
 
 
 def _check(

@@ -15,7 +15,6 @@ from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.errordetails.v1 import message_pb2 as errdetails
-from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 
 from dbosify import _history as h
@@ -248,10 +247,3 @@ def signal(
         attrs,
         dedup=f"signal:{request_id}" if request_id else None,
     )
-
-
-def app_failure(message: str, type_: str = "", non_retryable: bool = False) -> failure_pb.Failure:
-    f = failure_pb.Failure(message=message, source="dbosify")
-    f.application_failure_info.type = type_
-    f.application_failure_info.non_retryable = non_retryable
-    return f

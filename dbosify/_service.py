@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
-from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.enums.v1 import query_pb2 as query_enums
 from temporalio.api.enums.v1 import update_pb2 as upd_enums
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
-from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.namespace.v1 import message_pb2 as ns_pb
 from temporalio.api.query.v1 import message_pb2 as query_pb
@@ -760,10 +757,3 @@ def visibility_filter(query: str) -> tuple[str, list[Any]]:
         sql.append(f"{column} {m.group(2).replace('!=', '<>')} %s")
         params.append(value)
     return " AND ".join(sql), params
-
-
-def now_failure(message: str) -> failure_pb.Failure:
-    return failure_pb.Failure(message=message, source="dbosify")
-
-
-_ = (time, et)
