@@ -17,6 +17,7 @@ import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +31,8 @@ T = TypeVar("T")
 
 ENV_DATABASE_URL = "DBOSIFY_DATABASE_URL"
 ENV_HOME = "DBOSIFY_HOME"
-SQLITE_CROSS_PROCESS_POLL_SECONDS = 0.1
+SQLITE_NOTICE_POLL_SECONDS = 0.02  # one cheap PRAGMA per namespace file per process, not per waiter
+SQLITE_NOTICES_KEPT = 20_000  # rows of the SQLite notices table kept for slower readers
 PG_POOL_SIZE = 8  # connections per store and process, plus one for LISTEN
 PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
 
@@ -109,6 +111,17 @@ CREATE TABLE IF NOT EXISTS workers (
     task_queue TEXT NOT NULL,
     heartbeat_at DOUBLE PRECISION NOT NULL
 );
+"""
+
+
+# SQLite has no cross-process notifications: each transaction that wakes keys also appends them
+# here, and one thread per process watches `PRAGMA data_version` and reads the new rows.
+_SQLITE_NOTICES = """
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    key TEXT NOT NULL
+)
 """
 
 
@@ -259,6 +272,10 @@ class Store:
         self._listener: threading.Thread | None = None
         self._listen_conn: Any = None
         self._closed = False
+        self._origin = uuid.uuid4().hex  # tells this process's own SQLite notices apart
+        self._notices_written = 0
+        self._watched: dict[str, tuple[sqlite3.Connection, int, int]] = {}
+        self._watcher: threading.Thread | None = None
         if self.is_sqlite:
             path = url[len("sqlite:") :]
             while path.startswith("//"):
@@ -378,7 +395,7 @@ class Store:
             if self.is_sqlite:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for stmt in _SCHEMA.split(";"):
+                    for stmt in (*_SCHEMA.split(";"), _SQLITE_NOTICES):
                         if stmt.strip():
                             conn.execute(stmt.replace("BYTEA", "BLOB"))
                     for column, ddl in _ADDED_COLUMNS:
@@ -430,11 +447,8 @@ class Store:
                         if self.is_sqlite:
                             conn.execute("BEGIN IMMEDIATE")
                         result = fn(tx)
-                        if not self.is_sqlite and tx.keys_to_fire:
-                            for key in tx.keys_to_fire:
-                                tx.execute(
-                                    "SELECT pg_notify(%s, %s)", (self._channel(namespace), key)
-                                )
+                        if tx.keys_to_fire:
+                            self._publish(tx, namespace)
                         conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
                     except BaseException:
                         try:
@@ -458,6 +472,21 @@ class Store:
             for key in tx.keys_to_fire:
                 self.hub.fire(f"{namespace}\x00{key}")
             return result
+
+    def _publish(self, tx: Tx, namespace: str) -> None:
+        """Tell other processes, inside the transaction, which keys it wakes."""
+        if not self.is_sqlite:
+            for key in tx.keys_to_fire:
+                tx.execute("SELECT pg_notify(%s, %s)", (self._channel(namespace), key))
+            return
+        for key in tx.keys_to_fire:
+            tx.execute("INSERT INTO notices (origin, key) VALUES (%s, %s)", (self._origin, key))
+        self._notices_written += 1
+        if self._notices_written % 1000 == 0:
+            tx.execute(
+                "DELETE FROM notices WHERE id < (SELECT MAX(id) FROM notices) - %s",
+                (SQLITE_NOTICES_KEPT,),
+            )
 
     def _lost(self, err: BaseException) -> StoreError:
         parts = urlsplit(self._pg_url)
@@ -487,13 +516,7 @@ class Store:
         return self.hub.waiter([f"{namespace}\x00{k}" for k in keys])
 
     async def wait_future(self, fut: asyncio.Future[None], timeout: float | None = None) -> None:
-        """Wait for a future from `waiter`; on SQLite, at most one cross-process poll interval."""
-        if self.is_sqlite:
-            timeout = (
-                SQLITE_CROSS_PROCESS_POLL_SECONDS
-                if timeout is None
-                else min(timeout, SQLITE_CROSS_PROCESS_POLL_SECONDS)
-            )
+        """Wait for a future from `waiter`, or until ``timeout`` seconds have passed."""
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
@@ -501,6 +524,7 @@ class Store:
 
     def _ensure_listening(self, namespace: str) -> None:
         if self.is_sqlite:
+            self._ensure_sqlite_watch(namespace)
             return
         with self._lock:
             channels = getattr(self, "_channels", None)
@@ -570,6 +594,59 @@ class Store:
                 except Exception:
                     pass
 
+    def _ensure_sqlite_watch(self, namespace: str) -> None:
+        with self._lock:
+            if namespace in self._watched:
+                return
+        self._ensure_schema(namespace)
+        # Start from the newest notice: waiters re-check the database after registering.
+        conn = self._sqlite_watch_conn(namespace)
+        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM notices").fetchone()[0]
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        with self._lock:
+            if namespace in self._watched:
+                conn.close()
+                return
+            self._watched[namespace] = (conn, int(last), int(version))
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._sqlite_watch_loop, name="dbosify-sqlite-watch", daemon=True
+                )
+                self._watcher.start()
+
+    def _sqlite_watch_conn(self, namespace: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.sqlite_path(namespace), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        return conn
+
+    def _sqlite_watch_loop(self) -> None:
+        """One thread per process and store: other processes' commits become wake-ups here."""
+        while not self._closed:
+            time.sleep(SQLITE_NOTICE_POLL_SECONDS)
+            with self._lock:
+                watched = list(self._watched.items())
+            for namespace, (conn, last, version) in watched:
+                try:
+                    now_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                    if now_version == version:
+                        continue
+                    rows = conn.execute(
+                        "SELECT id, origin, key FROM notices WHERE id > ? ORDER BY id", (last,)
+                    ).fetchall()
+                except sqlite3.Error as err:
+                    logger.debug("dbosify: SQLite watch of %s failed: %s", namespace, err)
+                    continue
+                if rows and rows[0][0] > last + 1 and last > 0:
+                    self._fire_all()  # fell behind the kept rows: wake everyone to re-check
+                for _id, origin, key in rows:
+                    if origin != self._origin:
+                        self.hub.fire(f"{namespace}\x00{key}")
+                new_last = rows[-1][0] if rows else last
+                with self._lock:
+                    if namespace in self._watched:
+                        self._watched[namespace] = (conn, int(new_last), now_version)
+
     def _fire_all(self) -> None:
         with self.hub._lock:
             keys = list(self.hub._waiters.keys())
@@ -587,6 +664,9 @@ class Store:
             for conn, _ in self._sqlite_conns.values():
                 conn.close()
             self._sqlite_conns.clear()
+            for conn, _, _ in self._watched.values():
+                conn.close()
+            self._watched.clear()
 
 
 def _is_retryable(err: BaseException) -> bool:

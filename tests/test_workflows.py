@@ -570,3 +570,35 @@ async def test_randomness_differs_between_runs_and_replays_identically(client: C
         assert v1 != v2
         # A query on the closed run replays it: the same seed gives the same value.
         assert await h1.query(RandomWorkflow.current) == v1
+
+
+async def test_waiting_runs_do_not_poll_the_database(client: Client, db_url: str) -> None:
+    """Runs waiting for a signal cost nothing while idle; a signal still wakes each one.
+
+    On SQLite, where other processes cannot notify us, one watcher per process reads the
+    notices table; the waiting runs themselves must not re-read their history on a timer.
+    """
+    if not db_url.startswith("sqlite"):
+        pytest.skip("statement tracing is SQLite's; Postgres waits were push-only before this")
+    from dbosify._store import get_store
+
+    tq = wid()
+    async with worker(client, tq):
+        handles = [
+            await client.start_workflow(SignalQueryUpdateWorkflow.run, id=wid(), task_queue=tq)
+            for _ in range(20)
+        ]
+        for h in handles:  # each has run its first workflow task and is now waiting
+            assert await h.query(SignalQueryUpdateWorkflow.count) == 0
+        conn, _lock = get_store(db_url)._sqlite_conns[client.namespace]
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            conn.set_trace_callback(None)
+        history_reads = [s for s in statements if "history" in s]
+        assert history_reads == [], f"{len(history_reads)} history reads by idle runs"
+        for h in handles:
+            await h.signal(SignalQueryUpdateWorkflow.finish)
+        assert [await h.result() for h in handles] == [[]] * 20
