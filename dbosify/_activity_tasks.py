@@ -66,6 +66,7 @@ class Claimed:
     start_to_close: float | None
     heartbeat_timeout: float | None
     deadline: float | None  # schedule-to-close
+    next_ready: float | None = None  # when the queue's next task is ready (now or later), if any
 
 
 def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskScheduledEventAttributes:
@@ -91,6 +92,7 @@ def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | floa
         )
         return float(nxt[0]) if nxt and nxt[0] is not None else None
     run_id, seq, attempt, details, sched_id, sched_time, avail = row
+    tx.lease()
     tx.execute(
         "UPDATE activity_tasks SET state = 'running', owner = %s, started_at = %s, heartbeat_at = NULL"
         " WHERE run_id = %s AND seq = %s",
@@ -120,6 +122,10 @@ def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | floa
         if attrs.HasField(f):
             getattr(s, f).CopyFrom(getattr(attrs, f))
     s2c = _dur(attrs, "schedule_to_close_timeout")
+    nxt = tx.one(
+        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'",
+        (task_queue,),
+    )
     return Claimed(
         run_id,
         seq,
@@ -128,6 +134,7 @@ def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | floa
         _dur(attrs, "start_to_close_timeout"),
         _dur(attrs, "heartbeat_timeout"),
         sched_time + s2c if s2c else None,
+        float(nxt[0]) if nxt and nxt[0] is not None else None,
     )
 
 

@@ -168,30 +168,31 @@ class RunDriver:
 
     # -- replay -------------------------------------------------------------------------------
 
-    async def _load(self, after: int) -> Snapshot:
-        def fn(tx: Tx) -> Snapshot:
-            run = h.get_run(tx, self.run_id)
-            if run is None:
-                raise RunClosed()
-            events = h.load_events(tx, self.run_id, after)
-            updates = [
-                upd_pb.Request.FromString(bytes(r[0]))
-                for r in tx.all(
-                    "SELECT request FROM updates WHERE run_id = %s AND state = 'requested'"
-                    " ORDER BY update_id",
-                    (self.run_id,),
-                )
-            ] if run.running else []
-            queries = [
-                (r[0], query_pb.WorkflowQuery.FromString(bytes(r[1])))
-                for r in tx.all(
-                    "SELECT query_id, request FROM queries WHERE run_id = %s AND state = 'pending'",
-                    (self.run_id,),
-                )
-            ]
-            return Snapshot(run, events, updates, queries)
+    def _snapshot(self, tx: Tx, after: int) -> Snapshot:
+        """The run, its events after ``after``, and its pending updates and queries."""
+        run = h.get_run(tx, self.run_id)
+        if run is None:
+            raise RunClosed()
+        events = h.load_events(tx, self.run_id, after)
+        updates = [
+            upd_pb.Request.FromString(bytes(r[0]))
+            for r in tx.all(
+                "SELECT request FROM updates WHERE run_id = %s AND state = 'requested'"
+                " ORDER BY update_id",
+                (self.run_id,),
+            )
+        ] if run.running else []
+        queries = [
+            (r[0], query_pb.WorkflowQuery.FromString(bytes(r[1])))
+            for r in tx.all(
+                "SELECT query_id, request FROM queries WHERE run_id = %s AND state = 'pending'",
+                (self.run_id,),
+            )
+        ]
+        return Snapshot(run, events, updates, queries)
 
-        return await self.store.transact(self.ns, fn)
+    async def _load(self, after: int) -> Snapshot:
+        return await self.store.transact(self.ns, lambda tx: self._snapshot(tx, after))
 
     async def _replay(self, closed_ok: bool = False) -> None:
         """Rebuild the workflow from history, one recorded activation at a time."""
@@ -279,18 +280,26 @@ class RunDriver:
         st = self.state
         keys = [f"run:{self.run_id}", f"u:{self.run_id}", f"q:{self.run_id}", f"closed:{self.run_id}"]
         self._start_pending_local_activities()
-        while True:
-            if self.core.shutting_down:
-                return
-            if self.evict_requested:
-                self.evict_requested = False
-                raise WorkflowTaskFailed("eviction requested")
-            fut = self.store.waiter(
-                self.ns, keys + [f"evict:{self.run_id}", f"shutdown:{self.core.id}"]
-            )
-            try:
+        fut: asyncio.Future[None] | None = None
+        fresh: Snapshot | None = None  # read at the end of our own last transaction
+        try:
+            while True:
+                if self.core.shutting_down:
+                    return
+                if self.evict_requested:
+                    self.evict_requested = False
+                    raise WorkflowTaskFailed("eviction requested")
+                if fut is None or fut.done():
+                    # Something happened since the last look (or there was none): register, then look.
+                    if fut is not None:
+                        fut.cancel()
+                    fut = self.store.waiter(
+                        self.ns, keys + [f"evict:{self.run_id}", f"shutdown:{self.core.id}"]
+                    )
+                    fresh = None
                 last_seen = self.events[-1][0].event_id if self.events else 0
-                snap = await self._load(last_seen)
+                snap = fresh if fresh is not None else await self._load(last_seen)
+                fresh = None
                 self.run = snap.run
                 self.events.extend(snap.events)
                 if not snap.run.running:
@@ -299,8 +308,9 @@ class RunDriver:
                     (e, s) for e, s in self.events if e.event_id > st.consumed and A.is_input(e)
                 ]
                 if inputs or snap.updates:
-                    fut.cancel()
-                    await self._live_activation(inputs, snap.updates)
+                    # The waiter stays registered: the task's transaction ends with a fresh look, and
+                    # only what others commit after the waiter was registered needs another.
+                    fresh = await self._live_activation(inputs, snap.updates, last_seen=self.events[-1][0].event_id)
                     continue
                 if snap.queries:
                     fut.cancel()
@@ -316,7 +326,10 @@ class RunDriver:
                     await self._fire_due(now)
                     continue
                 await self.store.wait_future(fut, None if deadline is None else deadline - now)
-            finally:
+                if not fut.done():
+                    fut.cancel()  # a deadline passed: look again
+        finally:
+            if fut is not None:
                 fut.cancel()
 
     async def _fire_due(self, now: float) -> None:
@@ -346,8 +359,10 @@ class RunDriver:
             st.timers.pop(seq, None)
 
     async def _live_activation(
-        self, inputs: list[tuple[hist.HistoryEvent, int | None]], updates: list[upd_pb.Request]
-    ) -> None:
+        self, inputs: list[tuple[hist.HistoryEvent, int | None]], updates: list[upd_pb.Request],
+        last_seen: int,
+    ) -> Snapshot:
+        """Run one workflow task; returns the run as read at the end of its transaction."""
         st = self.state
         consumed = max([e.event_id for e, _ in inputs] + [st.consumed])
         self._track_inputs(inputs)
@@ -361,11 +376,12 @@ class RunDriver:
         if completion.HasField("failed"):
             await self._record_task_failure(completion.failed.failure)
             raise WorkflowTaskFailed(completion.failed.failure.message)
-        await self._apply(completion, ts, consumed, updates)
+        snap = await self._apply(completion, ts, consumed, updates, last_seen)
         st.consumed = consumed
         if any(c.HasField(f) for c in completion.successful.commands for f in _CLOSING):  # type: ignore
             raise RunClosed()
         self._start_pending_local_activities()
+        return snap
 
     # -- activations ---------------------------------------------------------------------------
 
@@ -530,13 +546,14 @@ class RunDriver:
         ts: float,
         consumed: int,
         updates: list[upd_pb.Request],
-    ) -> None:
+        last_seen: int,
+    ) -> Snapshot:
         st = self.state
         commands = list(completion.successful.commands)
         delivered = {u.meta.update_id: u for u in updates}
         scheduled_now: dict[int, Any] = {}
 
-        def fn(tx: Tx) -> None:
+        def fn(tx: Tx) -> Snapshot:
             run = h.get_run(tx, self.run_id, lock=True)
             if run is None or not run.running:
                 raise RunClosed()
@@ -570,10 +587,14 @@ class RunDriver:
                 )
             for cmd in commands:
                 self._apply_command(tx, run, cmd, wft_id, ts, delivered, scheduled_now)
+            # This driver reads what it wrote right here; waking itself would cost another look.
+            tx.keys_to_fire.discard(f"run:{self.run_id}")
+            return self._snapshot(tx, last_seen)
 
-        await self.store.transact(self.ns, fn)
+        snap = await self.store.transact(self.ns, fn)
         st.scheduled.update(scheduled_now)
         self._track_commands(completion, ts, 0, live=True)
+        return snap
 
     def _apply_command(
         self, tx: Tx, run: h.Run, cmd: wc.WorkflowCommand, wft_id: int, ts: float,

@@ -174,7 +174,8 @@ def append(
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (run_id, event_id, event_type, seq, dedup, event.SerializeToString()),
     )
-    tx.notify(f"run:{run_id}")
+    tx.notify(f"run:{run_id}")  # the run's driver
+    tx.notify(f"hist:{run_id}")  # history long-polls
     return event_id
 
 

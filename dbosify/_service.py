@@ -353,7 +353,7 @@ class WorkflowService:
             )
 
         # Long poll: wait for the close event (or any new event) to be pushed, never on a timer.
-        key = f"closed:{run.run_id}" if close_only else f"run:{run.run_id}"
+        key = f"closed:{run.run_id}" if close_only else f"hist:{run.run_id}"
         while True:
             fut = self.store.waiter(ns, [key]) if req.wait_new_event else None
             try:

@@ -182,7 +182,7 @@ class Hub:
     """In-process wake-ups by key, safe to call from any thread or loop."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = (
             defaultdict(set)
         )
@@ -251,6 +251,16 @@ class Tx:
     def rowcount(self) -> int:
         return int(self._cur.rowcount)
 
+    def lease(self) -> None:
+        """Mark this transaction as taking a lease (e.g. claiming an activity attempt).
+
+        On Postgres it then commits without waiting for the WAL flush: if the server crashes
+        before the flush, the claim is lost and the attempt is handed out again, exactly as when
+        the claiming worker dies. Facts (history, results) never use this.
+        """
+        if not self.store.is_sqlite:
+            self.execute("SET LOCAL synchronous_commit = off")
+
     def notify(self, key: str) -> None:
         """Wake waiters on ``key`` (in this namespace) once this transaction commits."""
         self.keys_to_fire.add(key)
@@ -264,7 +274,7 @@ class Store:
         self.masked_url = mask_url(url)
         self.is_sqlite = url.startswith("sqlite:")
         self.hub = Hub()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._ready: set[str] = set()
         self._pg_pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._pg_slots = threading.BoundedSemaphore(PG_POOL_SIZE)
@@ -272,6 +282,9 @@ class Store:
         self._listener: threading.Thread | None = None
         self._listen_conn: Any = None
         self._closed = False
+        # Backend pids of our pooled connections, by id(connection): our own NOTIFYs come back
+        # through LISTEN, but were already delivered in-process at commit.
+        self._own_pids: dict[int, int] = {}
         self._origin = uuid.uuid4().hex  # tells this process's own SQLite notices apart
         self._notices_written = 0
         self._watched: dict[str, tuple[sqlite3.Connection, int, int]] = {}
@@ -327,7 +340,17 @@ class Store:
         conn = psycopg.connect(self._pg_url, connect_timeout=10)
         # Connections move between threads; server-side prepared statements would then clash.
         conn.prepare_threshold = None
+        with self._lock:
+            self._own_pids[id(conn)] = conn.info.backend_pid
         return conn
+
+    def _close_pg(self, conn: Any) -> None:
+        with self._lock:
+            self._own_pids.pop(id(conn), None)
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     @contextmanager
     def _connection(self, namespace: str) -> Iterator[Any]:
@@ -370,10 +393,7 @@ class Store:
                         # The server went away (e.g. it restarted): the idle pooled connections
                         # are dead too; drop them all so a retry connects afresh.
                         self._drop_pooled()
-                    try:
-                        conn.close()
-                    except Exception:
-                        pass
+                    self._close_pg(conn)
         finally:
             self._pg_slots.release()
 
@@ -383,10 +403,7 @@ class Store:
                 conn = self._pg_pool.get_nowait()
             except queue.Empty:
                 return
-            try:
-                conn.close()
-            except Exception:
-                pass
+            self._close_pg(conn)
 
     def _ensure_schema(self, namespace: str) -> None:
         if namespace in self._ready:
@@ -476,8 +493,10 @@ class Store:
     def _publish(self, tx: Tx, namespace: str) -> None:
         """Tell other processes, inside the transaction, which keys it wakes."""
         if not self.is_sqlite:
-            for key in tx.keys_to_fire:
-                tx.execute("SELECT pg_notify(%s, %s)", (self._channel(namespace), key))
+            tx.execute(
+                "SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
+                (self._channel(namespace), sorted(tx.keys_to_fire)),
+            )
             return
         for key in tx.keys_to_fire:
             tx.execute("INSERT INTO notices (origin, key) VALUES (%s, %s)", (self._origin, key))
@@ -578,7 +597,11 @@ class Store:
                             break
                         conn.execute(cmd)
                         done.set()
+                    with self._lock:
+                        own_pids = set(self._own_pids.values())
                     for n in conn.notifies(timeout=0.05, stop_after=256):
+                        if n.pid in own_pids:
+                            continue  # this process fired it in-process when it committed
                         ns_ident = n.channel
                         for ns in namespaces | set(getattr(self, "_channels", set())):
                             if self._channel(ns) == ns_ident:
@@ -658,7 +681,7 @@ class Store:
         with self._lock:
             while True:
                 try:
-                    self._pg_pool.get_nowait().close()
+                    self._close_pg(self._pg_pool.get_nowait())
                 except queue.Empty:
                     break
             for conn, _ in self._sqlite_conns.values():

@@ -77,6 +77,11 @@ class WorkerCore:
         self._started = False
         self._activations: asyncio.Queue[wa.WorkflowActivation] | None = None
         self._activity_queue: asyncio.Queue[at.ActivityTask] | None = None
+        # Activity polling state: waiters registered before the last look at the database.
+        self._claim_waiter: asyncio.Future[None] | None = None
+        self._cancel_waiter: asyncio.Future[None] | None = None
+        self._queue_idle = False  # the last look found nothing ready for this queue
+        self._queue_next_at: float | None = None  # when the next delayed task becomes ready
         self._pending: dict[str, asyncio.Future[wcomp.WorkflowActivationCompletion]] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._driver_objs: dict[str, RunDriver] = {}
@@ -318,40 +323,67 @@ class WorkerCore:
                 if not self._running:
                     raise PollShutdownError()
                 # Keep delivering cancels until the running attempts have finished.
-                fut = self.store.hub.waiter([f"{self.ns}\x00local:{self.id}"])
+                done_fut = self.store.hub.waiter(
+                    [f"{self.ns}\x00local:{self.id}", f"{self.ns}\x00slot:{self.id}"]
+                )
                 try:
                     if self._activity_queue.empty() and self._running:
-                        await asyncio.wait_for(asyncio.shield(fut), 1.0)
+                        await asyncio.wait_for(asyncio.shield(done_fut), 1.0)
                 except asyncio.TimeoutError:
                     pass
                 finally:
-                    fut.cancel()
+                    done_fut.cancel()
                 continue
-            keys = [f"act:{self.tq}", f"actcancel:{self.id}", f"shutdown:{self.id}", f"local:{self.id}"]
-            fut = self.store.waiter(self.ns, keys)
             try:
-                next_at: float | None = None
-                if self.enable_activities and self._remote_running() < self.max_activities:
-                    got = await self.store.transact(
-                        self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns)
-                    )
-                    if isinstance(got, acts.Claimed):
-                        self._track(got)
-                        return bytes(got.task.SerializeToString())
-                    next_at = got
-                await self._check_cancels()
-                if not self._activity_queue.empty():
-                    continue
-                timeout = None if next_at is None else max(0.0, next_at - time.time())
-                await self.store.wait_future(fut, timeout)
+                if self._cancel_waiter is None or self._cancel_waiter.done():
+                    # Registered before the check, so no cancel request can fall in between.
+                    self._cancel_waiter = self.store.waiter(self.ns, [f"actcancel:{self.id}"])
+                    await self._check_cancels()
+                    if not self._activity_queue.empty():
+                        continue
+                fut = self._claim_waiter
+                if fut is None or fut.done() or not self._queue_idle:
+                    # Something may be ready: register for wake-ups first, then look.
+                    if fut is not None:
+                        fut.cancel()
+                    keys = [f"act:{self.tq}", f"shutdown:{self.id}", f"local:{self.id}"]
+                    has_slot = self._remote_running() < self.max_activities
+                    if not has_slot:
+                        keys.append(f"slot:{self.id}")  # look again when an attempt finishes
+                    fut = self._claim_waiter = self.store.waiter(self.ns, keys)
+                    self._queue_idle, self._queue_next_at = True, None
+                    if self.enable_activities and has_slot:
+                        got = await self.store.transact(
+                            self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns)
+                        )
+                        if isinstance(got, acts.Claimed):
+                            self._track(got)
+                            # The same transaction saw whether more is ready: if not, the next
+                            # poll waits on this waiter without another round trip.
+                            nxt = got.next_ready
+                            self._queue_idle = nxt is None or nxt > time.time()
+                            self._queue_next_at = nxt
+                            return bytes(got.task.SerializeToString())
+                        self._queue_next_at = got
+                timeout = (
+                    None if self._queue_next_at is None else max(0.0, self._queue_next_at - time.time())
+                )
+                cancel_waiter = self._cancel_waiter
+                assert fut is not None and cancel_waiter is not None
+                done, _ = await asyncio.wait(
+                    [asyncio.shield(fut), asyncio.shield(cancel_waiter)],
+                    timeout=timeout, return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    self._queue_idle = False  # a delayed task is due now
             except asyncio.CancelledError:
                 raise
             except Exception as err:
                 # A database outage must not end temporalio's activity worker: wait and retry.
                 logger.warning("dbosify: polling activities on %r failed (%s); retrying", self.tq, err)
+                self._queue_idle = False
+                self._cancel_waiter = None
                 await asyncio.sleep(1.0)
-            finally:
-                fut.cancel()
 
     def _remote_running(self) -> int:
         return sum(1 for r in self._running.values() if r.local_future is None)
@@ -476,7 +508,7 @@ class WorkerCore:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
-            self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
+            self.store.hub.fire(f"{self.ns}\x00slot:{self.id}")  # a slot is free
 
     def record_activity_heartbeat(self, proto: bytes) -> None:
         hb = ci.ActivityHeartbeat.FromString(proto)
@@ -562,6 +594,7 @@ class WorkerCore:
             await asyncio.sleep(LIVENESS_INTERVAL)
 
     def _beat(self, tx: Tx) -> None:
+        tx.lease()  # a lost heartbeat is renewed a second later
         tx.execute(
             "UPDATE workers SET heartbeat_at = %s WHERE worker_id = %s", (time.time(), self.id)
         )
