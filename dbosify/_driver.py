@@ -84,6 +84,8 @@ class RunDriver:
         self.evict_requested = False
         self.run: h.Run | None = None
         self.local_tasks: dict[int, asyncio.Task[None]] = {}
+        # The replay's waiter and what it read, handed to the live loop.
+        self._first_look: tuple[asyncio.Future[None], Snapshot] | None = None
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -194,10 +196,29 @@ class RunDriver:
     async def _load(self, after: int) -> Snapshot:
         return await self.store.transact(self.ns, lambda tx: self._snapshot(tx, after))
 
+    def _live_keys(self) -> list[str]:
+        rid = self.run_id
+        return [
+            f"run:{rid}", f"u:{rid}", f"q:{rid}", f"closed:{rid}", f"evict:{rid}",
+            f"shutdown:{self.core.id}",
+        ]
+
     async def _replay(self, closed_ok: bool = False) -> None:
         """Rebuild the workflow from history, one recorded activation at a time."""
         self.state = DriverState()
-        snap = await self._load(0)
+        if self._first_look is not None:
+            self._first_look[0].cancel()
+            self._first_look = None
+        # Registered before the load, so `_live` can start from this snapshot without another look.
+        fut = None if closed_ok else self.store.waiter(self.ns, self._live_keys())
+        try:
+            snap = await self._load(0)
+        except BaseException:
+            if fut is not None:
+                fut.cancel()
+            raise
+        if fut is not None:
+            self._first_look = (fut, Snapshot(snap.run, [], snap.updates, snap.queries))
         self.run = snap.run
         self.events = list(snap.events)
         st = self.state
@@ -278,10 +299,12 @@ class RunDriver:
 
     async def _live(self) -> None:
         st = self.state
-        keys = [f"run:{self.run_id}", f"u:{self.run_id}", f"q:{self.run_id}", f"closed:{self.run_id}"]
         self._start_pending_local_activities()
         fut: asyncio.Future[None] | None = None
-        fresh: Snapshot | None = None  # read at the end of our own last transaction
+        fresh: Snapshot | None = None  # read at the end of our own last transaction (or the replay's)
+        if self._first_look is not None:
+            fut, fresh = self._first_look
+            self._first_look = None
         try:
             while True:
                 if self.core.shutting_down:
@@ -293,9 +316,7 @@ class RunDriver:
                     # Something happened since the last look (or there was none): register, then look.
                     if fut is not None:
                         fut.cancel()
-                    fut = self.store.waiter(
-                        self.ns, keys + [f"evict:{self.run_id}", f"shutdown:{self.core.id}"]
-                    )
+                    fut = self.store.waiter(self.ns, self._live_keys())
                     fresh = None
                 last_seen = self.events[-1][0].event_id if self.events else 0
                 snap = fresh if fresh is not None else await self._load(last_seen)

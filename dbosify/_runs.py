@@ -155,8 +155,10 @@ def close_run(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
         (run.run_id,),
     )
-    # Queries still pending are answered by a worker replaying the closed run.
-    tx.notify(f"q-tq:{run.task_queue}")
+    # Queries still pending are answered by a worker replaying the closed run. (A query arriving
+    # now waits for this transaction's row lock and then sees the run closed; see query_workflow.)
+    if tx.one("SELECT 1 FROM queries WHERE run_id = %s AND state = 'pending' LIMIT 1", (run.run_id,)):
+        tx.notify(f"q-tq:{run.task_queue}")
     tx.notify(f"closed:{run.run_id}")
     tx.notify(f"closed-wf:{run.workflow_id}")
     tx.notify(f"upd-run:{run.run_id}")

@@ -329,15 +329,7 @@ class WorkflowService:
         after = int(req.next_page_token.decode()) if req.next_page_token else 0
         page = req.maximum_page_size or 1000
 
-        def find(tx: Tx) -> h.Run:
-            run = h.find_run(tx, wid, req.execution.run_id or None)
-            if run is None:
-                raise _not_found_run(wid, req.execution.run_id or None)
-            return run
-
-        run = await self.store.transact(ns, find)
-
-        def read(tx: Tx) -> tuple[bool, list[Any]]:
+        def read(tx: Tx, run: h.Run) -> tuple[bool, list[Any]]:
             cur = h.get_run(tx, run.run_id)
             running = cur is not None and cur.running
             if close_only:
@@ -352,19 +344,29 @@ class WorkflowService:
                 (run.run_id, after, page),
             )
 
+        def first(tx: Tx) -> tuple[h.Run, tuple[bool, list[Any]]]:
+            run = h.find_run(tx, wid, req.execution.run_id or None)
+            if run is None:
+                raise _not_found_run(wid, req.execution.run_id or None)
+            return run, read(tx, run)
+
         # Long poll: wait for the close event (or any new event) to be pushed, never on a timer.
-        key = f"closed:{run.run_id}" if close_only else f"hist:{run.run_id}"
-        while True:
-            fut = self.store.waiter(ns, [key]) if req.wait_new_event else None
-            try:
-                running, rows = await self.store.transact(ns, read)
-                if rows or not req.wait_new_event or not running:
-                    break
-                assert fut is not None
-                await self.store.wait_future(fut)
-            finally:
+        # Waiting for a result, the waiter can be registered before the first look.
+        fut = (
+            self.store.waiter(ns, [f"closed-wf:{wid}"]) if close_only and req.wait_new_event else None
+        )
+        try:
+            run, (running, rows) = await self.store.transact(ns, first)
+            key = f"closed:{run.run_id}" if close_only else f"hist:{run.run_id}"
+            while not rows and req.wait_new_event and running:
                 if fut is not None:
+                    await self.store.wait_future(fut)
                     fut.cancel()
+                fut = self.store.waiter(ns, [key])
+                running, rows = await self.store.transact(ns, lambda tx: read(tx, run))
+        finally:
+            if fut is not None:
+                fut.cancel()
         resp = rr.GetWorkflowExecutionHistoryResponse()
         last = after
         for (ev,) in rows:
@@ -460,7 +462,9 @@ class WorkflowService:
         query_id = str(uuid.uuid4())
 
         def fn(tx: Tx) -> h.Run:
-            run = h.find_run(tx, req.execution.workflow_id, req.execution.run_id or None)
+            # The lock orders this after a closing transaction, so the query reaches either the
+            # live run's driver or the closed-run replay, never neither.
+            run = h.find_run(tx, req.execution.workflow_id, req.execution.run_id or None, lock=True)
             if run is None:
                 raise _not_found_run(req.execution.workflow_id, req.execution.run_id or None)
             cond = req.query_reject_condition
@@ -475,8 +479,7 @@ class WorkflowService:
                 "INSERT INTO queries (query_id, run_id, state, request) VALUES (%s, %s, 'pending', %s)",
                 (query_id, run.run_id, req.query.SerializeToString()),
             )
-            tx.notify(f"q:{run.run_id}")
-            tx.notify(f"q-tq:{run.task_queue}")
+            tx.notify(f"q:{run.run_id}" if run.running else f"q-tq:{run.task_queue}")
             return run
 
         run = await self.store.transact(ns, fn)

@@ -84,6 +84,7 @@ class WorkerCore:
         self._queue_next_at: float | None = None  # when the next delayed task becomes ready
         self._pending: dict[str, asyncio.Future[wcomp.WorkflowActivationCompletion]] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._queries_skipped: set[str] = set()  # closed runs whose driver was still evicting
         self._driver_objs: dict[str, RunDriver] = {}
         self._running: dict[bytes, _RunningActivity] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -197,25 +198,43 @@ class WorkerCore:
         return await fut
 
     async def _claim_runs_loop(self) -> None:
-        while not self.shutting_down:
-            fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
-            try:
-                got = await self.store.transact(self.ns, self._claim_run)
-                if isinstance(got, str):
-                    fut.cancel()
-                    self._start_driver(got)
-                    continue
-                # Nothing ready: sleep until woken, or until a delayed run becomes due.
-                await self.store.wait_future(fut, None if got is None else max(0.0, got - time.time()))
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                logger.warning("dbosify: claiming runs on %r failed (%s); retrying", self.tq, err)
-                await asyncio.sleep(0.5)
-            finally:
+        fut: asyncio.Future[None] | None = None
+        idle = False  # the last look found nothing ready, and the waiter dates from before it
+        next_at: float | None = None  # when a delayed run becomes ready
+        try:
+            while not self.shutting_down:
+                try:
+                    if fut is None or fut.done() or not idle:
+                        if fut is not None:
+                            fut.cancel()
+                        fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
+                        got = await self.store.transact(self.ns, self._claim_run)
+                        if isinstance(got, tuple):
+                            run_id, next_at = got
+                            self._start_driver(run_id)
+                            idle = next_at is None or next_at > time.time()
+                            continue
+                        idle, next_at = True, got
+                    # Nothing ready: sleep until woken, or until a delayed run becomes due.
+                    timeout = None if next_at is None else max(0.0, next_at - time.time())
+                    await self.store.wait_future(fut, timeout)
+                    if not fut.done():
+                        idle = False
+                except asyncio.CancelledError:
+                    raise
+                except Exception as err:
+                    logger.warning("dbosify: claiming runs on %r failed (%s); retrying", self.tq, err)
+                    idle = False
+                    await asyncio.sleep(0.5)
+        finally:
+            if fut is not None:
                 fut.cancel()
 
-    def _claim_run(self, tx: Tx) -> str | float | None:
+    def _claim_run(self, tx: Tx) -> tuple[str, float | None] | float | None:
+        """Claim one ready run: (its id, when the next unclaimed run is ready, if any).
+
+        With nothing ready: when a delayed run becomes ready, or None.
+        """
         # No SKIP LOCKED here: a run's row is briefly locked by every signal or update appended to
         # it, and skipping it then would lose the only wake-up its start sent. Instead the UPDATE
         # waits for such a lock and re-checks ``owner IS NULL``; losing a race to another worker
@@ -240,8 +259,13 @@ class WorkerCore:
                 (self.id, row[0]),
             )
             if claimed is not None:
-                return str(claimed[0])
-        return None
+                more = tx.one(
+                    "SELECT min(COALESCE(not_before, 0)) FROM executions"
+                    " WHERE task_queue = %s AND status = 1 AND owner IS NULL",
+                    (self.tq,),
+                )
+                return str(claimed[0]), (float(more[0]) if more and more[0] is not None else None)
+        return 0.0  # lost every race: look again
 
     def _start_driver(self, run_id: str) -> None:
         driver = RunDriver(self, run_id)
@@ -253,8 +277,10 @@ class WorkerCore:
     def _driver_done(self, run_id: str) -> None:
         self._drivers.pop(run_id, None)
         self._driver_objs.pop(run_id, None)
-        # A query that arrived while the closing run was still being evicted was skipped: look again.
-        self.store.hub.fire(f"{self.ns}\x00q-tq:{self.tq}")
+        if run_id in self._queries_skipped:
+            # A query that arrived while the closing run was still being evicted: look again.
+            self._queries_skipped.discard(run_id)
+            self.store.hub.fire(f"{self.ns}\x00q-tq:{self.tq}")
         fut = self._pending.pop(run_id, None)
         if fut is not None and not fut.done():
             fut.cancel()
@@ -291,7 +317,9 @@ class WorkerCore:
                     ),
                 )
                 for (run_id,) in rows:
-                    if run_id not in busy and run_id not in self._drivers:
+                    if run_id in self._drivers:
+                        self._queries_skipped.add(run_id)
+                    elif run_id not in busy:
                         busy.add(run_id)
                         task = asyncio.create_task(self._answer_closed(run_id))
                         task.add_done_callback(_discard_from(busy, run_id))
