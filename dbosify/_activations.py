@@ -109,6 +109,11 @@ def _activity_failure(
     return f
 
 
+def attrs_of_outcome(event: hist.HistoryEvent) -> Any:
+    """The attributes of an activity's completed / failed / timed-out / cancelled event."""
+    return getattr(event, event.WhichOneof("attributes") or "activity_task_completed_event_attributes")
+
+
 def cancelled_activity_resolution(seq: int, scheduled_event_id: int, activity: Any) -> wa.ResolveActivity:
     job = wa.ResolveActivity(seq=seq)
     cause = failure_pb.Failure(message="Activity cancelled")
@@ -125,10 +130,14 @@ def jobs_for(
     updates: list[Any],
     patches: list[str],
     scheduled: dict[int, Any],
+    cancelled: frozenset[int] | set[int] = frozenset(),
 ) -> list[wa.WorkflowActivationJob]:
     """The jobs of one activation: its input events and the updates delivered with it.
 
     ``scheduled`` maps activity seq -> its ActivityTaskScheduled attributes.
+    ``cancelled``: activities the workflow cancelled without waiting (TRY_CANCEL, ABANDON). Like
+    Core, which resolves those as cancelled at once, an outcome that raced in after the workflow
+    task started resolves them as cancelled.
     ``updates`` are (update.v1.Request, run_validator) pairs.
     """
     first: list[wa.WorkflowActivationJob] = []
@@ -187,6 +196,9 @@ def jobs_for(
             else:
                 ca = event.activity_task_canceled_event_attributes
                 job = cancelled_activity_resolution(seq, ca.scheduled_event_id, sched)
+            if seq in cancelled and t != E.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+                sched_id = getattr(attrs_of_outcome(event), "scheduled_event_id", 0)
+                job = cancelled_activity_resolution(seq, sched_id, sched)
             rest.append(wa.WorkflowActivationJob(resolve_activity=job))
         elif t == E.EVENT_TYPE_MARKER_RECORDED:
             m = event.marker_recorded_event_attributes

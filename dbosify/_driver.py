@@ -62,6 +62,7 @@ class DriverState:
     consumed: int = 0
     timers: dict[int, float] = field(default_factory=dict)
     activity_cancel_type: dict[int, int] = field(default_factory=dict)
+    activity_cancelled: set[int] = field(default_factory=set)  # cancelled with TRY_CANCEL / ABANDON
     activity_open: set[int] = field(default_factory=set)
     scheduled: dict[int, Any] = field(default_factory=dict)
     local_pending: dict[int, wc.ScheduleLocalActivity] = field(default_factory=dict)
@@ -250,7 +251,9 @@ class RunDriver:
                     )
             flags = list(ev.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
             self._track_inputs(inputs)
-            jobs = A.jobs_for(self.run_id, inputs, updates, st.patches, st.scheduled)
+            jobs = A.jobs_for(
+                self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
+            )
             ts = ev.event_time.ToNanoseconds() / 1e9
             st.flags.update(flags)
             completion = await self._activate_task(jobs, ts, replaying=True, history_length=consumed)
@@ -390,7 +393,7 @@ class RunDriver:
         jobs = A.jobs_for(
             self.run_id, inputs, [(u, True) for u in updates],
             st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
-            st.scheduled,
+            st.scheduled, st.activity_cancelled,
         )
         ts = time.time()
         completion = await self._activate_task(jobs, ts, replaying=False, history_length=consumed)
@@ -557,6 +560,10 @@ class RunDriver:
                     st.local_pending[la.seq] = la
                     if cmd.HasField("user_metadata"):
                         st.local_meta[la.seq] = cmd.user_metadata
+            elif cmd.HasField("request_cancel_activity"):
+                seq = cmd.request_cancel_activity.seq
+                if st.activity_cancel_type.get(seq, ACTIVITY_CANCEL_TRY) != ACTIVITY_CANCEL_WAIT:
+                    st.activity_cancelled.add(seq)
             elif cmd.HasField("request_cancel_local_activity"):
                 pass
         st.flags.update(completion.successful.used_internal_flags)
@@ -669,6 +676,20 @@ class RunDriver:
                 (rid, seq),
             )
             if row is None:
+                # Its outcome raced in after this workflow task started. Like Core, record the
+                # request; the workflow sees the activity cancelled (`jobs_for(cancelled=...)`).
+                sched = tx.one(
+                    "SELECT event_id FROM history WHERE run_id = %s AND seq = %s AND event_type = %s",
+                    (rid, seq, E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED),
+                )
+                if sched is not None:
+                    h.append(
+                        tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED,
+                        hist.ActivityTaskCancelRequestedEventAttributes(
+                            scheduled_event_id=int(sched[0]), workflow_task_completed_event_id=wft_id
+                        ),
+                        at=ts,
+                    )
                 return
             state, owner, sched_id = row
             h.append(

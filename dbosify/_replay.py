@@ -55,6 +55,8 @@ class Nondeterminism(Exception):
 class _Seqs:
     by_event: dict[int, int] = field(default_factory=dict)  # command event id -> seq
     scheduled: dict[int, Any] = field(default_factory=dict)  # activity seq -> scheduled attrs
+    cancel_type: dict[int, int] = field(default_factory=dict)  # activity seq -> cancellation type
+    cancelled: set[int] = field(default_factory=set)  # activities cancelled without waiting
 
 
 def _initiating_event_id(event: hist.HistoryEvent) -> int | None:
@@ -143,6 +145,11 @@ def _check(
                 )
             seqs.by_event[ev.event_id] = cmd.schedule_activity.seq
             seqs.scheduled[cmd.schedule_activity.seq] = a
+            seqs.cancel_type[cmd.schedule_activity.seq] = cmd.schedule_activity.cancellation_type
+        elif kind == "request_cancel_activity":
+            seq = cmd.request_cancel_activity.seq
+            if seqs.cancel_type.get(seq, 0) != 1:  # not WAIT_CANCELLATION_COMPLETED
+                seqs.cancelled.add(seq)
         elif kind == "start_timer":
             tid = ev.timer_started_event_attributes.timer_id
             if tid != str(cmd.start_timer.seq):
@@ -286,7 +293,7 @@ class ReplayWorker:
                 for e in commands
                 if e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
             ]
-            jobs = A.jobs_for(run_id, inputs, updates, patches if consumed == 0 else [], seqs.scheduled)
+            jobs = A.jobs_for(run_id, inputs, updates, patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled)
             flags.update(done.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
             act = wa.WorkflowActivation(
                 run_id=run_id,
@@ -320,7 +327,7 @@ class ReplayWorker:
         if tail and last_started > consumed:
             act = wa.WorkflowActivation(run_id=run_id, is_replaying=True, history_length=last_started)
             act.timestamp.CopyFrom(started_times[last_started])
-            act.jobs.extend(A.jobs_for(run_id, [t for t in tail if t[0].event_id < last_started], [], patches if consumed == 0 else [], seqs.scheduled))
+            act.jobs.extend(A.jobs_for(run_id, [t for t in tail if t[0].event_id < last_started], [], patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled))
             if act.jobs:
                 completion = await self._activate(act)
                 if completion.HasField("failed"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from datetime import timedelta
 
@@ -235,12 +236,49 @@ class ChangedGreeting:
         return name
 
 
+RACE_STARTED: dict[str, threading.Event] = {}
+
+
+@activity.defn
+async def race_activity(key: str) -> str:
+    RACE_STARTED[key].set()
+    await asyncio.sleep(0.3)
+    return "completed"
+
+
+@workflow.defn
+class CancelRaceWorkflow:
+    """Cancels its activity after that activity has finished, within one workflow task."""
+
+    def __init__(self) -> None:
+        self.handle: workflow.ActivityHandle[str] | None = None
+
+    @workflow.run
+    async def run(self, key: str) -> str:
+        self.handle = workflow.start_activity(
+            race_activity, key, start_to_close_timeout=timedelta(seconds=10)
+        )
+        try:
+            return await self.handle
+        except ActivityError as err:
+            return type(err.cause).__name__
+
+    @workflow.signal
+    def cancel_late(self) -> None:
+        import time
+
+        time.sleep(1.0)  # the activity completes while this workflow task runs
+        assert self.handle is not None
+        self.handle.cancel()
+
+
 ALL_WORKFLOWS = [
+    CancelRaceWorkflow,
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
     RetriedWorkflow, RandomWorkflow,
 ]
-ALL_ACTIVITIES = [greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
+ALL_ACTIVITIES = [race_activity, greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
 
 
 def worker(client: Client, tq: str, *, sandbox: bool = False, **kw: object) -> Worker:
@@ -602,3 +640,24 @@ async def test_waiting_runs_do_not_poll_the_database(client: Client, db_url: str
         for h in handles:
             await h.signal(SignalQueryUpdateWorkflow.finish)
         assert [await h.result() for h in handles] == [[]] * 20
+
+
+async def test_try_cancel_wins_over_a_result_that_raced_in(client: Client) -> None:
+    """Core resolves a TRY_CANCEL activity as cancelled at once, even if its result raced in."""
+    tq = wid()
+    async with worker(client, tq):
+        key = wid()
+        RACE_STARTED[key] = threading.Event()
+        handle = await client.start_workflow(CancelRaceWorkflow.run, key, id=wid(), task_queue=tq)
+        assert await asyncio.to_thread(RACE_STARTED[key].wait, 10)
+        await handle.signal(CancelRaceWorkflow.cancel_late)
+        assert await handle.result() == "CancelledError"
+        history = await handle.fetch_history()
+        assert any(e.HasField("activity_task_completed_event_attributes") for e in history.events)
+        # The history replays to the same outcome, with no nondeterminism.
+        from temporalio.worker import Replayer
+
+        replayed = await Replayer(
+            workflows=[CancelRaceWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+        ).replay_workflow(history)
+        assert replayed.replay_failure is None
