@@ -360,3 +360,29 @@ def _child_attr(t: int) -> str:
     from dbosify._history import ATTR_FIELD
 
     return ATTR_FIELD[t]
+
+
+CLOSING_COMMANDS = (
+    "complete_workflow_execution",
+    "fail_workflow_execution",
+    "cancel_workflow_execution",
+    "continue_as_new_workflow_execution",
+)
+
+
+def closing_last(commands: Any) -> list[Any]:
+    """A task's commands as Core sends them: the first closing command last, later ones dropped.
+
+    Lang may add commands after the workflow returned (an update handler finishing in the same
+    activation); Core honours them by moving the closing command to the end, so nothing is ever
+    recorded after a run's close event.
+    """
+    rest: list[Any] = []
+    closing: Any = None
+    for cmd in commands:
+        if cmd.WhichOneof("variant") in CLOSING_COMMANDS:
+            if closing is None:
+                closing = cmd
+        else:
+            rest.append(cmd)
+    return rest if closing is None else [*rest, closing]

@@ -402,7 +402,7 @@ class RunDriver:
             raise WorkflowTaskFailed(completion.failed.failure.message)
         snap = await self._apply(completion, ts, consumed, updates, last_seen)
         st.consumed = consumed
-        if any(c.HasField(f) for c in completion.successful.commands for f in _CLOSING):  # type: ignore
+        if any(c.HasField(f) for c in completion.successful.commands for f in A.CLOSING_COMMANDS):  # type: ignore
             raise RunClosed()
         self._start_pending_local_activities()
         return snap
@@ -577,7 +577,7 @@ class RunDriver:
         last_seen: int,
     ) -> Snapshot:
         st = self.state
-        commands = list(completion.successful.commands)
+        commands = A.closing_last(completion.successful.commands)
         delivered = {u.meta.update_id: u for u in updates}
         scheduled_now: dict[int, Any] = {}
 
@@ -1131,11 +1131,3 @@ def suggest_continue_as_new_after() -> int:
 
 def set_suggest_continue_as_new_after(n: int) -> None:
     _suggest[:] = [n]
-
-
-_CLOSING = (
-    "complete_workflow_execution",
-    "fail_workflow_execution",
-    "cancel_workflow_execution",
-    "continue_as_new_workflow_execution",
-)

@@ -318,7 +318,7 @@ class ReplayWorker:
                 nxt.timestamp.CopyFrom(act.timestamp)
                 nxt.jobs.extend(local)
                 act = nxt
-            _check(sent, commands, seqs)
+            _check(A.closing_last(sent), commands, seqs)
             consumed = boundary
             del n
         # A workflow task that history started but never completed is replayed too.

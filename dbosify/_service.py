@@ -335,9 +335,13 @@ class WorkflowService:
             if close_only:
                 if running or cur is None:
                     return running, []
+                # The close event itself, not merely the last event: a client that gets no close
+                # event (WorkflowHandle.result) asks again at once, forever.
+                types = sorted(h.CLOSE_EVENT_TYPES)
                 return running, tx.all(
-                    "SELECT event FROM history WHERE run_id = %s AND event_id = %s",
-                    (run.run_id, cur.next_event_id - 1),
+                    "SELECT event FROM history WHERE run_id = %s AND event_type IN"
+                    f" ({', '.join(['%s'] * len(types))}) ORDER BY event_id DESC LIMIT 1",
+                    (run.run_id, *types),
                 )
             return running, tx.all(
                 "SELECT event FROM history WHERE run_id = %s AND event_id > %s ORDER BY event_id LIMIT %s",

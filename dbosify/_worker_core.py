@@ -10,6 +10,7 @@ attempts if it dies.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -277,10 +278,7 @@ class WorkerCore:
     def _driver_done(self, run_id: str) -> None:
         self._drivers.pop(run_id, None)
         self._driver_objs.pop(run_id, None)
-        if run_id in self._queries_skipped:
-            # A query that arrived while the closing run was still being evicted: look again.
-            self._queries_skipped.discard(run_id)
-            self.store.hub.fire(f"{self.ns}\x00q-tq:{self.tq}")
+        self._requery_if_skipped(run_id)
         fut = self._pending.pop(run_id, None)
         if fut is not None and not fut.done():
             fut.cancel()
@@ -317,12 +315,14 @@ class WorkerCore:
                     ),
                 )
                 for (run_id,) in rows:
-                    if run_id in self._drivers:
+                    if run_id in self._drivers or run_id in busy:
+                        # Still driven, or replayed for earlier queries (then evicted): its pending
+                        # queries were read before this one arrived. Look again when that ends.
                         self._queries_skipped.add(run_id)
-                    elif run_id not in busy:
+                    else:
                         busy.add(run_id)
                         task = asyncio.create_task(self._answer_closed(run_id))
-                        task.add_done_callback(_discard_from(busy, run_id))
+                        task.add_done_callback(functools.partial(self._closed_replay_done, busy, run_id))
                 await self.store.wait_future(fut)
             except asyncio.CancelledError:
                 raise
@@ -331,6 +331,16 @@ class WorkerCore:
                 await asyncio.sleep(0.5)
             finally:
                 fut.cancel()
+
+    def _closed_replay_done(self, busy: set[str], run_id: str, _task: asyncio.Task[None]) -> None:
+        busy.discard(run_id)
+        self._requery_if_skipped(run_id)
+
+    def _requery_if_skipped(self, run_id: str) -> None:
+        """A query on ``run_id`` was skipped while its driver or closed-run replay ended: look again."""
+        if run_id in self._queries_skipped:
+            self._queries_skipped.discard(run_id)
+            self.store.hub.fire(f"{self.ns}\x00q-tq:{self.tq}")
 
     async def _answer_closed(self, run_id: str) -> None:
         driver = RunDriver(self, run_id)
@@ -657,10 +667,3 @@ class WorkerCore:
             for (q,) in queues:
                 tx.notify(f"act:{q}")
             tx.notify(f"wf:{tq}")
-
-
-def _discard_from(busy: set[str], run_id: str) -> Any:
-    def done(_task: asyncio.Task[None]) -> None:
-        busy.discard(run_id)
-
-    return done

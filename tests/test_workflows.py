@@ -272,8 +272,30 @@ class CancelRaceWorkflow:
         self.handle.cancel()
 
 
+@workflow.defn
+class CloseWithUpdateWorkflow:
+    """Returns in the same activation in which an update handler finishes."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.done)
+        return "closed"
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True
+
+    @workflow.update
+    async def wait_done(self) -> str:
+        await workflow.wait_condition(lambda: self.done)
+        return "updated"
+
+
 ALL_WORKFLOWS = [
-    CancelRaceWorkflow,
+    CloseWithUpdateWorkflow, CancelRaceWorkflow,
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
     RetriedWorkflow, RandomWorkflow,
@@ -660,4 +682,28 @@ async def test_try_cancel_wins_over_a_result_that_raced_in(client: Client) -> No
         replayed = await Replayer(
             workflows=[CancelRaceWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
         ).replay_workflow(history)
+        assert replayed.replay_failure is None
+
+
+async def test_close_event_is_last_even_if_an_update_finishes_with_it(client: Client) -> None:
+    """As in Core, a closing command goes after the commands sent with it; result() then returns."""
+    from temporalio.client import WorkflowUpdateStage
+
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(CloseWithUpdateWorkflow.run, id=wid(), task_queue=tq)
+        upd = await handle.start_update(
+            CloseWithUpdateWorkflow.wait_done, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+        await handle.signal(CloseWithUpdateWorkflow.finish)
+        assert await asyncio.wait_for(handle.result(), 20) == "closed"
+        assert await upd.result() == "updated"
+        events = [e async for e in handle.fetch_history_events()]
+        assert events[-1].HasField("workflow_execution_completed_event_attributes")
+        assert any(e.HasField("workflow_execution_update_completed_event_attributes") for e in events)
+        from temporalio.worker import Replayer
+
+        replayed = await Replayer(
+            workflows=[CloseWithUpdateWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+        ).replay_workflow(await handle.fetch_history())
         assert replayed.replay_failure is None
