@@ -292,8 +292,12 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
                  database: dbmod.FreshDatabase, report_dir: Path, started: _dt.datetime,
                  warnings: list[str]) -> int:
     expectations = exps.load(args.expectations)
+    # PYTHONDONTWRITEBYTECODE is dropped too: the workflow sandbox re-imports each test module
+    # per workflow instance, and without cached bytecode it recompiles the 10,000-line
+    # tests/worker/test_workflow.py every time (about 0.7 s on the event loop thread).
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONHOME")}
+           if k not in ("PYTHONPATH", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTHONHOME",
+                        "PYTHONDONTWRITEBYTECODE")}
     venv_dir = py.parent.parent
     env.update({
         "VIRTUAL_ENV": str(venv_dir),
