@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 logger = logging.getLogger("dbosify")
 
@@ -173,9 +173,12 @@ def resolve_url(target: str | None) -> str:
     return "sqlite:///" + str(default_sqlite_dir())
 
 
-def _namespace_ident(namespace: str) -> str:
+SERVER_PARAM = "dbosify_server"  # URL query parameter: one isolated "dev server" in a database
+
+
+def _namespace_ident(namespace: str, server: str | None = None) -> str:
     safe = re.sub(r"[^a-zA-Z0-9_]", "_", namespace).lower()
-    return f"dbosify_ns_{safe}"
+    return f"dbosify_{server}_ns_{safe}" if server else f"dbosify_ns_{safe}"
 
 
 class Hub:
@@ -274,6 +277,7 @@ class Store:
         self.masked_url = mask_url(url)
         self.is_sqlite = url.startswith("sqlite:")
         self.hub = Hub()
+        self.server: str | None = None
         self._lock = threading.RLock()
         self._ready: set[str] = set()
         self._pg_pool: queue.LifoQueue[Any] = queue.LifoQueue()
@@ -299,7 +303,19 @@ class Store:
             if self._sqlite_dir.suffix in (".db", ".sqlite", ".sqlite3"):
                 self._sqlite_dir = self._sqlite_dir.parent / self._sqlite_dir.stem
         else:
-            self._pg_url = re.sub(r"^(postgres|postgresql\+psycopg)://", "postgresql://", url)
+            pg_url = re.sub(r"^(postgres|postgresql\+psycopg)://", "postgresql://", url)
+            # `?dbosify_server=ID` (what `WorkflowEnvironment.start_local()` hands out when the
+            # database is configured) isolates its own schemas, as a separate dev server would be.
+            parts = urlsplit(pg_url)
+            query = parse_qsl(parts.query, keep_blank_values=True)
+            server = [v for k, v in query if k == SERVER_PARAM]
+            if server:
+                if not re.fullmatch(r"[a-z0-9]{1,16}", server[0]):
+                    raise StoreError(f"invalid {SERVER_PARAM} in the database URL: {server[0]!r}")
+                self.server = server[0]
+                rest = [(k, v) for k, v in query if k != SERVER_PARAM]
+                pg_url = urlunsplit(parts._replace(query=urlencode(rest)))
+            self._pg_url = pg_url
 
     # -- connections -------------------------------------------------------------------------
 
@@ -308,8 +324,12 @@ class Store:
             return f"embedded SQLite in {self._sqlite_dir}"
         return f"Postgres at {self.masked_url}"
 
+    @property
+    def sqlite_dir(self) -> Path:
+        return self._sqlite_dir
+
     def sqlite_path(self, namespace: str) -> Path:
-        return self._sqlite_dir / f"{_namespace_ident(namespace)}.sqlite"
+        return self._sqlite_dir / f"{self.ident(namespace)}.sqlite"
 
     def check(self) -> None:
         """Connect once, raising a `StoreError` that names the host and not the password."""
@@ -382,7 +402,7 @@ class Store:
             ok = False
             try:
                 with conn.cursor() as cur:
-                    cur.execute(f'SET LOCAL search_path TO "{_namespace_ident(namespace)}"')
+                    cur.execute(f'SET LOCAL search_path TO "{self.ident(namespace)}"')
                 yield conn
                 ok = True
             finally:
@@ -424,7 +444,7 @@ class Store:
                     conn.execute("ROLLBACK")
                     raise
             else:
-                ident = _namespace_ident(namespace)
+                ident = self.ident(namespace)
                 try:
                     with conn.cursor() as cur:
                         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ident,))
@@ -525,9 +545,26 @@ class Store:
 
     # -- wake-ups ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _channel(namespace: str) -> str:
-        return _namespace_ident(namespace)
+    def ident(self, namespace: str) -> str:
+        """The namespace's Postgres schema (and NOTIFY channel), or its SQLite file's stem."""
+        return _namespace_ident(namespace, self.server)
+
+    def _channel(self, namespace: str) -> str:
+        return self.ident(namespace)
+
+    def drop_server(self) -> None:
+        """Drop every schema of this store's isolated server (see `SERVER_PARAM`)."""
+        if self.server is None or self.is_sqlite:
+            return
+        import psycopg
+
+        with psycopg.connect(self._pg_url, autocommit=True, connect_timeout=10) as conn:
+            rows = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
+                (f"dbosify\\_{self.server}\\_ns\\_%",),
+            ).fetchall()
+            for (name,) in rows:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
     def waiter(self, namespace: str, keys: Sequence[str]) -> asyncio.Future[None]:
         """A future resolved when any of ``keys`` is notified in ``namespace``, by any process."""
@@ -725,3 +762,12 @@ def get_store(url: str) -> Store:
             store = Store(url)
             _stores[url] = store
         return store
+
+
+def forget_store(url: str) -> Store | None:
+    """Close and forget the process's `Store` for ``url`` (an environment that ended)."""
+    with _stores_lock:
+        store = _stores.pop(url, None)
+    if store is not None:
+        store.close()
+    return store

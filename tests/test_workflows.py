@@ -707,3 +707,35 @@ async def test_close_event_is_last_even_if_an_update_finishes_with_it(client: Cl
             workflows=[CloseWithUpdateWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
         ).replay_workflow(await handle.fetch_history())
         assert replayed.replay_failure is None
+
+
+async def test_each_start_local_environment_is_its_own_server(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two start_local() environments on one configured database do not see each other's work,
+    as two dev servers would not; a Postgres environment's schemas go when it shuts down."""
+    from temporalio.testing import WorkflowEnvironment
+
+    monkeypatch.setenv("DBOSIFY_DATABASE_URL", db_url)
+    tq = wid()
+    async with await WorkflowEnvironment.start_local() as e1:
+        async with await WorkflowEnvironment.start_local() as e2:
+            async with worker(e1.client, tq):
+                handle = await e2.client.start_workflow(
+                    GreetingWorkflow.run, "x", id=wid(), task_queue=tq
+                )
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(handle.result(), 1.5)
+                assert await e1.client.execute_workflow(
+                    GreetingWorkflow.run, "World", id=wid(), task_queue=tq
+                ) == "Hello, World! Hi, World!"
+        target = e1.client.service_client.config.target_host
+    if db_url.startswith("postgresql"):
+        import psycopg
+
+        server = target.rsplit("dbosify_server=", 1)[1]
+        with psycopg.connect(db_url) as conn:
+            left = conn.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s", (f"dbosify_{server}_%",)
+            ).fetchone()
+        assert left == (0,)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import tempfile
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from dbosify._store import ENV_DATABASE_URL
+from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM
 
 
 class RuntimeRef:
@@ -54,12 +55,22 @@ BufferedMetricUpdate = BufferedMetric = BufferedLogEntry = _Inert
 class EphemeralServerRef:
     """What ``WorkflowEnvironment.start_local()`` gets instead of a dev server process."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, drop_on_shutdown: bool = False) -> None:
         self.target = target
         self.has_test_service = False
+        self._drop = drop_on_shutdown
 
     async def shutdown(self) -> None:
-        pass
+        """Like a dev server's in-memory database, an isolated server's schemas go with it."""
+        if not self._drop:
+            return
+        import asyncio
+
+        from dbosify._store import forget_store
+
+        store = forget_store(self.target)
+        if store is not None:
+            await asyncio.get_running_loop().run_in_executor(None, store.drop_server)
 
 
 async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
@@ -77,8 +88,18 @@ async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
 
             set_suggest_continue_as_new_after(int(arg.split("=", 1)[1]))
     url = os.environ.get(ENV_DATABASE_URL)
+    if url and not url.startswith("sqlite:"):
+        # Each environment is its own server, as each start_local() is on Temporal: its own
+        # schemas in the configured database, dropped when the environment shuts down.
+        server = uuid.uuid4().hex[:10]
+        sep = "&" if "?" in url else "?"
+        return EphemeralServerRef(f"{url}{sep}{SERVER_PARAM}={server}", drop_on_shutdown=True)
     if url:
-        return EphemeralServerRef(url)
+        from dbosify._store import Store
+
+        base = Store(url).sqlite_dir  # a fresh directory under the configured one
+        base.mkdir(parents=True, exist_ok=True)
+        return EphemeralServerRef("sqlite:///" + tempfile.mkdtemp(prefix="dev-", dir=base))
     return EphemeralServerRef("sqlite:///" + tempfile.mkdtemp(prefix="dbosify-dev-"))
 
 
