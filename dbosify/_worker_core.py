@@ -39,6 +39,49 @@ logger = logging.getLogger("dbosify")
 LIVENESS_INTERVAL = 1.0
 LIVENESS_EXPIRY = 5.0
 
+
+def _local_token() -> str:
+    """This machine's boot and PID namespace: PIDs are comparable only between equal tokens."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    import hashlib
+
+    return hashlib.sha256(f"{boot}:{pidns}".encode()).hexdigest()[:12]
+
+
+_LOCAL_TOKEN = _local_token()
+
+
+def _local_process_gone(worker_id: str) -> bool:
+    """True if ``worker_id`` ran in this machine's PID namespace and its process has exited.
+
+    A restarted worker need not wait out the liveness expiry of the one that was killed. A
+    reused PID only makes this say "alive"; the heartbeat expiry still applies then.
+    """
+    if not _LOCAL_TOKEN or not worker_id.endswith(f"@{_LOCAL_TOKEN}"):
+        return False
+    try:
+        pid = int(worker_id.split(":")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, owned by someone else
+    try:  # killed but not yet waited for by its parent
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
 CANCEL_REASON_CANCELLED = 1
 CANCEL_REASON_TIMED_OUT = 2
 CANCEL_REASON_WORKER_SHUTDOWN = 3
@@ -67,6 +110,8 @@ class WorkerCore:
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        if _LOCAL_TOKEN:
+            self.id += f"@{_LOCAL_TOKEN}"
         types = config.task_types
         self.enable_workflows = bool(types.enable_workflows)
         self.enable_activities = bool(types.enable_remote_activities)
@@ -641,12 +686,17 @@ class WorkerCore:
 
     def _reap(self, tx: Tx) -> None:
         cutoff = time.time() - LIVENESS_EXPIRY
-        dead = tx.all("SELECT worker_id, task_queue FROM workers WHERE heartbeat_at < %s", (cutoff,))
+        dead = []
+        for worker_id, tq, beat in tx.all("SELECT worker_id, task_queue, heartbeat_at FROM workers"):
+            if beat < cutoff:
+                dead.append((worker_id, tq, "stopped heartbeating"))
+            elif worker_id != self.id and _local_process_gone(worker_id):
+                dead.append((worker_id, tq, "ran on this machine and its process is gone"))
         if not dead:
             return
         now = time.time()
-        for worker_id, tq in dead:
-            logger.info("dbosify: worker %s stopped heartbeating; taking over its work", worker_id)
+        for worker_id, tq, why in dead:
+            logger.info("dbosify: worker %s %s; taking over its work", worker_id, why)
             released = tx.all(
                 "SELECT DISTINCT task_queue FROM executions WHERE owner = %s AND status = 1",
                 (worker_id,),
