@@ -114,10 +114,14 @@ def attrs_of_outcome(event: hist.HistoryEvent) -> Any:
     return getattr(event, event.WhichOneof("attributes") or "activity_task_completed_event_attributes")
 
 
-def cancelled_activity_resolution(seq: int, scheduled_event_id: int, activity: Any) -> wa.ResolveActivity:
+def cancelled_activity_resolution(
+    seq: int, scheduled_event_id: int, activity: Any, details: Any = None
+) -> wa.ResolveActivity:
     job = wa.ResolveActivity(seq=seq)
     cause = failure_pb.Failure(message="Activity cancelled")
     cause.canceled_failure_info.SetInParent()
+    if details is not None and details.payloads:
+        cause.canceled_failure_info.details.CopyFrom(details)  # what the activity reported
     job.result.cancelled.failure.CopyFrom(
         _activity_failure(cause, seq, scheduled_event_id, activity, 0, "Activity cancelled")
     )
@@ -195,7 +199,7 @@ def jobs_for(
                 )
             else:
                 ca = event.activity_task_canceled_event_attributes
-                job = cancelled_activity_resolution(seq, ca.scheduled_event_id, sched)
+                job = cancelled_activity_resolution(seq, ca.scheduled_event_id, sched, ca.details)
             if seq in cancelled and t != E.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
                 sched_id = getattr(attrs_of_outcome(event), "scheduled_event_id", 0)
                 job = cancelled_activity_resolution(seq, sched_id, sched)

@@ -197,6 +197,10 @@ def finish(
         attrs = _scheduled_attrs(tx, run_id, sched_id)
         if timeout_kind:
             payload = timeout_failure(timeout_kind, payload if payload.message else None)
+            if details:
+                payload.timeout_failure_info.last_heartbeat_details.CopyFrom(
+                    common.Payloads.FromString(bytes(details))
+                )
         delay = _retry_delay(attrs.retry_policy, attempt, payload)
         s2c = _dur(attrs, "schedule_to_close_timeout")
         retry_state = wfenums.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED if delay is None else 0

@@ -45,6 +45,14 @@ def _not_found_run(workflow_id: str, run_id: str | None = None) -> ServiceError:
     return ServiceError.not_found(f"workflow not found for ID: {workflow_id}")
 
 
+def _not_found_chain(workflow_id: str, first_execution_run_id: str) -> ServiceError:
+    """The running run of ``workflow_id`` belongs to another chain than the caller's handle."""
+    return ServiceError.not_found(
+        f"workflow execution not found for workflow ID {workflow_id!r} in the chain started by"
+        f" run ID {first_execution_run_id!r}"
+    )
+
+
 def _completed_error() -> ServiceError:
     return ServiceError.not_found("workflow execution already completed")
 
@@ -226,7 +234,7 @@ class WorkflowService:
             if run is None:
                 raise _not_found_run(ex.workflow_id, ex.run_id or None)
             if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
-                raise _not_found_run(ex.workflow_id)
+                raise _not_found_chain(ex.workflow_id, req.first_execution_run_id)
             if run.running:  # cancelling a closed run is accepted and does nothing, as on Temporal
                 _runs.request_cancel(tx, run, req.reason, req.identity)
 
@@ -239,7 +247,7 @@ class WorkflowService:
         def fn(tx: Tx) -> None:
             run = self._running(tx, req.workflow_execution)
             if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
-                raise _not_found_run(req.workflow_execution.workflow_id)
+                raise _not_found_chain(req.workflow_execution.workflow_id, req.first_execution_run_id)
             _runs.terminate(
                 tx, run, req.reason, req.identity, req.details if req.HasField("details") else None
             )
@@ -537,7 +545,7 @@ class WorkflowService:
         def fn(tx: Tx) -> h.Run:
             run = self._running(tx, req.workflow_execution)
             if req.first_execution_run_id and run.first_execution_run_id != req.first_execution_run_id:
-                raise _not_found_run(req.workflow_execution.workflow_id)
+                raise _not_found_chain(req.workflow_execution.workflow_id, req.first_execution_run_id)
             exists = tx.one(
                 "SELECT 1 FROM updates WHERE run_id = %s AND update_id = %s", (run.run_id, update_id)
             )

@@ -246,6 +246,29 @@ async def race_activity(key: str) -> str:
     return "completed"
 
 
+@activity.defn
+async def heartbeat_then_stall() -> None:
+    activity.heartbeat("last words")
+    await asyncio.sleep(5)
+
+
+@workflow.defn
+class HeartbeatTimeoutWorkflow:
+    @workflow.run
+    async def run(self) -> list[str]:
+        try:
+            await workflow.execute_activity(
+                heartbeat_then_stall,
+                start_to_close_timeout=timedelta(seconds=10),
+                heartbeat_timeout=timedelta(seconds=1),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as err:
+            assert isinstance(err.cause, TimeoutError)
+            return [str(d) for d in err.cause.last_heartbeat_details]
+        return []
+
+
 @workflow.defn
 class CancelRaceWorkflow:
     """Cancels its activity after that activity has finished, within one workflow task."""
@@ -295,12 +318,12 @@ class CloseWithUpdateWorkflow:
 
 
 ALL_WORKFLOWS = [
-    CloseWithUpdateWorkflow, CancelRaceWorkflow,
+    HeartbeatTimeoutWorkflow, CloseWithUpdateWorkflow, CancelRaceWorkflow,
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
     RetriedWorkflow, RandomWorkflow,
 ]
-ALL_ACTIVITIES = [race_activity, greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
+ALL_ACTIVITIES = [heartbeat_then_stall, race_activity, greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
 
 
 def worker(client: Client, tq: str, *, sandbox: bool = False, **kw: object) -> Worker:
@@ -739,3 +762,10 @@ async def test_each_start_local_environment_is_its_own_server(
                 "SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s", (f"dbosify_{server}_%",)
             ).fetchone()
         assert left == (0,)
+
+
+async def test_heartbeat_timeout_carries_the_last_heartbeat_details(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq):
+        details = await client.execute_workflow(HeartbeatTimeoutWorkflow.run, id=wid(), task_queue=tq)
+    assert details == ["last words"]
