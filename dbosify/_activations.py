@@ -109,6 +109,18 @@ def _activity_failure(
     return f
 
 
+_ACTIVITY_OUTCOMES = (
+    E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    E.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+    E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+    E.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+)
+
+
+def is_activity_outcome(event: hist.HistoryEvent) -> bool:
+    return event.event_type in _ACTIVITY_OUTCOMES
+
+
 def attrs_of_outcome(event: hist.HistoryEvent) -> Any:
     """The attributes of an activity's completed / failed / timed-out / cancelled event."""
     return getattr(event, event.WhichOneof("attributes") or "activity_task_completed_event_attributes")

@@ -257,6 +257,40 @@ def finish(
     return True
 
 
+def expire_if_queued(tx: Tx, run_id: str, seq: int, now: float) -> float | None:
+    """Time out the task if it still waits in its queue past schedule-to-start (this attempt)
+    or schedule-to-close. Returns when to check again, or None if there is nothing to check.
+    """
+    row = tx.one(
+        "SELECT state, available_at, scheduled_time, scheduled_event_id FROM activity_tasks"
+        " WHERE run_id = %s AND seq = %s",
+        (run_id, seq),
+    )
+    if row is None or row[0] != "scheduled":
+        return None  # done, or running: a running attempt's timeouts are its worker's watchdog's
+    _, available_at, sched_time, sched_id = row
+    attrs = _scheduled_attrs(tx, run_id, sched_id)
+    s2s = _dur(attrs, "schedule_to_start_timeout")
+    s2c = _dur(attrs, "schedule_to_close_timeout")
+    checks = [(available_at + s2s, TIMEOUT_SCHEDULE_TO_START)] if s2s else []
+    checks += [(sched_time + s2c, TIMEOUT_SCHEDULE_TO_CLOSE)] if s2c else []
+    if not checks:
+        return None
+    at, kind = min(checks)
+    if at > now:
+        return float(at)
+    failure = timeout_failure(kind)
+    h.append(
+        tx, run_id, et.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+        hist.ActivityTaskTimedOutEventAttributes(
+            failure=failure, scheduled_event_id=sched_id, retry_state=wfenums.RETRY_STATE_TIMEOUT
+        ),
+        seq=seq, dedup=f"act-done:{seq}",
+    )
+    tx.execute("DELETE FROM activity_tasks WHERE run_id = %s AND seq = %s", (run_id, seq))
+    return None
+
+
 def _record_started(
     tx: Tx, run_id: str, seq: int, sched_id: int, attempt: int, identity: str,
     last_failure: failure_pb.Failure | None,

@@ -63,6 +63,9 @@ class DriverState:
     timers: dict[int, float] = field(default_factory=dict)
     activity_cancel_type: dict[int, int] = field(default_factory=dict)
     activity_cancelled: set[int] = field(default_factory=set)  # cancelled with TRY_CANCEL / ABANDON
+    # Activities with a schedule-to-start or schedule-to-close timeout: when to check whether the
+    # task is still waiting in its queue (a running attempt's timeouts are its worker's watchdog's).
+    queued_checks: dict[int, float] = field(default_factory=dict)
     activity_open: set[int] = field(default_factory=set)
     scheduled: dict[int, Any] = field(default_factory=dict)
     local_pending: dict[int, wc.ScheduleLocalActivity] = field(default_factory=dict)
@@ -297,6 +300,8 @@ class RunDriver:
             elif ev.event_type == E.EVENT_TYPE_MARKER_RECORDED and seq is not None:
                 st.local_done.add(seq)
                 st.local_pending.pop(seq, None)
+            elif A.is_activity_outcome(ev) and seq is not None:
+                st.queued_checks.pop(seq, None)
 
     # -- live ----------------------------------------------------------------------------------
 
@@ -345,6 +350,12 @@ class RunDriver:
                 run_deadline = snap.run.run_deadline
                 if run_deadline is not None and (deadline is None or run_deadline < deadline):
                     deadline = run_deadline
+                queued = min(st.queued_checks.values(), default=None)
+                if queued is not None and queued <= now:
+                    await self._expire_queued(now)
+                    continue
+                if queued is not None and (deadline is None or queued < deadline):
+                    deadline = queued
                 if deadline is not None and deadline <= now:
                     fut.cancel()
                     await self._fire_due(now)
@@ -355,6 +366,26 @@ class RunDriver:
         finally:
             if fut is not None:
                 fut.cancel()
+
+    async def _expire_queued(self, now: float) -> None:
+        """Time out activities still waiting in their queue past schedule-to-start/-close.
+
+        An outcome appended here wakes this driver like any other.
+        """
+        st = self.state
+        due = [seq for seq, at in st.queued_checks.items() if at <= now]
+
+        def fn(tx: Tx) -> dict[int, float | None]:
+            run = h.get_run(tx, self.run_id, lock=True)
+            if run is None or not run.running:
+                return {}
+            return {seq: acts.expire_if_queued(tx, self.run_id, seq, now) for seq in due}
+
+        for seq, later in (await self.store.transact(self.ns, fn)).items():
+            if later is None:
+                st.queued_checks.pop(seq, None)
+            else:
+                st.queued_checks[seq] = later
 
     async def _fire_due(self, now: float) -> None:
         st = self.state
@@ -554,6 +585,13 @@ class RunDriver:
                 sa = cmd.schedule_activity
                 st.activity_cancel_type[sa.seq] = sa.cancellation_type
                 st.activity_open.add(sa.seq)
+                limits = [
+                    d.ToNanoseconds() / 1e9
+                    for d in (sa.schedule_to_start_timeout, sa.schedule_to_close_timeout)
+                    if d.ToNanoseconds() > 0
+                ]
+                if limits:
+                    st.queued_checks[sa.seq] = ts + min(limits)
             elif cmd.HasField("schedule_local_activity"):
                 la = cmd.schedule_local_activity
                 if la.seq not in st.local_done:

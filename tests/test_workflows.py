@@ -6,6 +6,7 @@ import asyncio
 import threading
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio import activity, workflow
@@ -270,6 +271,27 @@ class HeartbeatTimeoutWorkflow:
 
 
 @workflow.defn
+class QueuedTooLongWorkflow:
+    """Two activities, one slot: the second waits in the queue past its schedule-to-start."""
+
+    @workflow.run
+    async def run(self) -> str:
+        opts: dict[str, Any] = dict(
+            schedule_to_start_timeout=timedelta(seconds=1),
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        first = workflow.start_activity(slow, 2.5, **opts)
+        await workflow.sleep(0.5)  # the first has taken the only slot by now
+        try:
+            await workflow.execute_activity(slow, 0.1, **opts)
+        except ActivityError as err:
+            assert isinstance(err.cause, TimeoutError)
+            await first
+            return err.cause.type.name
+        return "no timeout"
+
+
+@workflow.defn
 class CancelRaceWorkflow:
     """Cancels its activity after that activity has finished, within one workflow task."""
 
@@ -318,7 +340,7 @@ class CloseWithUpdateWorkflow:
 
 
 ALL_WORKFLOWS = [
-    HeartbeatTimeoutWorkflow, CloseWithUpdateWorkflow, CancelRaceWorkflow,
+    QueuedTooLongWorkflow, HeartbeatTimeoutWorkflow, CloseWithUpdateWorkflow, CancelRaceWorkflow,
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
     RetriedWorkflow, RandomWorkflow,
@@ -769,3 +791,10 @@ async def test_heartbeat_timeout_carries_the_last_heartbeat_details(client: Clie
     async with worker(client, tq):
         details = await client.execute_workflow(HeartbeatTimeoutWorkflow.run, id=wid(), task_queue=tq)
     assert details == ["last words"]
+
+
+async def test_schedule_to_start_timeout_of_a_queued_activity(client: Client) -> None:
+    tq = wid()
+    async with worker(client, tq, max_concurrent_activities=1):
+        kind = await client.execute_workflow(QueuedTooLongWorkflow.run, id=wid(), task_queue=tq)
+    assert kind == "SCHEDULE_TO_START"
