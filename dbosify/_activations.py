@@ -121,11 +121,6 @@ def is_activity_outcome(event: hist.HistoryEvent) -> bool:
     return event.event_type in _ACTIVITY_OUTCOMES
 
 
-def attrs_of_outcome(event: hist.HistoryEvent) -> Any:
-    """The attributes of an activity's completed / failed / timed-out / cancelled event."""
-    return getattr(event, event.WhichOneof("attributes") or "activity_task_completed_event_attributes")
-
-
 def cancelled_activity_resolution(
     seq: int, scheduled_event_id: int, activity: Any, details: Any = None
 ) -> wa.ResolveActivity:
@@ -184,12 +179,7 @@ def jobs_for(
             )
         elif t == E.EVENT_TYPE_TIMER_FIRED:
             rest.append(wa.WorkflowActivationJob(fire_timer=wa.FireTimer(seq=seq or 0)))
-        elif t in (
-            E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-            E.EVENT_TYPE_ACTIVITY_TASK_FAILED,
-            E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
-            E.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
-        ):
+        elif t in _ACTIVITY_OUTCOMES:
             assert seq is not None
             sched = scheduled.get(seq)
             job = wa.ResolveActivity(seq=seq)
@@ -213,7 +203,7 @@ def jobs_for(
                 ca = event.activity_task_canceled_event_attributes
                 job = cancelled_activity_resolution(seq, ca.scheduled_event_id, sched, ca.details)
             if seq in cancelled and t != E.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
-                sched_id = getattr(attrs_of_outcome(event), "scheduled_event_id", 0)
+                sched_id = getattr(event, _child_attr(t)).scheduled_event_id
                 job = cancelled_activity_resolution(seq, sched_id, sched)
             rest.append(wa.WorkflowActivationJob(resolve_activity=job))
         elif t == E.EVENT_TYPE_MARKER_RECORDED:

@@ -266,12 +266,19 @@ def expire_if_queued(tx: Tx, run_id: str, seq: int, now: float) -> float | None:
         " WHERE run_id = %s AND seq = %s",
         (run_id, seq),
     )
-    if row is None or row[0] != "scheduled":
-        return None  # done, or running: a running attempt's timeouts are its worker's watchdog's
-    _, available_at, sched_time, sched_id = row
+    if row is None:
+        return None  # it has an outcome
+    state, available_at, sched_time, sched_id = row
     attrs = _scheduled_attrs(tx, run_id, sched_id)
     s2s = _dur(attrs, "schedule_to_start_timeout")
     s2c = _dur(attrs, "schedule_to_close_timeout")
+    if state != "scheduled":
+        # Running: its worker's watchdog has this attempt's timeouts. A retry waits in the queue
+        # again, from no earlier than now, so its schedule-to-start cannot end before now + s2s.
+        later = ([now + s2s] if s2s else []) + (
+            [sched_time + s2c] if s2c and sched_time + s2c > now else []
+        )
+        return float(min(later)) if later else None
     checks = [(available_at + s2s, TIMEOUT_SCHEDULE_TO_START)] if s2s else []
     checks += [(sched_time + s2c, TIMEOUT_SCHEDULE_TO_CLOSE)] if s2c else []
     if not checks:

@@ -20,6 +20,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify import _activations as A
+from dbosify._driver import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 from dbosify._history import attrs_of
 from dbosify._worker_core import PollShutdownError
 
@@ -148,7 +149,7 @@ def _check(
             seqs.cancel_type[cmd.schedule_activity.seq] = cmd.schedule_activity.cancellation_type
         elif kind == "request_cancel_activity":
             seq = cmd.request_cancel_activity.seq
-            if seqs.cancel_type.get(seq, 0) != 1:  # not WAIT_CANCELLATION_COMPLETED
+            if seqs.cancel_type.get(seq, ACTIVITY_CANCEL_TRY) != ACTIVITY_CANCEL_WAIT:
                 seqs.cancelled.add(seq)
         elif kind == "start_timer":
             tid = ev.timer_started_event_attributes.timer_id

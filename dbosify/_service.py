@@ -385,7 +385,9 @@ class WorkflowService:
             e = resp.history.events.add()
             e.ParseFromString(bytes(ev))
             last = e.event_id
-        if not close_only and len(rows) == page:
+        # A follower (wait_new_event) of a run still running gets a token to ask again, as on
+        # Temporal; without one it would stop after the first page.
+        if not close_only and (len(rows) == page or (req.wait_new_event and running)):
             resp.next_page_token = str(last).encode()
         return resp
 

@@ -2,9 +2,9 @@
 
 One `Store` per database URL per process. It owns the connections, creates the
 per-namespace tables (a Postgres schema or a SQLite file per namespace), runs
-transactions off the event loop, and delivers wake-ups: Postgres LISTEN/NOTIFY
-across processes, and an in-process hub that wakes waiters as soon as a
-transaction commits.
+transactions off the event loop, and delivers wake-ups: an in-process hub that
+wakes waiters as soon as a transaction commits, and across processes Postgres
+LISTEN/NOTIFY or, on SQLite, a `notices` table read by one watcher thread.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ class Hub:
     """In-process wake-ups by key, safe to call from any thread or loop."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = (
             defaultdict(set)
         )
@@ -515,7 +515,7 @@ class Store:
         if not self.is_sqlite:
             tx.execute(
                 "SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
-                (self._channel(namespace), sorted(tx.keys_to_fire)),
+                (self.ident(namespace), sorted(tx.keys_to_fire)),
             )
             return
         for key in tx.keys_to_fire:
@@ -548,9 +548,6 @@ class Store:
     def ident(self, namespace: str) -> str:
         """The namespace's Postgres schema (and NOTIFY channel), or its SQLite file's stem."""
         return _namespace_ident(namespace, self.server)
-
-    def _channel(self, namespace: str) -> str:
-        return self.ident(namespace)
 
     def drop_server(self) -> None:
         """Drop every schema of this store's isolated server (see `SERVER_PARAM`)."""
@@ -601,7 +598,7 @@ class Store:
         # Wait until the LISTEN is in effect: a waiter registered after this returns, then re-checks
         # the database, so no notification can fall in between.
         done = threading.Event()
-        self._listen_commands.put((f'LISTEN "{self._channel(namespace)}"', done))
+        self._listen_commands.put((f'LISTEN "{self.ident(namespace)}"', done))
         done.wait(5)
 
     def _listen_loop(self, ready: threading.Event) -> None:
@@ -623,7 +620,7 @@ class Store:
                 with self._lock:
                     namespaces = set(getattr(self, "_channels", set()))
                 for ns in namespaces:
-                    conn.execute(f'LISTEN "{self._channel(ns)}"')
+                    conn.execute(f'LISTEN "{self.ident(ns)}"')
                 # After (re)connecting, wake everyone: something may have been missed.
                 self._fire_all()
                 while not self._closed:
@@ -641,7 +638,7 @@ class Store:
                             continue  # this process fired it in-process when it committed
                         ns_ident = n.channel
                         for ns in namespaces | set(getattr(self, "_channels", set())):
-                            if self._channel(ns) == ns_ident:
+                            if self.ident(ns) == ns_ident:
                                 self.hub.fire(f"{ns}\x00{n.payload}")
                     with self._lock:
                         namespaces = set(getattr(self, "_channels", set()))
@@ -660,7 +657,9 @@ class Store:
                 return
         self._ensure_schema(namespace)
         # Start from the newest notice: waiters re-check the database after registering.
-        conn = self._sqlite_watch_conn(namespace)
+        conn = sqlite3.connect(
+            self.sqlite_path(namespace), check_same_thread=False, isolation_level=None, timeout=30
+        )
         last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM notices").fetchone()[0]
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         with self._lock:
@@ -673,12 +672,6 @@ class Store:
                     target=self._sqlite_watch_loop, name="dbosify-sqlite-watch", daemon=True
                 )
                 self._watcher.start()
-
-    def _sqlite_watch_conn(self, namespace: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.sqlite_path(namespace), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        return conn
 
     def _sqlite_watch_loop(self) -> None:
         """One thread per process and store: other processes' commits become wake-ups here."""

@@ -404,6 +404,9 @@ class WorkerCore:
                 return bytes(self._activity_queue.get_nowait().SerializeToString())
             if self.shutting_down:
                 if not self._running:
+                    for waiter in (self._claim_waiter, self._cancel_waiter):
+                        if waiter is not None:
+                            waiter.cancel()
                     raise PollShutdownError()
                 # Keep delivering cancels until the running attempts have finished.
                 done_fut = self.store.hub.waiter(

@@ -291,6 +291,38 @@ class QueuedTooLongWorkflow:
         return "no timeout"
 
 
+@activity.defn
+async def slow_first_attempt_fails() -> str:
+    if activity.info().attempt == 1:
+        await asyncio.sleep(1.2)
+        raise ApplicationError("first attempt fails")
+    return "retried"
+
+
+@workflow.defn
+class RetryQueuedTooLongWorkflow:
+    """The retry, not the first attempt, waits in the queue past its schedule-to-start."""
+
+    @workflow.run
+    async def run(self) -> str:
+        flaky_one = workflow.start_activity(
+            slow_first_attempt_fails,
+            schedule_to_start_timeout=timedelta(seconds=1),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=0.1)),
+        )
+        await workflow.sleep(0.3)
+        # Queued behind the first attempt; takes the only slot when that attempt ends.
+        blocker = workflow.start_activity(slow, 3.0, start_to_close_timeout=timedelta(seconds=10))
+        try:
+            await flaky_one
+        except ActivityError as err:
+            assert isinstance(err.cause, TimeoutError)
+            await blocker
+            return err.cause.type.name
+        return "no timeout"
+
+
 @workflow.defn
 class CancelRaceWorkflow:
     """Cancels its activity after that activity has finished, within one workflow task."""
@@ -340,12 +372,12 @@ class CloseWithUpdateWorkflow:
 
 
 ALL_WORKFLOWS = [
-    QueuedTooLongWorkflow, HeartbeatTimeoutWorkflow, CloseWithUpdateWorkflow, CancelRaceWorkflow,
+    RetryQueuedTooLongWorkflow, QueuedTooLongWorkflow, HeartbeatTimeoutWorkflow, CloseWithUpdateWorkflow, CancelRaceWorkflow,
     GreetingWorkflow, RetryWorkflow, NonRetryableWorkflow, TimeoutWorkflow, SignalQueryUpdateWorkflow,
     TimerWorkflow, ChildWorkflow, ParentWorkflow, ContinueWorkflow, CancelWorkflow, WaitForeverWorkflow,
     RetriedWorkflow, RandomWorkflow,
 ]
-ALL_ACTIVITIES = [heartbeat_then_stall, race_activity, greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
+ALL_ACTIVITIES = [slow_first_attempt_fails, heartbeat_then_stall, race_activity, greet, greet_sync, flaky, fails_hard, slow, wait_cancel]
 
 
 def worker(client: Client, tq: str, *, sandbox: bool = False, **kw: object) -> Worker:
@@ -798,3 +830,34 @@ async def test_schedule_to_start_timeout_of_a_queued_activity(client: Client) ->
     async with worker(client, tq, max_concurrent_activities=1):
         kind = await client.execute_workflow(QueuedTooLongWorkflow.run, id=wid(), task_queue=tq)
     assert kind == "SCHEDULE_TO_START"
+
+
+async def test_schedule_to_start_timeout_of_a_queued_retry(client: Client) -> None:
+    """Schedule-to-start applies to each attempt, also to a retry queued after a long first one."""
+    tq = wid()
+    async with worker(client, tq, max_concurrent_activities=1):
+        kind = await client.execute_workflow(RetryQueuedTooLongWorkflow.run, id=wid(), task_queue=tq)
+    assert kind == "SCHEDULE_TO_START"
+
+
+async def test_history_long_poll_sees_events_the_driver_writes(client: Client) -> None:
+    """Following a run's history (wait_new_event) wakes for every event, the close event included,
+    although a driver does not wake itself for what it writes."""
+    tq = wid()
+    async with worker(client, tq):
+        handle = await client.start_workflow(SignalQueryUpdateWorkflow.run, id=wid(), task_queue=tq)
+
+        async def follow() -> list[str]:
+            seen = []
+            async for e in handle.fetch_history_events(wait_new_event=True):
+                seen.append(e.WhichOneof("attributes"))
+                if e.HasField("workflow_execution_completed_event_attributes"):
+                    break
+            return seen
+
+        follower = asyncio.create_task(follow())
+        await asyncio.sleep(0.3)  # the follower waits now
+        await handle.signal(SignalQueryUpdateWorkflow.finish)
+        seen = await asyncio.wait_for(follower, 10)
+    assert seen[-1] == "workflow_execution_completed_event_attributes"
+    assert "workflow_task_completed_event_attributes" in seen
