@@ -62,12 +62,13 @@ def pg_reachable() -> tuple[bool, str]:
 
 
 def _drop_pg_schema(namespace: str) -> None:
-    import psycopg
+    from dbosify._store.store import Store
 
-    from dbosify._store import _namespace_ident
-
-    with psycopg.connect(PG_URL, connect_timeout=5, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{_namespace_ident(namespace)}" CASCADE')
+    store = Store(PG_URL)
+    try:
+        store.drop_namespace(namespace)
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------- harness

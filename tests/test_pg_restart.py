@@ -69,7 +69,7 @@ def cluster() -> Iterator[ThrowawayPostgres]:
         pytest.skip(f"no throwaway Postgres cluster: {why}")
     with pg:
         yield pg
-        from dbosify._store import _stores
+        from dbosify._store.store import _stores
 
         store = _stores.get(pg.url)
         if store is not None:

@@ -1,231 +1,51 @@
 """The database behind a connection: Postgres or an embedded SQLite file.
 
-One `Store` per database URL per process. It owns the connections, creates the
-per-namespace tables (a Postgres schema or a SQLite file per namespace), runs
-transactions off the event loop, and delivers wake-ups: an in-process hub that
-wakes waiters as soon as a transaction commits, and across processes Postgres
-LISTEN/NOTIFY or, on SQLite, a `notices` table read by one watcher thread.
+One `Store` per database URL per process. It owns the connections, finds each namespace's
+tables (a Postgres schema or a SQLite file per namespace, see `namespaces` and `migrations`),
+runs transactions off the event loop with transient errors retried, and delivers wake-ups: an
+in-process hub that wakes waiters as soon as a transaction commits, and across processes
+Postgres LISTEN/NOTIFY or, on SQLite, a `notices` table read by one watcher thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
-import re
+import random
 import sqlite3
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from dbosify._store import namespaces
+from dbosify._store.errors import StoreError, is_connection_lost, is_transient
+from dbosify._store.urls import mask_url, parse_url
+from dbosify._store.wakeups import Hub
 
 logger = logging.getLogger("dbosify")
 
 T = TypeVar("T")
 
-ENV_DATABASE_URL = "DBOSIFY_DATABASE_URL"
-ENV_HOME = "DBOSIFY_HOME"
 SQLITE_NOTICE_POLL_SECONDS = 0.02  # one cheap PRAGMA per namespace file per process, not per waiter
 SQLITE_NOTICES_KEPT = 20_000  # rows of the SQLite notices table kept for slower readers
-PG_POOL_SIZE = 8  # connections per store and process, plus one for LISTEN
-PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS executions (
-    run_id TEXT PRIMARY KEY,
-    workflow_id TEXT NOT NULL,
-    workflow_type TEXT NOT NULL,
-    task_queue TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    first_execution_run_id TEXT NOT NULL,
-    start_time DOUBLE PRECISION NOT NULL,
-    close_time DOUBLE PRECISION,
-    next_event_id INTEGER NOT NULL,
-    owner TEXT,
-    parent_namespace TEXT,
-    parent_workflow_id TEXT,
-    parent_run_id TEXT,
-    parent_seq INTEGER,
-    request_id TEXT,
-    wft_failure BYTEA,
-    wft_attempt INTEGER NOT NULL DEFAULT 0,
-    execution_deadline DOUBLE PRECISION,
-    run_deadline DOUBLE PRECISION,
-    not_before DOUBLE PRECISION
-);
-CREATE UNIQUE INDEX IF NOT EXISTS executions_one_running
-    ON executions (workflow_id) WHERE status = 1;
-CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow_id, start_time);
-CREATE INDEX IF NOT EXISTS executions_claim ON executions (task_queue, status, owner);
-CREATE TABLE IF NOT EXISTS history (
-    run_id TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    event_type INTEGER NOT NULL,
-    seq INTEGER,
-    dedup TEXT,
-    event BYTEA NOT NULL,
-    PRIMARY KEY (run_id, event_id)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS history_dedup ON history (run_id, dedup);
-CREATE TABLE IF NOT EXISTS activity_tasks (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    task_queue TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    available_at DOUBLE PRECISION NOT NULL,
-    owner TEXT,
-    started_at DOUBLE PRECISION,
-    heartbeat_at DOUBLE PRECISION,
-    details BYTEA,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    scheduled_event_id INTEGER NOT NULL,
-    scheduled_time DOUBLE PRECISION NOT NULL,
-    last_failure BYTEA,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE INDEX IF NOT EXISTS activity_tasks_claim ON activity_tasks (task_queue, state, available_at);
-CREATE TABLE IF NOT EXISTS updates (
-    run_id TEXT NOT NULL,
-    update_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    request BYTEA NOT NULL,
-    outcome BYTEA,
-    PRIMARY KEY (run_id, update_id)
-);
-CREATE TABLE IF NOT EXISTS queries (
-    query_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    request BYTEA NOT NULL,
-    response BYTEA
-);
-CREATE TABLE IF NOT EXISTS workers (
-    worker_id TEXT PRIMARY KEY,
-    task_queue TEXT NOT NULL,
-    heartbeat_at DOUBLE PRECISION NOT NULL
-);
-"""
-
-
-# SQLite has no cross-process notifications: each transaction that wakes keys also appends them
-# here, and one thread per process watches `PRAGMA data_version` and reads the new rows.
-_SQLITE_NOTICES = """
-CREATE TABLE IF NOT EXISTS notices (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    origin TEXT NOT NULL,
-    key TEXT NOT NULL
+WORK = "work"  # claims, polls, workflow tasks, heartbeats: most transactions
+FACT = "fact"  # activity results: never queued behind the others
+LANES = {WORK: 6, FACT: 2}  # threads and Postgres connections per store and process (+ LISTEN)
+TRANSIENT_RETRY_SECONDS = 30.0  # how long deadlocks, lock timeouts and busy files are retried
+# Every session of ours: a stopped (SIGSTOPped) process must not hold locks that others wait on.
+# Postgres ends a session left idle inside a transaction, and a statement that waits for a lock
+# gives up and is retried, so a frozen worker's row locks go within about a second.
+PG_SESSION_OPTIONS = (
+    "-c idle_in_transaction_session_timeout=1000 -c lock_timeout=3000 -c statement_timeout=60000"
 )
-"""
-
-
-# Columns added after a table was first released: (table, column) -> type.
-_ADDED_COLUMNS: list[tuple[tuple[str, str], str]] = [
-    (("executions", "not_before"), "DOUBLE PRECISION"),
-]
-
-
-class StoreError(RuntimeError):
-    """The database could not be reached or used."""
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
-
-
-def default_sqlite_dir() -> Path:
-    """Where the embedded SQLite default lives: ``$DBOSIFY_HOME`` or the user's state dir."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home)
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
-    return Path(state) / "dbosify"
-
-
-def resolve_url(target: str | None) -> str:
-    """The database URL for a ``Client.connect`` target.
-
-    A ``postgresql://`` or ``sqlite://`` target is used as is; otherwise
-    ``DBOSIFY_DATABASE_URL``; otherwise an embedded SQLite directory.
-    """
-    if target:
-        t = target
-        for prefix in ("http://", "https://"):
-            if t.startswith(prefix) and "://" in t[len(prefix) :]:
-                t = t[len(prefix) :]
-        if t.startswith(("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite://")):
-            return t
-    env = os.environ.get(ENV_DATABASE_URL)
-    if env:
-        return env
-    return "sqlite:///" + str(default_sqlite_dir())
-
-
-SERVER_PARAM = "dbosify_server"  # URL query parameter: one isolated "dev server" in a database
-
-
-def _namespace_ident(namespace: str, server: str | None = None) -> str:
-    safe = re.sub(r"[^a-zA-Z0-9_]", "_", namespace).lower()
-    return f"dbosify_{server}_ns_{safe}" if server else f"dbosify_ns_{safe}"
-
-
-class Hub:
-    """In-process wake-ups by key, safe to call from any thread or loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = (
-            defaultdict(set)
-        )
-
-    def fire(self, key: str) -> None:
-        with self._lock:
-            waiters = self._waiters.pop(key, None)
-        if not waiters:
-            return
-        for loop, fut in waiters:
-            try:
-                loop.call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:
-                pass  # loop closed
-
-    def waiter(self, keys: Sequence[str]) -> asyncio.Future[None]:
-        """A future resolved by the next `fire` of any of the keys."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        entry = (loop, fut)
-        with self._lock:
-            for key in keys:
-                self._waiters[key].add(entry)
-
-        def _cleanup(_: asyncio.Future[None]) -> None:
-            with self._lock:
-                for key in keys:
-                    s = self._waiters.get(key)
-                    if s is not None:
-                        s.discard(entry)
-                        if not s:
-                            del self._waiters[key]
-
-        fut.add_done_callback(_cleanup)
-        return fut
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
 
 
 class Tx:
@@ -273,15 +93,20 @@ class Store:
     """Connections and transactions for one database URL."""
 
     def __init__(self, url: str) -> None:
+        target = parse_url(url)  # raises StoreError for a URL it cannot use
         self.url = url
         self.masked_url = mask_url(url)
-        self.is_sqlite = url.startswith("sqlite:")
+        self.is_sqlite = target.is_sqlite
         self.hub = Hub()
-        self.server: str | None = None
+        self.server: str | None = target.server
         self._lock = threading.RLock()
-        self._ready: set[str] = set()
+        self._idents: dict[str, str] = {}  # namespace -> schema or file stem, at the current version
         self._pg_pool: queue.LifoQueue[Any] = queue.LifoQueue()
-        self._pg_slots = threading.BoundedSemaphore(PG_POOL_SIZE)
+        self._pg_slots = {lane: threading.BoundedSemaphore(n) for lane, n in LANES.items()}
+        self._executors = {
+            lane: ThreadPoolExecutor(n, thread_name_prefix=f"dbosify-{lane}")
+            for lane, n in LANES.items()
+        }
         self._sqlite_conns: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
         self._listener: threading.Thread | None = None
         self._listen_conn: Any = None
@@ -293,29 +118,9 @@ class Store:
         self._notices_written = 0
         self._watched: dict[str, tuple[sqlite3.Connection, int, int]] = {}
         self._watcher: threading.Thread | None = None
-        if self.is_sqlite:
-            path = url[len("sqlite:") :]
-            while path.startswith("//"):
-                path = path[1:]
-            if path.startswith("/") and not path.startswith("//"):
-                pass
-            self._sqlite_dir = Path(unquote(path)) if path not in ("", "/") else default_sqlite_dir()
-            if self._sqlite_dir.suffix in (".db", ".sqlite", ".sqlite3"):
-                self._sqlite_dir = self._sqlite_dir.parent / self._sqlite_dir.stem
-        else:
-            pg_url = re.sub(r"^(postgres|postgresql\+psycopg)://", "postgresql://", url)
-            # `?dbosify_server=ID` (what `WorkflowEnvironment.start_local()` hands out when the
-            # database is configured) isolates its own schemas, as a separate dev server would be.
-            parts = urlsplit(pg_url)
-            query = parse_qsl(parts.query, keep_blank_values=True)
-            server = [v for k, v in query if k == SERVER_PARAM]
-            if server:
-                if not re.fullmatch(r"[a-z0-9]{1,16}", server[0]):
-                    raise StoreError(f"invalid {SERVER_PARAM} in the database URL: {server[0]!r}")
-                self.server = server[0]
-                rest = [(k, v) for k, v in query if k != SERVER_PARAM]
-                pg_url = urlunsplit(parts._replace(query=urlencode(rest)))
-            self._pg_url = pg_url
+        self._retry_logged: set[str] = set()  # kinds of transient error already logged once
+        self._sqlite_dir = target.sqlite_dir or Path()
+        self._pg_url = target.pg_url or ""
 
     # -- connections -------------------------------------------------------------------------
 
@@ -357,7 +162,7 @@ class Store:
     def _new_pg_conn(self) -> Any:
         import psycopg
 
-        conn = psycopg.connect(self._pg_url, connect_timeout=10)
+        conn = psycopg.connect(self._pg_url, connect_timeout=10, options=PG_SESSION_OPTIONS)
         # Connections move between threads; server-side prepared statements would then clash.
         conn.prepare_threshold = None
         with self._lock:
@@ -373,27 +178,45 @@ class Store:
             pass
 
     @contextmanager
-    def _connection(self, namespace: str) -> Iterator[Any]:
+    def _connection(self, namespace: str, lane: str = WORK) -> Iterator[Any]:
+        """A connection with ``namespace``'s tables current and in scope."""
         if self.is_sqlite:
             with self._lock:
                 entry = self._sqlite_conns.get(namespace)
-                if entry is None:
-                    self._sqlite_dir.mkdir(parents=True, exist_ok=True)
-                    conn = sqlite3.connect(
-                        self.sqlite_path(namespace),
-                        check_same_thread=False,
-                        isolation_level=None,
-                        timeout=30,
-                    )
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA synchronous=NORMAL")
-                    entry = (conn, threading.Lock())
-                    self._sqlite_conns[namespace] = entry
+            if entry is None:
+                entry = self._open_sqlite(namespace)
             with entry[1]:
                 yield entry[0]
             return
-        # One bounded pool for every namespace; each transaction selects its schema.
-        self._pg_slots.acquire()
+        ident = self.ident(namespace)
+        with self._pg_connection(lane) as conn:
+            with conn.cursor() as cur:
+                cur.execute(f'SET LOCAL search_path TO "{ident}"')
+            yield conn
+
+    def _open_sqlite(self, namespace: str) -> tuple[sqlite3.Connection, threading.Lock]:
+        path = self.sqlite_path(namespace)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            namespaces.sqlite_ensure_schema(conn, namespace, path)
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            entry = self._sqlite_conns.get(namespace)
+            if entry is None:
+                entry = self._sqlite_conns[namespace] = (conn, threading.Lock())
+            else:
+                conn.close()
+        return entry
+
+    @contextmanager
+    def _pg_connection(self, lane: str = WORK) -> Iterator[Any]:
+        """A pooled Postgres connection: one bounded pool for every namespace of the store."""
+        slots = self._pg_slots[lane]
+        slots.acquire()
         try:
             try:
                 conn = self._pg_pool.get_nowait()
@@ -401,8 +224,6 @@ class Store:
                 conn = self._new_pg_conn()
             ok = False
             try:
-                with conn.cursor() as cur:
-                    cur.execute(f'SET LOCAL search_path TO "{self.ident(namespace)}"')
                 yield conn
                 ok = True
             finally:
@@ -415,7 +236,7 @@ class Store:
                         self._drop_pooled()
                     self._close_pg(conn)
         finally:
-            self._pg_slots.release()
+            slots.release()
 
     def _drop_pooled(self) -> None:
         while True:
@@ -425,60 +246,47 @@ class Store:
                 return
             self._close_pg(conn)
 
-    def _ensure_schema(self, namespace: str) -> None:
-        if namespace in self._ready:
-            return
-        with self._connection(namespace) as conn:
-            if self.is_sqlite:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for stmt in (*_SCHEMA.split(";"), _SQLITE_NOTICES):
-                        if stmt.strip():
-                            conn.execute(stmt.replace("BYTEA", "BLOB"))
-                    for column, ddl in _ADDED_COLUMNS:
-                        have = {r[1] for r in conn.execute(f"PRAGMA table_info({column[0]})")}
-                        if column[1] not in have:
-                            conn.execute(f"ALTER TABLE {column[0]} ADD COLUMN {column[1]} {ddl}")
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            else:
-                ident = self.ident(namespace)
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ident,))
-                        cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{ident}"')
-                        cur.execute(_SCHEMA)
-                        for column, ddl in _ADDED_COLUMNS:
-                            cur.execute(
-                                f"ALTER TABLE {column[0]} ADD COLUMN IF NOT EXISTS {column[1]} {ddl}"
-                            )
-                    conn.commit()
-                except Exception as err:
-                    conn.rollback()
-                    # Another process created it at the same moment: IF NOT EXISTS is not atomic.
-                    if type(err).__name__ != "UniqueViolation":
-                        raise
-                    return self._ensure_schema(namespace)
-        self._ready.add(namespace)
+    def ident(self, namespace: str) -> str:
+        """The namespace's Postgres schema (and NOTIFY channel), or its SQLite file's stem.
+
+        The first use in a process registers the name in the catalog, or brings its tables to
+        the current schema version; after that it is a dictionary lookup.
+        """
+        ident = self._idents.get(namespace)
+        if ident is not None:
+            return ident
+        try:
+            namespaces.validate_name(namespace)
+        except namespaces.InvalidNamespace as err:
+            raise StoreError(str(err)) from None
+        if self.is_sqlite:
+            ident = namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace)
+        else:
+            with self._pg_connection() as conn:
+                ident = namespaces.pg_lookup(conn, self.server, namespace)
+                if ident is None:
+                    ident = namespaces.pg_register(conn, self.server, namespace)
+        with self._lock:
+            return self._idents.setdefault(namespace, ident)
 
     # -- transactions ------------------------------------------------------------------------
 
-    def transact_sync(self, namespace: str, fn: Callable[[Tx], T]) -> T:
+    def transact_sync(self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK) -> T:
         """Run ``fn`` in one transaction on the calling thread.
 
-        Serialisation failures are retried a few times; a lost or refused connection (Postgres
-        restarting) is retried on a new connection for up to `PG_RECONNECT_SECONDS`, then raised
-        as a `StoreError` naming the host.
+        Transient errors never reach the caller while they last: deadlocks, serialisation
+        failures, lock timeouts and a busy SQLite file are retried with jittered exponential
+        backoff (up to `TRANSIENT_RETRY_SECONDS`); a lost or refused connection (Postgres
+        restarting) on a new connection for up to `PG_RECONNECT_SECONDS`, then raised as a
+        `StoreError` naming the host. Each kind is logged once per store. ``fn`` must be safe to
+        run again: a failed attempt's transaction was rolled back.
         """
         attempt = 0
-        reconnect_deadline: float | None = None
+        started = time.monotonic()
         while True:
             attempt += 1
             try:
-                self._ensure_schema(namespace)
-                with self._connection(namespace) as conn:  # connecting can fail too
+                with self._connection(namespace, lane) as conn:  # connecting can fail too
                     tx = Tx(self, conn, namespace)
                     try:
                         if self.is_sqlite:
@@ -494,21 +302,33 @@ class Store:
                             pass
                         raise
             except BaseException as err:
-                if _is_connection_lost(err) and not self._closed:
-                    now = time.monotonic()
-                    if reconnect_deadline is None:
-                        reconnect_deadline = now + PG_RECONNECT_SECONDS
-                    if now < reconnect_deadline:
-                        time.sleep(min(0.05 * attempt, 1.0))
+                if self._closed:
+                    raise
+                elapsed = time.monotonic() - started
+                if is_connection_lost(err):
+                    if elapsed < PG_RECONNECT_SECONDS:
+                        self._log_retry("connection", err)
+                        time.sleep(_backoff(attempt, 1.0))
                         continue
                     raise self._lost(err) from err
-                if attempt < 5 and _is_retryable(err):
-                    time.sleep(0.01 * attempt)
+                if is_transient(err) and elapsed < TRANSIENT_RETRY_SECONDS:
+                    self._log_retry(type(err).__name__, err)
+                    time.sleep(_backoff(attempt, 0.5))
                     continue
                 raise
             for key in tx.keys_to_fire:
                 self.hub.fire(f"{namespace}\x00{key}")
             return result
+
+    def _log_retry(self, kind: str, err: BaseException) -> None:
+        if kind in self._retry_logged:
+            return
+        self._retry_logged.add(kind)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        logger.warning(
+            "dbosify: %s on %s (%s); retrying with backoff (logged once)",
+            "connection lost" if kind == "connection" else kind, self.describe(), first,
+        )
 
     def _publish(self, tx: Tx, namespace: str) -> None:
         """Tell other processes, inside the transaction, which keys it wakes."""
@@ -537,17 +357,38 @@ class Store:
             f"{parts.port or 5432} for over {PG_RECONNECT_SECONDS:g} s: {msg}"
         )
 
-    async def transact(self, namespace: str, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one transaction in a worker thread."""
+    async def transact(self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK) -> T:
+        """Run ``fn`` in one transaction in one of the store's threads.
+
+        Lane `FACT` has threads and connections of its own: an activity's result is recorded at
+        once, never queued behind claims, polls and heartbeats.
+        """
         return await asyncio.get_running_loop().run_in_executor(
-            None, self.transact_sync, namespace, fn
+            self._executors[lane], self.transact_sync, namespace, fn, lane
         )
 
-    # -- wake-ups ----------------------------------------------------------------------------
+    # -- whole namespaces and servers -------------------------------------------------------
 
-    def ident(self, namespace: str) -> str:
-        """The namespace's Postgres schema (and NOTIFY channel), or its SQLite file's stem."""
-        return _namespace_ident(namespace, self.server)
+    def drop_namespace(self, namespace: str) -> None:
+        """Delete a namespace's tables and its catalog entry (tests and tools)."""
+        ident = self.ident(namespace)
+        with self._lock:
+            self._idents.pop(namespace, None)
+            entry = self._sqlite_conns.pop(namespace, None)
+        if self.is_sqlite:
+            if entry is not None:
+                entry[0].close()
+            namespaces.sqlite_forget(self._sqlite_dir, namespace)
+            for suffix in ("", "-wal", "-shm"):
+                (self._sqlite_dir / f"{ident}.sqlite{suffix}").unlink(missing_ok=True)
+            return
+        with self._pg_connection() as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{ident}" CASCADE')
+            conn.execute(
+                f'DELETE FROM "{namespaces.catalog_schema(self.server)}".namespaces WHERE name = %s',
+                (namespace,),
+            )
+            conn.commit()
 
     def drop_server(self) -> None:
         """Drop every schema of this store's isolated server (see `SERVER_PARAM`)."""
@@ -558,7 +399,7 @@ class Store:
         with psycopg.connect(self._pg_url, autocommit=True, connect_timeout=10) as conn:
             rows = conn.execute(
                 "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
-                (f"dbosify\\_{self.server}\\_ns\\_%",),
+                (namespaces.prefix(self.server).replace("_", "\\_") + "%",),
             ).fetchall()
             for (name,) in rows:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
@@ -587,7 +428,7 @@ class Store:
             if namespace in channels:
                 return
             channels.add(namespace)
-            self._ensure_schema(namespace)
+            self.ident(namespace)
             if self._listener is None:
                 ready = threading.Event()
                 self._listener = threading.Thread(
@@ -655,7 +496,8 @@ class Store:
         with self._lock:
             if namespace in self._watched:
                 return
-        self._ensure_schema(namespace)
+        with self._connection(namespace):
+            pass  # the file exists, at the current schema version
         # Start from the newest notice: waiters re-check the database after registering.
         conn = sqlite3.connect(
             self.sqlite_path(namespace), check_same_thread=False, isolation_level=None, timeout=30
@@ -708,6 +550,8 @@ class Store:
 
     def close(self) -> None:
         self._closed = True
+        for executor in self._executors.values():
+            executor.shutdown(wait=False)
         with self._lock:
             while True:
                 try:
@@ -722,25 +566,12 @@ class Store:
             self._watched.clear()
 
 
-def _is_retryable(err: BaseException) -> bool:
-    name = type(err).__name__
-    if name in ("SerializationFailure", "DeadlockDetected"):
-        return True
-    if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
-        return True
-    return _is_connection_lost(err)
 
 
-def _is_connection_lost(err: BaseException) -> bool:
-    """Postgres went away or refused to connect (e.g. it is restarting): retry on a new connection."""
-    if "psycopg" not in type(err).__module__:
-        return False
-    if type(err).__name__ in ("OperationalError", "InterfaceError"):
-        return True  # client side: connection refused, closed or broken
-    # Server side: class 08 (connection exception), admin/crash shutdown, cannot connect now.
-    # A plain subclass name check would miss these (AdminShutdown is what a restart sends).
-    state = getattr(err, "sqlstate", None) or ""
-    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+def _backoff(attempt: int, cap: float) -> float:
+    """Jittered exponential backoff: 10 ms, 20 ms, ... up to ``cap``, each times 0.5 to 1."""
+    return float(min(cap, 0.01 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0))
 
 
 _stores: dict[str, Store] = {}

@@ -1,0 +1,158 @@
+"""Versioned schema migrations of a namespace's tables.
+
+Each namespace's tables carry a schema version (Postgres: its row in the catalog, see
+`namespaces`; SQLite: the file's ``PRAGMA user_version``). A process that finds the version
+current runs no DDL at all. An older version is brought forward once, in order, in one
+transaction that holds the catalog's lock (Postgres ``pg_advisory_xact_lock``; SQLite
+``BEGIN IMMEDIATE``); a newer one is refused with both versions named.
+
+Migrations are append-only: a released one is never edited, a change is a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dbosify._store.errors import StoreError
+
+Execute = Callable[[str], Any]  # runs one statement on the open transaction, returns a cursor
+
+# Version 1: the schema as first released (before versioning, created with IF NOT EXISTS at every
+# start). Kept idempotent so that a database of that release upgrades in place.
+_V1 = """
+CREATE TABLE IF NOT EXISTS executions (
+    run_id TEXT PRIMARY KEY,
+    workflow_id TEXT NOT NULL,
+    workflow_type TEXT NOT NULL,
+    task_queue TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    first_execution_run_id TEXT NOT NULL,
+    start_time DOUBLE PRECISION NOT NULL,
+    close_time DOUBLE PRECISION,
+    next_event_id INTEGER NOT NULL,
+    owner TEXT,
+    parent_namespace TEXT,
+    parent_workflow_id TEXT,
+    parent_run_id TEXT,
+    parent_seq INTEGER,
+    request_id TEXT,
+    wft_failure BYTEA,
+    wft_attempt INTEGER NOT NULL DEFAULT 0,
+    execution_deadline DOUBLE PRECISION,
+    run_deadline DOUBLE PRECISION,
+    not_before DOUBLE PRECISION
+);
+CREATE UNIQUE INDEX IF NOT EXISTS executions_one_running
+    ON executions (workflow_id) WHERE status = 1;
+CREATE INDEX IF NOT EXISTS executions_by_workflow ON executions (workflow_id, start_time);
+CREATE INDEX IF NOT EXISTS executions_claim ON executions (task_queue, status, owner);
+CREATE TABLE IF NOT EXISTS history (
+    run_id TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    event_type INTEGER NOT NULL,
+    seq INTEGER,
+    dedup TEXT,
+    event BYTEA NOT NULL,
+    PRIMARY KEY (run_id, event_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS history_dedup ON history (run_id, dedup);
+CREATE TABLE IF NOT EXISTS activity_tasks (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    task_queue TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    available_at DOUBLE PRECISION NOT NULL,
+    owner TEXT,
+    started_at DOUBLE PRECISION,
+    heartbeat_at DOUBLE PRECISION,
+    details BYTEA,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    scheduled_event_id INTEGER NOT NULL,
+    scheduled_time DOUBLE PRECISION NOT NULL,
+    last_failure BYTEA,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS activity_tasks_claim ON activity_tasks (task_queue, state, available_at);
+CREATE TABLE IF NOT EXISTS updates (
+    run_id TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request BYTEA NOT NULL,
+    outcome BYTEA,
+    PRIMARY KEY (run_id, update_id)
+);
+CREATE TABLE IF NOT EXISTS queries (
+    query_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request BYTEA NOT NULL,
+    response BYTEA
+);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    task_queue TEXT NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL
+);
+"""
+
+# SQLite has no cross-process notifications: each transaction that wakes keys also appends them
+# here, and one thread per process watches `PRAGMA data_version` and reads the new rows.
+_V1_SQLITE_NOTICES = """
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    key TEXT NOT NULL
+)
+"""
+
+
+def _v1(execute: Execute, is_sqlite: bool) -> None:
+    for stmt in _V1.split(";"):
+        if stmt.strip():
+            execute(stmt.replace("BYTEA", "BLOB") if is_sqlite else stmt)
+    if is_sqlite:
+        execute(_V1_SQLITE_NOTICES)
+        have = {r[1] for r in execute("PRAGMA table_info(executions)").fetchall()}
+        if "not_before" not in have:  # added late in that release
+            execute("ALTER TABLE executions ADD COLUMN not_before DOUBLE PRECISION")
+    else:
+        execute("ALTER TABLE executions ADD COLUMN IF NOT EXISTS not_before DOUBLE PRECISION")
+
+
+def _v2(execute: Execute, is_sqlite: bool) -> None:
+    # Fencing: every claim of a run increments its generation; a driver's writes check it.
+    execute("ALTER TABLE executions ADD COLUMN claim_gen INTEGER NOT NULL DEFAULT 0")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    summary: str
+    apply: Callable[[Execute, bool], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the first released schema", _v1),
+    Migration(2, "claim generations, so that a stale owner's writes are refused", _v2),
+)
+CURRENT_VERSION = MIGRATIONS[-1].version
+
+
+def check_not_newer(version: int, where: str) -> None:
+    """Refuse a database written by a newer dbosify, naming both versions."""
+    if version > CURRENT_VERSION:
+        raise StoreError(
+            f"{where} has schema version {version}, but this dbosify knows versions up to"
+            f" {CURRENT_VERSION}: it was written by a newer dbosify; upgrade dbosify to use it"
+        )
+
+
+def upgrade(execute: Execute, is_sqlite: bool, from_version: int) -> int:
+    """Apply every migration newer than ``from_version`` on the open transaction."""
+    for m in MIGRATIONS:
+        if m.version > from_version:
+            m.apply(execute, is_sqlite)
+    return CURRENT_VERSION

@@ -1,0 +1,244 @@
+"""Namespace identity: each Temporal namespace name maps to exactly one set of tables.
+
+A catalog per store records ``name -> ident`` (Postgres: the ``<prefix>catalog.namespaces``
+table, with the namespace's schema version; SQLite: ``catalog.sqlite`` beside the namespace
+files). The ident is a Postgres schema or the stem of a SQLite file. Names that differ only in
+case or punctuation (``team-a.prod``, ``Team_A_Prod``) are different namespaces, as on Temporal,
+and get different idents; the ident is derived from the name for readability, with a hash
+suffix when that readable form is already taken.
+
+A database written before the catalog existed has schemas (files) named by the readable form
+alone: the first name that maps to one adopts it, as that release did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from dbosify._store import migrations
+from dbosify._store.errors import StoreError
+
+MAX_NAME_LENGTH = 255  # Temporal's limit for a namespace name
+
+_CATALOG_TABLE = """
+CREATE TABLE IF NOT EXISTS namespaces (
+    name TEXT PRIMARY KEY,
+    ident TEXT NOT NULL UNIQUE,
+    schema_version INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+)
+"""
+
+
+class InvalidNamespace(ValueError):
+    """The name cannot be a Temporal namespace; its message is Temporal's."""
+
+
+def validate_name(name: str) -> None:
+    if not name:
+        raise InvalidNamespace("Namespace not set on request.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidNamespace(f"Namespace length exceeds limit: {len(name)} > {MAX_NAME_LENGTH}.")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise InvalidNamespace(f"Namespace {name!r} contains a control character.")
+
+
+def prefix(server: str | None) -> str:
+    """What every schema (file) of a store starts with; an isolated server has its own."""
+    return f"dbosify_{server}_" if server else "dbosify_"
+
+
+def catalog_schema(server: str | None) -> str:
+    return prefix(server) + "catalog"
+
+
+def legacy_ident(name: str, server: str | None) -> str:
+    """The ident the release before the catalog gave ``name`` (lossy: names could collide)."""
+    return prefix(server) + "ns_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
+
+
+def _candidates(name: str, server: str | None) -> list[str]:
+    readable = prefix(server) + "ns_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()[:32]
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return [readable, f"{readable}_{digest[:8]}", f"{readable}_{digest[:16]}"]
+
+
+# -- Postgres -------------------------------------------------------------------------------
+
+
+def pg_lookup(conn: Any, server: str | None, name: str) -> str | None:
+    """The ident of ``name`` if it is registered at the current schema version; no DDL, no lock.
+
+    Ends the connection's transaction.
+    """
+    catalog = catalog_schema(server)
+    try:
+        row = conn.execute(
+            f'SELECT ident, schema_version FROM "{catalog}".namespaces WHERE name = %s', (name,)
+        ).fetchone()
+    except Exception as err:
+        conn.rollback()
+        if getattr(err, "sqlstate", None) in ("42P01", "3F000"):  # no catalog yet
+            return None
+        raise
+    conn.rollback()
+    if row is None:
+        return None
+    ident, version = str(row[0]), int(row[1])
+    migrations.check_not_newer(version, f"namespace {name!r} (schema {ident})")
+    return ident if version == migrations.CURRENT_VERSION else None
+
+
+def pg_register(conn: Any, server: str | None, name: str) -> str:
+    """Register ``name`` (or bring its tables to the current version) under the catalog lock.
+
+    One transaction: the catalog row, the namespace's schema and its migrations commit together.
+    """
+    catalog = catalog_schema(server)
+    try:
+        with conn.cursor() as cur:
+
+            def execute(sql: str, params: tuple[Any, ...] = ()) -> Any:
+                cur.execute(sql, params)
+                return cur
+
+            # DDL waits for no one for long: on a busy database, give up and retry instead.
+            execute("SET LOCAL lock_timeout = '5s'")
+            execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (catalog,))
+            have = execute("SELECT to_regclass(%s)", (f'"{catalog}".namespaces',)).fetchone()[0]
+            if have is None:
+                execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"')
+                execute(_CATALOG_TABLE.replace("namespaces", f'"{catalog}".namespaces', 1))
+            row = execute(
+                f'SELECT ident, schema_version FROM "{catalog}".namespaces WHERE name = %s', (name,)
+            ).fetchone()
+            if row is None:
+                ident, version = _pg_new_ident(execute, server, catalog, name)
+                execute(
+                    f'INSERT INTO "{catalog}".namespaces (name, ident, schema_version, created_at)'
+                    " VALUES (%s, %s, %s, %s)",
+                    (name, ident, version, time.time()),
+                )
+            else:
+                ident, version = str(row[0]), int(row[1])
+            migrations.check_not_newer(version, f"namespace {name!r} (schema {ident})")
+            if version < migrations.CURRENT_VERSION:
+                execute(f'SET LOCAL search_path TO "{ident}"')
+                migrations.upgrade(lambda sql: execute(sql), False, version)
+                execute(
+                    f'UPDATE "{catalog}".namespaces SET schema_version = %s WHERE name = %s',
+                    (migrations.CURRENT_VERSION, name),
+                )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return ident
+
+
+def _pg_new_ident(execute: Any, server: str | None, catalog: str, name: str) -> tuple[str, int]:
+    """A free ident for a new name: (ident, its current schema version: 0 for a new schema)."""
+    legacy = legacy_ident(name, server)
+    taken_by_name = {
+        str(r[0]) for r in execute(f'SELECT ident FROM "{catalog}".namespaces').fetchall()
+    }
+    if legacy not in taken_by_name and _pg_schema_exists(execute, legacy):
+        return legacy, 0  # written before the catalog: adopt it and upgrade it in place
+    for ident in _candidates(name, server):
+        if ident not in taken_by_name and not _pg_schema_exists(execute, ident):
+            execute(f'CREATE SCHEMA "{ident}"')
+            return ident, 0
+    raise StoreError(f"no free schema name for namespace {name!r}")
+
+
+def _pg_schema_exists(execute: Any, ident: str) -> bool:
+    return execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (ident,)).fetchone() is not None
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+def sqlite_catalog_path(directory: Path) -> Path:
+    return directory / "catalog.sqlite"
+
+
+def sqlite_ident(directory: Path, server: str | None, name: str) -> str:
+    """The ident (file stem) of ``name``, registering it in the directory's catalog if new."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(sqlite_catalog_path(directory), isolation_level=None, timeout=30)
+    try:
+        try:
+            row = conn.execute("SELECT ident FROM namespaces WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError as err:
+            if "no such table" not in str(err):
+                raise
+            row = None
+        if row is not None:
+            return str(row[0])
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_CATALOG_TABLE.replace("DOUBLE PRECISION", "REAL"))
+            row = conn.execute("SELECT ident FROM namespaces WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                taken = {str(r[0]) for r in conn.execute("SELECT ident FROM namespaces")}
+                legacy = legacy_ident(name, server)
+                if legacy not in taken and (directory / f"{legacy}.sqlite").exists():
+                    ident = legacy  # written before the catalog: adopt it
+                else:
+                    ident = next(
+                        (
+                            i
+                            for i in _candidates(name, server)
+                            if i not in taken and not (directory / f"{i}.sqlite").exists()
+                        ),
+                        "",
+                    )
+                    if not ident:
+                        raise StoreError(f"no free file name for namespace {name!r}")
+                conn.execute(
+                    "INSERT INTO namespaces (name, ident, schema_version, created_at)"
+                    " VALUES (?, ?, 0, ?)",
+                    (name, ident, time.time()),
+                )
+            else:
+                ident = str(row[0])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return ident
+    finally:
+        conn.close()
+
+
+def sqlite_ensure_schema(conn: sqlite3.Connection, name: str, path: Path) -> None:
+    """Bring one namespace file to the current schema version (no DDL when it is current)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    migrations.check_not_newer(version, f"namespace {name!r} ({path})")
+    if version == migrations.CURRENT_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        migrations.check_not_newer(version, f"namespace {name!r} ({path})")
+        if version < migrations.CURRENT_VERSION:
+            migrations.upgrade(conn.execute, True, version)
+            conn.execute(f"PRAGMA user_version = {migrations.CURRENT_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def sqlite_forget(directory: Path, name: str) -> None:
+    """Remove ``name`` from the directory's catalog (its file is the caller's to delete)."""
+    conn = sqlite3.connect(sqlite_catalog_path(directory), isolation_level=None, timeout=30)
+    try:
+        conn.execute("DELETE FROM namespaces WHERE name = ?", (name,))
+    finally:
+        conn.close()

@@ -1,0 +1,56 @@
+"""In-process wake-ups by key: a transaction's keys fire its waiters as soon as it commits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+
+
+class Hub:
+    """In-process wake-ups by key, safe to call from any thread or loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = (
+            defaultdict(set)
+        )
+
+    def fire(self, key: str) -> None:
+        with self._lock:
+            waiters = self._waiters.pop(key, None)
+        if not waiters:
+            return
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:
+                pass  # loop closed
+
+    def waiter(self, keys: Sequence[str]) -> asyncio.Future[None]:
+        """A future resolved by the next `fire` of any of the keys."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (loop, fut)
+        with self._lock:
+            for key in keys:
+                self._waiters[key].add(entry)
+
+        def _cleanup(_: asyncio.Future[None]) -> None:
+            with self._lock:
+                for key in keys:
+                    s = self._waiters.get(key)
+                    if s is not None:
+                        s.discard(entry)
+                        if not s:
+                            del self._waiters[key]
+
+        fut.add_done_callback(_cleanup)
+        return fut
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
