@@ -22,6 +22,7 @@ from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from dbosify import _history as h
 from dbosify._errors import ServiceError
 from dbosify._store import Store, Tx
+from dbosify._store.store import FACT
 
 TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2
@@ -77,7 +78,11 @@ def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskSch
 
 def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | float | None:
     """Claim one ready task; else the time the next one becomes ready (or None)."""
+    from dbosify._worker_core import owns_row
+
     now = time.time()
+    if not owns_row(tx, owner):
+        return now + 0.5  # presumed dead a moment ago: look again once its beat re-registers it
     lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
     row = tx.one(
         "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at"
@@ -322,7 +327,7 @@ async def finish_by_token(
         if not finish(tx, run_id, seq, attempt, kind, payload, identity):
             raise ServiceError.not_found("activity task not found")
 
-    await store.transact(ns, fn)
+    await store.transact(ns, fn, lane=FACT)
 
 
 async def heartbeat_by_token(

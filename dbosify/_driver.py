@@ -49,6 +49,10 @@ class RunClosed(Exception):
     pass
 
 
+class Fenced(Exception):
+    """This driver's claim is no longer the run's current one: another worker drives it now."""
+
+
 @dataclass
 class Snapshot:
     run: h.Run
@@ -77,9 +81,13 @@ class DriverState:
 
 
 class RunDriver:
-    def __init__(self, core: WorkerCore, run_id: str) -> None:
+    def __init__(self, core: WorkerCore, run_id: str, gen: int | None = None) -> None:
         self.core = core
         self.run_id = run_id
+        # The claim this driver holds: (owner, generation). None for a closed run's query replay.
+        self.owner = core.id
+        self.gen = gen
+        self.fenced = False
         self.ns = core.ns
         self.store = core.store
         self.state = DriverState()
@@ -97,6 +105,8 @@ class RunDriver:
         backoff = 0.0
         while not self.core.shutting_down:
             try:
+                if self.fenced:
+                    raise Fenced()
                 if backoff:
                     # A failing workflow task is retried with backoff, but the run's timeout still
                     # applies, and shutdown or new events end the wait early.
@@ -108,6 +118,13 @@ class RunDriver:
             except RunClosed:
                 await self._evict("workflow closed")
                 return
+            except Fenced:
+                logger.info(
+                    "dbosify: run %s is driven by another worker now (this one was presumed dead);"
+                    " evicting it here", self.run_id,
+                )
+                await self._evict("run taken over by another worker")
+                return
             except WorkflowTaskFailed:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 await self._evict("workflow task failed")
@@ -118,6 +135,25 @@ class RunDriver:
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 await self._evict("driver error")
         await self._evict("worker shutting down")
+
+    def fence(self) -> None:
+        """Another worker took this run over: stop at the next step, writing nothing more."""
+        self.fenced = True
+        self.store.hub.fire(f"{self.ns}\x00evict:{self.run_id}")
+
+    def _owned(self, tx: Tx) -> h.Run | None:
+        """The run, locked, if it is running; raises `Fenced` if this driver's claim is stale.
+
+        Every transaction that writes for a run checks this first, under the run's row lock
+        (SQLite: the database's write lock), so a worker that was presumed dead and resumed
+        cannot write into a run that another worker now drives.
+        """
+        run = h.get_run(tx, self.run_id, lock=True)
+        if run is None or not run.running:
+            return None
+        if self.gen is not None and (run.owner != self.owner or run.claim_gen != self.gen):
+            raise Fenced()
+        return run
 
     async def _close_if_timed_out(self, wait: float) -> bool:
         """Wait up to ``wait`` seconds; True if the run timed out (and is now closed as such)."""
@@ -133,8 +169,8 @@ class RunDriver:
             return False
 
         def fn(tx: Tx) -> bool:
-            cur = h.get_run(tx, self.run_id, lock=True)
-            if cur is None or not cur.running:
+            cur = self._owned(tx)
+            if cur is None:
                 return True
             _runs.close_run(
                 tx, cur, h.TIMED_OUT, E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
@@ -317,6 +353,8 @@ class RunDriver:
             while True:
                 if self.core.shutting_down:
                     return
+                if self.fenced:
+                    raise Fenced()
                 if self.evict_requested:
                     self.evict_requested = False
                     raise WorkflowTaskFailed("eviction requested")
@@ -376,8 +414,7 @@ class RunDriver:
         due = [seq for seq, at in st.queued_checks.items() if at <= now]
 
         def fn(tx: Tx) -> dict[int, float | None]:
-            run = h.get_run(tx, self.run_id, lock=True)
-            if run is None or not run.running:
+            if self._owned(tx) is None:
                 return {}
             return {seq: acts.expire_if_queued(tx, self.run_id, seq, now) for seq in due}
 
@@ -393,8 +430,8 @@ class RunDriver:
         run_deadline = self.run.run_deadline if self.run else None
 
         def fn(tx: Tx) -> None:
-            run = h.get_run(tx, self.run_id, lock=True)
-            if run is None or not run.running:
+            run = self._owned(tx)
+            if run is None:
                 return
             if run_deadline is not None and run_deadline <= now:
                 _runs.close_run(
@@ -505,8 +542,8 @@ class RunDriver:
 
     async def _record_task_failure(self, failure: failure_pb.Failure) -> None:
         def fn(tx: Tx) -> None:
-            run = h.get_run(tx, self.run_id, lock=True)
-            if run is None or not run.running:
+            run = self._owned(tx)
+            if run is None:
                 return
             if run.wft_attempt == 0:
                 h.append(
@@ -557,6 +594,8 @@ class RunDriver:
                 answers[r.query_id] = res
 
         def fn(tx: Tx) -> None:
+            if self.gen is not None:
+                self._owned(tx)  # a stale driver's state may be behind: it answers nothing
             for qid, _ in queries:
                 res = answers.get(qid) or query_pb.WorkflowQueryResult(
                     result_type=query_enums.QUERY_RESULT_TYPE_FAILED, error_message="query not answered"
@@ -620,8 +659,8 @@ class RunDriver:
         scheduled_now: dict[int, Any] = {}
 
         def fn(tx: Tx) -> Snapshot:
-            run = h.get_run(tx, self.run_id, lock=True)
-            if run is None or not run.running:
+            run = self._owned(tx)
+            if run is None:
                 raise RunClosed()
             # The task's scheduled/started events, stamped with the activation's time (workflow.now()).
             sched = hist.WorkflowTaskScheduledEventAttributes(attempt=max(run.wft_attempt, 0) + 1)
@@ -1135,15 +1174,17 @@ class RunDriver:
         seq = la.seq
 
         def fn(tx: Tx) -> None:
-            run = h.get_run(tx, self.run_id, lock=True)
-            if run is None or not run.running:
+            if self._owned(tx) is None:
                 return
             h.append(
                 tx, self.run_id, E.EVENT_TYPE_MARKER_RECORDED, m, seq=seq, dedup=f"la:{seq}",
                 metadata=self.state.local_meta.get(seq),
             )
 
-        await self.store.transact(self.ns, fn)
+        try:
+            await self.store.transact(self.ns, fn)
+        except Fenced:
+            self.fence()  # the driver notices at its next step
         self.local_tasks.pop(seq, None)
 
 

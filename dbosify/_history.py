@@ -78,6 +78,7 @@ class Run:
     execution_deadline: float | None
     run_deadline: float | None
     not_before: float | None
+    claim_gen: int  # incremented by every claim: the fence a driver's writes check
 
     @property
     def running(self) -> bool:
@@ -87,7 +88,8 @@ class Run:
 RUN_COLUMNS = (
     "run_id, workflow_id, workflow_type, task_queue, status, first_execution_run_id, start_time,"
     " close_time, next_event_id, owner, parent_namespace, parent_workflow_id, parent_run_id,"
-    " parent_seq, request_id, wft_failure, wft_attempt, execution_deadline, run_deadline, not_before"
+    " parent_seq, request_id, wft_failure, wft_attempt, execution_deadline, run_deadline, not_before,"
+    " claim_gen"
 )
 
 

@@ -30,57 +30,13 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify._driver import RunDriver
 from dbosify._store import Store, Tx
+from dbosify._store.store import FACT
+from dbosify._worker.liveness import LOCAL_TOKEN, Member, liveness_for
 
 if TYPE_CHECKING:
     from dbosify._native._client import ClientRef
 
 logger = logging.getLogger("dbosify")
-
-LIVENESS_INTERVAL = 1.0
-LIVENESS_EXPIRY = 5.0
-
-
-def _local_token() -> str:
-    """This machine's boot and PID namespace: PIDs are comparable only between equal tokens."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        pidns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return ""
-    import hashlib
-
-    return hashlib.sha256(f"{boot}:{pidns}".encode()).hexdigest()[:12]
-
-
-_LOCAL_TOKEN = _local_token()
-
-
-def _local_process_gone(worker_id: str) -> bool:
-    """True if ``worker_id`` ran in this machine's PID namespace and its process has exited.
-
-    A restarted worker need not wait out the liveness expiry of the one that was killed. A
-    reused PID only makes this say "alive"; the heartbeat expiry still applies then.
-    """
-    if not _LOCAL_TOKEN or not worker_id.endswith(f"@{_LOCAL_TOKEN}"):
-        return False
-    try:
-        pid = int(worker_id.split(":")[1])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # exists, owned by someone else
-    try:  # killed but not yet waited for by its parent
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 CANCEL_REASON_CANCELLED = 1
 CANCEL_REASON_TIMED_OUT = 2
@@ -110,8 +66,8 @@ class WorkerCore:
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-        if _LOCAL_TOKEN:
-            self.id += f"@{_LOCAL_TOKEN}"
+        if LOCAL_TOKEN:
+            self.id += f"@{LOCAL_TOKEN}"
         types = config.task_types
         self.enable_workflows = bool(types.enable_workflows)
         self.enable_activities = bool(types.enable_remote_activities)
@@ -132,10 +88,13 @@ class WorkerCore:
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._queries_skipped: set[str] = set()  # closed runs whose driver was still evicting
         self._driver_objs: dict[str, RunDriver] = {}
+        self._restart_after: dict[str, int] = {}  # run id -> claim to drive once its old driver ends
         self._running: dict[bytes, _RunningActivity] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._capacity = asyncio.Event()
         self._shutdown_event: asyncio.Event | None = None
+        self._member: Member | None = None  # this worker's liveness; claims wait for its row
+        self._reaped_count = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -146,17 +105,13 @@ class WorkerCore:
         self._activations = asyncio.Queue()
         self._activity_queue = asyncio.Queue()
         self._shutdown_event = asyncio.Event()
-        self.store.transact_sync(self.ns, self._register)
-        self._tasks.append(asyncio.create_task(self._liveness_loop()))
+        # Registered by the liveness thread, with retries: a busy or restarting database delays
+        # this worker's first claim, never ends it.
+        self._member = liveness_for(self.store, self.ns).join(self.id, self.tq, self._reaped)
         if self.enable_workflows:
             self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
 
-    def _register(self, tx: Tx) -> None:
-        tx.execute(
-            "INSERT INTO workers (worker_id, task_queue, heartbeat_at) VALUES (%s, %s, %s)",
-            (self.id, self.tq, time.time()),
-        )
 
     async def validate(self) -> bytes:
         await asyncio.get_running_loop().run_in_executor(None, self.store.check)
@@ -186,6 +141,7 @@ class WorkerCore:
         for t in list(self._drivers.values()):
             t.cancel()
         if self._started:
+            liveness_for(self.store, self.ns).leave(self.id)
             await self.store.transact(self.ns, self._unregister)
 
     def _unregister(self, tx: Tx) -> None:
@@ -200,6 +156,26 @@ class WorkerCore:
         )
         tx.notify(f"wf:{self.tq}")
         tx.notify(f"act:{self.tq}")
+
+    def _reaped(self) -> None:
+        """Another worker presumed this one dead (its beats stopped: e.g. the process was frozen)
+        and took over its runs and activity attempts. Its drivers are fenced: their next write
+        would be refused, so they are evicted now; its running attempts' results will be refused
+        as stale. The liveness thread has registered it again, and it claims work as before.
+        """
+        self._reaped_count += 1
+        logger.warning(
+            "dbosify: worker %s was presumed dead by another worker (its liveness beats stopped"
+            " for over %g s, e.g. the process was frozen); its %d runs and %d running activity"
+            " attempts were taken over, and it continues with new claims",
+            self.id, 5.0, len(self._driver_objs), self._remote_running(),
+        )
+        for driver in list(self._driver_objs.values()):
+            driver.fence()
+
+    async def _registered(self) -> None:
+        assert self._member is not None
+        await asyncio.shield(self._member.registered)
 
     def replace_client(self, client: ClientRef) -> None:
         self.client = client
@@ -244,6 +220,7 @@ class WorkerCore:
         return await fut
 
     async def _claim_runs_loop(self) -> None:
+        await self._registered()
         fut: asyncio.Future[None] | None = None
         idle = False  # the last look found nothing ready, and the waiter dates from before it
         next_at: float | None = None  # when a delayed run becomes ready
@@ -256,8 +233,9 @@ class WorkerCore:
                         fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
                         got = await self.store.transact(self.ns, self._claim_run)
                         if isinstance(got, tuple):
-                            run_id, next_at = got
-                            self._start_driver(run_id)
+                            claimed, next_at = got
+                            for run_id, gen in claimed:
+                                self._start_driver(run_id, gen)
                             idle = next_at is None or next_at > time.time()
                             continue
                         idle, next_at = True, got
@@ -276,45 +254,58 @@ class WorkerCore:
             if fut is not None:
                 fut.cancel()
 
-    def _claim_run(self, tx: Tx) -> tuple[str, float | None] | float | None:
-        """Claim one ready run: (its id, when the next unclaimed run is ready, if any).
-
-        With nothing ready: when a delayed run becomes ready, or None.
+    def _claim_run(self, tx: Tx) -> tuple[list[tuple[str, int]], float | None] | float | None:
+        """Claim up to `CLAIM_BATCH` ready runs: ([(run id, claim generation)], when the next
+        unclaimed run is ready, if any). With nothing ready: when a delayed run becomes ready,
+        or None.
         """
         # No SKIP LOCKED here: a run's row is briefly locked by every signal or update appended to
         # it, and skipping it then would lose the only wake-up its start sent. Instead the UPDATE
         # waits for such a lock and re-checks ``owner IS NULL``; losing a race to another worker
-        # just means trying the next candidate.
+        # just means trying the next candidates.
         now = time.time()
+        if not owns_row(tx, self.id):
+            return now + 0.5  # presumed dead a moment ago: look again once the beat re-registers it
         for _ in range(8):
-            row = tx.one(
+            rows = tx.all(
                 "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
-                " AND (not_before IS NULL OR not_before <= %s) ORDER BY start_time LIMIT 1",
-                (self.tq, now),
+                " AND (not_before IS NULL OR not_before <= %s) ORDER BY start_time LIMIT %s",
+                (self.tq, now, CLAIM_BATCH),
             )
-            if row is None:
+            if not rows:
                 nxt = tx.one(
                     "SELECT min(not_before) FROM executions WHERE task_queue = %s AND status = 1"
                     " AND owner IS NULL AND not_before > %s",
                     (self.tq, now),
                 )
                 return float(nxt[0]) if nxt and nxt[0] is not None else None
-            claimed = tx.one(
-                "UPDATE executions SET owner = %s WHERE run_id = %s AND owner IS NULL AND status = 1"
-                " RETURNING run_id",
-                (self.id, row[0]),
-            )
-            if claimed is not None:
+            claimed: list[tuple[str, int]] = []
+            for (run_id,) in rows:
+                got = tx.one(
+                    "UPDATE executions SET owner = %s, claim_gen = claim_gen + 1"
+                    " WHERE run_id = %s AND owner IS NULL AND status = 1 RETURNING run_id, claim_gen",
+                    (self.id, run_id),
+                )
+                if got is not None:
+                    claimed.append((str(got[0]), int(got[1])))
+            if claimed:
                 more = tx.one(
                     "SELECT min(COALESCE(not_before, 0)) FROM executions"
                     " WHERE task_queue = %s AND status = 1 AND owner IS NULL",
                     (self.tq,),
                 )
-                return str(claimed[0]), (float(more[0]) if more and more[0] is not None else None)
+                return claimed, (float(more[0]) if more and more[0] is not None else None)
         return 0.0  # lost every race: look again
 
-    def _start_driver(self, run_id: str) -> None:
-        driver = RunDriver(self, run_id)
+    def _start_driver(self, run_id: str, gen: int) -> None:
+        old = self._driver_objs.get(run_id)
+        if old is not None:
+            # Re-claimed while a fenced driver of an earlier claim is still evicting: one driver
+            # per run, so the new one starts when the old one has gone.
+            old.fence()
+            self._restart_after[run_id] = gen
+            return
+        driver = RunDriver(self, run_id, gen)
         self._driver_objs[run_id] = driver
         task = asyncio.create_task(driver.drive())
         self._drivers[run_id] = task
@@ -322,7 +313,11 @@ class WorkerCore:
 
     def _driver_done(self, run_id: str) -> None:
         self._drivers.pop(run_id, None)
-        self._driver_objs.pop(run_id, None)
+        driver = self._driver_objs.pop(run_id, None)
+        gen = self._restart_after.pop(run_id, None)
+        if gen is not None and not self.shutting_down:
+            self._start_driver(run_id, gen)
+            return
         self._requery_if_skipped(run_id)
         fut = self._pending.pop(run_id, None)
         if fut is not None and not fut.done():
@@ -334,8 +329,9 @@ class WorkerCore:
                     self.ns,
                     lambda tx: (
                         tx.execute(
-                            "UPDATE executions SET owner = NULL WHERE run_id = %s AND owner = %s",
-                            (run_id, self.id),
+                            "UPDATE executions SET owner = NULL"
+                            " WHERE run_id = %s AND owner = %s AND claim_gen = %s",
+                            (run_id, self.id, driver.gen if driver is not None else -1),
                         ),
                         tx.notify(f"wf:{self.tq}"),  # type: ignore
                     ),
@@ -439,6 +435,7 @@ class WorkerCore:
                     fut = self._claim_waiter = self.store.waiter(self.ns, keys)
                     self._queue_idle, self._queue_next_at = True, None
                     if self.enable_activities and has_slot:
+                        await self._registered()
                         got = await self.store.transact(
                             self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns)
                         )
@@ -580,10 +577,18 @@ class WorkerCore:
             delay = 0.5
             while True:
                 try:
-                    await self.store.transact(
+                    current = await self.store.transact(
                         self.ns,
                         lambda tx: acts.finish(tx, run_id, seq, attempt, k, payload, self.identity),
+                        lane=FACT,
                     )
+                    if not current:
+                        # Like a stale task token on Temporal: the attempt timed out, was
+                        # cancelled, or was taken over (this worker was presumed dead).
+                        logger.info(
+                            "dbosify: result of activity attempt %s of run %s (seq %s) refused:"
+                            " the attempt is no longer current", attempt, run_id, seq,
+                        )
                     break
                 except Exception as err:
                     # Keep the result until the database is back, unless this worker is going away
@@ -662,61 +667,15 @@ class WorkerCore:
             self._send_cancel(token, CANCEL_REASON_CANCELLED)
             raise
 
-    # -- liveness --------------------------------------------------------------------------------
 
-    async def _liveness_loop(self) -> None:
-        """Keep this worker's liveness row fresh and take over work of workers that died."""
-        tick = 0
-        while True:
-            try:
-                await self.store.transact(self.ns, self._beat)
-                if tick % 2 == 0:
-                    await self.store.transact(self.ns, self._reap)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                logger.warning("dbosify: liveness update failed (%s); retrying", err)
-            tick += 1
-            await asyncio.sleep(LIVENESS_INTERVAL)
+CLAIM_BATCH = 8  # runs claimed per transaction: a takeover of many runs moves on quickly
 
-    def _beat(self, tx: Tx) -> None:
-        tx.lease()  # a lost heartbeat is renewed a second later
-        tx.execute(
-            "UPDATE workers SET heartbeat_at = %s WHERE worker_id = %s", (time.time(), self.id)
-        )
-        if tx.rowcount == 0 and not self.shutting_down:
-            self._register(tx)
 
-    def _reap(self, tx: Tx) -> None:
-        cutoff = time.time() - LIVENESS_EXPIRY
-        dead = []
-        for worker_id, tq, beat in tx.all("SELECT worker_id, task_queue, heartbeat_at FROM workers"):
-            if beat < cutoff:
-                dead.append((worker_id, tq, "stopped heartbeating"))
-            elif worker_id != self.id and _local_process_gone(worker_id):
-                dead.append((worker_id, tq, "ran on this machine and its process is gone"))
-        if not dead:
-            return
-        now = time.time()
-        for worker_id, tq, why in dead:
-            logger.info("dbosify: worker %s %s; taking over its work", worker_id, why)
-            released = tx.all(
-                "SELECT DISTINCT task_queue FROM executions WHERE owner = %s AND status = 1",
-                (worker_id,),
-            )
-            tx.execute("UPDATE executions SET owner = NULL WHERE owner = %s", (worker_id,))
-            queues = tx.all(
-                "SELECT DISTINCT task_queue FROM activity_tasks WHERE owner = %s AND state = 'running'",
-                (worker_id,),
-            )
-            tx.execute(
-                "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
-                " available_at = %s WHERE owner = %s AND state = 'running'",
-                (now, worker_id),
-            )
-            tx.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
-            for (q,) in released:
-                tx.notify(f"wf:{q}")
-            for (q,) in queues:
-                tx.notify(f"act:{q}")
-            tx.notify(f"wf:{tq}")
+def owns_row(tx: Tx, worker_id: str) -> bool:
+    """Whether ``worker_id``'s liveness row exists, locked against a reaper until commit.
+
+    A claim checks it in its own transaction: a worker presumed dead (and reaped) a moment ago
+    must not claim work that no reaper would ever release.
+    """
+    lock = "" if tx.store.is_sqlite else " FOR SHARE"
+    return tx.one(f"SELECT 1 FROM workers WHERE worker_id = %s{lock}", (worker_id,)) is not None

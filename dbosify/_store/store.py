@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import random
 import sqlite3
@@ -37,7 +38,10 @@ SQLITE_NOTICE_POLL_SECONDS = 0.02  # one cheap PRAGMA per namespace file per pro
 SQLITE_NOTICES_KEPT = 20_000  # rows of the SQLite notices table kept for slower readers
 WORK = "work"  # claims, polls, workflow tasks, heartbeats: most transactions
 FACT = "fact"  # activity results: never queued behind the others
-LANES = {WORK: 6, FACT: 2}  # threads and Postgres connections per store and process (+ LISTEN)
+BEAT = "beat"  # liveness beats (dbosify._worker.liveness): never late because others are busy
+REAP = "reap"  # taking over dead workers' work
+# Threads and Postgres connections per store and process, per lane (plus one for LISTEN).
+LANES = {WORK: 6, FACT: 2, BEAT: 1, REAP: 1}
 TRANSIENT_RETRY_SECONDS = 30.0  # how long deadlocks, lock timeouts and busy files are retried
 # Every session of ours: a stopped (SIGSTOPped) process must not hold locks that others wait on.
 # Postgres ends a session left idle inside a transaction, and a statement that waits for a lock
@@ -121,6 +125,14 @@ class Store:
         self._retry_logged: set[str] = set()  # kinds of transient error already logged once
         self._sqlite_dir = target.sqlite_dir or Path()
         self._pg_url = target.pg_url or ""
+        # Operators (and the crash tests) can tell which process holds a session.
+        self._pg_app_name = (
+            {} if "application_name" in self._pg_url else {"application_name": f"dbosify:{os.getpid()}"}
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- connections -------------------------------------------------------------------------
 
@@ -162,7 +174,9 @@ class Store:
     def _new_pg_conn(self) -> Any:
         import psycopg
 
-        conn = psycopg.connect(self._pg_url, connect_timeout=10, options=PG_SESSION_OPTIONS)
+        conn = psycopg.connect(
+            self._pg_url, connect_timeout=10, options=PG_SESSION_OPTIONS, **self._pg_app_name
+        )
         # Connections move between threads; server-side prepared statements would then clash.
         conn.prepare_threshold = None
         with self._lock:

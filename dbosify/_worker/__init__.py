@@ -1,0 +1,1 @@
+"""What a worker does besides temporalio's own workers: liveness and takeover of the dead."""
