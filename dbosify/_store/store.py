@@ -126,7 +126,7 @@ class Store:
         self._sqlite_dir = target.sqlite_dir or Path()
         self._pg_url = target.pg_url or ""
         # Operators (and the crash tests) can tell which process holds a session.
-        self._pg_app_name = (
+        self._pg_app_name: dict[str, Any] = (
             {} if "application_name" in self._pg_url else {"application_name": f"dbosify:{os.getpid()}"}
         )
 
