@@ -12,7 +12,9 @@ Two modes, each run with ``DBOSIFY_ACTIVATE=1`` in its environment::
 stdout each: ``{"op": "start", "workflow": ..., "id": ..., "args": [...]}``,
 ``{"op": "signal", "id": ..., "signal": ..., "args": [...]}``,
 ``{"op": "result", "id": ..., "timeout": SECONDS}`` and
-``{"op": "history", "id": ...}`` (the run's event type names). Answers are
+``{"op": "history", "id": ...}`` (the run's event type names) and
+``{"op": "audit", "id": ...}`` (events with who wrote them, and whether the history
+replays cleanly). Answers are
 ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
 
 Every activity execution appends lines to the MARKER file, outside the database
@@ -30,6 +32,7 @@ import os
 import sys
 import warnings
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity, workflow
 
@@ -180,6 +183,8 @@ async def run_client(url: str, namespace: str, task_queue: str) -> None:
             from temporalio.api.enums.v1 import EventType
 
             return {"events": [EventType.Name(e.event_type) for e in history.events]}
+        if op == "audit":
+            return await audit(handle, req.get("replay", True))
         raise ValueError(f"unknown op {op!r}")
 
     print(json.dumps({"ok": True, "ready": os.getpid()}), flush=True)
@@ -194,6 +199,31 @@ async def run_client(url: str, namespace: str, task_queue: str) -> None:
                 raise
             out = {"ok": False, "error": f"{type(err).__name__}: {err}"}
         print(json.dumps(out), flush=True)
+
+
+async def audit(handle: Any, replay: bool) -> dict[str, Any]:
+    """The run's events with the identity that wrote each (and activity results), and whether
+    its history replays cleanly with temporalio's Replayer."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.worker import Replayer
+
+    history = await handle.fetch_history()
+    rows = []
+    for e in history.events:
+        attrs = getattr(e, e.WhichOneof("attributes")) if e.WhichOneof("attributes") else None
+        identity = getattr(attrs, "identity", "") if attrs is not None else ""
+        result = ""
+        if e.HasField("activity_task_completed_event_attributes"):
+            payloads = e.activity_task_completed_event_attributes.result.payloads
+            result = json.loads(payloads[0].data) if payloads else ""
+        rows.append([EventType.Name(e.event_type).removeprefix("EVENT_TYPE_"), identity, result])
+    replay_error = None
+    try:
+        if replay:
+            await Replayer(workflows=WORKFLOWS).replay_workflow(history)
+    except Exception as err:
+        replay_error = f"{type(err).__name__}: {err}"
+    return {"events": rows, "replay_error": replay_error}
 
 
 def main(argv: list[str]) -> None:

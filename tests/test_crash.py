@@ -373,11 +373,147 @@ def scenario_restart(h: Harness) -> None:
     assert any(m.pid == w2.pid for m in marks)
 
 
+LEASE = 5.0  # dbosify._worker.liveness.LIVENESS_EXPIRY: a frozen worker's work moves on after it
+
+
+def _pg_open_transaction(pid: int) -> int | None:
+    """A backend of worker ``pid`` that is idle inside an open transaction, if any."""
+    import psycopg
+
+    with psycopg.connect(PG_URL, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+            " AND state = 'idle in transaction' LIMIT 1",
+            (f"dbosify:{pid}",),
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
+def _sqlite_write_locked(h: Harness) -> bool:
+    import sqlite3
+
+    for path in (h.tmp / "db").glob("dbosify_*.sqlite"):
+        conn = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            conn.close()
+    return False
+
+
+def freeze(h: Harness, proc: subprocess.Popen[bytes]) -> float:
+    """SIGSTOP ``proc``. On Postgres, at a moment when it holds a transaction open (what a
+    process stopped at an unlucky moment does), so its locks are in everyone's way; on SQLite,
+    where a stopped writer would hold the one write lock, at a moment when it holds none."""
+    deadline = time.monotonic() + 15
+    while True:
+        backend = _pg_open_transaction(proc.pid) if h.backend == "postgres" else None
+        if h.backend == "postgres" and backend is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+            continue
+        os.kill(proc.pid, signal.SIGSTOP)
+        at = time.monotonic()
+        if h.backend == "postgres":
+            if backend is not None and _pg_open_transaction(proc.pid) == backend:
+                h.notes.append("frozen inside an open transaction")
+                return at
+            if time.monotonic() >= deadline:
+                h.notes.append("frozen (no open transaction caught)")
+                return at
+        elif not _sqlite_write_locked(h):
+            return at
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+def scenario_freeze(h: Harness) -> None:
+    """Freeze a worker with SIGSTOP past its lease while it drives runs, then resume it.
+
+    The other worker takes its runs and attempts over; what the frozen one tries to write
+    after its resumption is refused (fencing); every history replays cleanly; no activity
+    whose completion was recorded runs again.
+    """
+    w1 = h.worker()
+    h.wait_running(w1)
+    ids = [f"frz-{i}" for i in range(6)]
+    for wid in ids:
+        h.client.start("StepsWorkflow", wid, 1.5)
+    h.wait_for(
+        lambda: any(m.pid == w1.pid for m in h.marks()), 30, "the first worker to run an activity"
+    )
+    w2 = h.worker()  # the runs are the first worker's; activities go to either
+    h.wait_running(w2)
+    frozen_at = freeze(h, w1)
+    w1_id, w2_id = f"{w1.pid}@", f"{w2.pid}@"
+
+    def drivers() -> dict[str, str]:
+        """Who wrote each run's last workflow task (who drives it, while it runs)."""
+        out = {}
+        for wid in ids:
+            events = h.client.call(op="audit", id=wid, replay=False)["events"]
+            wft = [w for k, w, _ in events if k == "WORKFLOW_TASK_COMPLETED"]
+            out[wid] = wft[-1] if wft else ""
+        return out
+
+    owned = {wid for wid, who in drivers().items() if who.startswith(w1_id)}
+    assert owned, "the frozen worker drove no run"
+    h.wait_for(
+        lambda: any(who.startswith(w2_id) for wid, who in drivers().items() if wid in owned),
+        LEASE + 10,
+        "the live worker to drive a run of the frozen worker",
+    )
+    took = time.monotonic() - frozen_at
+    h.notes.append(f"{len(owned)} runs of the frozen worker; first taken over {took:.1f} s after the freeze")
+    assert took < LEASE + 2.5, f"takeover took {took:.1f} s (lease {LEASE:g} s)"
+    time.sleep(max(0.0, frozen_at + LEASE + 3.0 - time.monotonic()))
+    os.kill(w1.pid, signal.SIGCONT)
+    thawed_at = time.monotonic()
+
+    for wid in ids:
+        assert h.client.result(wid, timeout=60) == [f"{s}@{wid}" for s in ("S1", "S2", "S3")]
+    h.notes.append(f"all finished {time.monotonic() - thawed_at:.1f} s after the resume")
+    time.sleep(1.5)  # let the resumed worker try whatever it had in hand
+    recorded: dict[tuple[str, str], int] = {}  # (activity, workflow) -> pid whose result counts
+    for wid in ids:
+        audit = h.client.call(op="audit", id=wid)
+        assert audit["replay_error"] is None, f"{wid} fails replay: {audit['replay_error']}"
+        events = audit["events"]
+        wft = [who for kind, who, _ in events if kind == "WORKFLOW_TASK_COMPLETED"]
+        if any(who.startswith(w2_id) for who in wft):
+            first_w2 = next(i for i, who in enumerate(wft) if who.startswith(w2_id))
+            late = [who for who in wft[first_w2:] if who.startswith(w1_id)]
+            assert not late, f"{wid}: the frozen worker wrote workflow tasks after its takeover: {wft}"
+        completed = [(who, res) for kind, who, res in events if kind == "ACTIVITY_TASK_COMPLETED"]
+        assert len(completed) == 3, events
+        for who, res in completed:
+            recorded[(res.split("@")[0], wid)] = int(who.split("@")[0])
+    # The frozen worker's attempts (claimed, running, or finished but not yet recorded) were
+    # handed to the live worker as the next attempt. The recorded result must be the newest
+    # attempt's: a stale attempt's late result is refused, and no activity whose completion was
+    # recorded is run again.
+    attempts: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for m in h.marks():
+        if m.phase == "start":
+            attempts.setdefault((m.activity, m.workflow_id), []).append((m.attempt, m.pid))
+    for key, runs in attempts.items():
+        newest = max(a for a, _ in runs)
+        assert recorded[key] in {p for a, p in runs if a == newest}, (
+            f"{key}: executions (attempt, pid) {runs}, but the result recorded is pid"
+            f" {recorded[key]}'s: a stale result, or a re-run after a recorded completion"
+        )
+    log = h.logs[h.procs.index(w1)].read_text(errors="replace")
+    assert "presumed dead" in log, "the frozen worker never learned it had been taken over"
+    assert w1.poll() is None and w2.poll() is None, "a worker exited"
+
+
 SCENARIOS: dict[str, Callable[[Harness], None]] = {
     "mid_activity": scenario_mid_activity,
     "mid_timer": scenario_mid_timer,
     "signal_wait": scenario_signal_wait,
     "restart": scenario_restart,
+    "freeze": scenario_freeze,
 }
 BACKENDS = ["sqlite", "postgres"]
 
