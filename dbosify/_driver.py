@@ -244,7 +244,15 @@ class RunDriver:
         ]
 
     async def _replay(self, closed_ok: bool = False) -> None:
-        """Rebuild the workflow from history, one recorded activation at a time."""
+        """Rebuild the workflow from history, one recorded activation at a time.
+
+        At most `REPLAY_SLOTS` replays of a worker run at once: when a worker takes over hundreds
+        of runs, the first claimed move on first instead of all finishing together at the end.
+        """
+        async with self.core.replay_slots:
+            await self._replay_now(closed_ok)
+
+    async def _replay_now(self, closed_ok: bool) -> None:
         self.state = DriverState()
         if self._first_look is not None:
             self._first_look[0].cancel()

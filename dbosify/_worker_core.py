@@ -95,6 +95,7 @@ class WorkerCore:
         self._shutdown_event: asyncio.Event | None = None
         self._member: Member | None = None  # this worker's liveness; claims wait for its row
         self._reaped_count = 0
+        self.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -669,6 +670,7 @@ class WorkerCore:
 
 
 CLAIM_BATCH = 8  # runs claimed per transaction: a takeover of many runs moves on quickly
+REPLAY_SLOTS = 4  # runs a worker replays at once (see RunDriver._replay)
 
 
 def owns_row(tx: Tx, worker_id: str) -> bool:
