@@ -10,6 +10,7 @@ from typing import Any
 from dbosify._errors import ServiceError
 from dbosify._service import WorkflowService
 from dbosify._store import Store, StoreError, get_store, resolve_url
+from dbosify._store.namespaces import InvalidNamespace
 
 logger = logging.getLogger("dbosify")
 _announced: set[str] = set()
@@ -54,6 +55,9 @@ class ClientRef:
             raise ServiceError.unimplemented(
                 f"dbosify does not implement the {service} service RPC {call.rpc!r}; see docs/COMPATIBILITY.md"
             )
+        except InvalidNamespace as err:  # an empty or too long name: refused as Temporal does
+            err2 = ServiceError.invalid(str(err))
+            raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
         except ServiceError as err:
             raise RPCError(err.status, err.message, err.grpc_status_bytes()) from None
         except StoreError as err:
@@ -76,8 +80,14 @@ class ClientRef:
 
 
 async def connect_client(runtime_ref: Any, config: Any) -> ClientRef:
-    """Resolve the store for ``config.target_url`` and check it can be reached."""
-    url = resolve_url(getattr(config, "target_url", None))
+    """Resolve the store for ``config.target_url`` and check it can be reached.
+
+    A target or ``DBOSIFY_DATABASE_URL`` that is not a database URL dbosify can use (nor a
+    plain ``host:port``) raises a `ValueError` saying what is accepted, as the native client
+    does for an invalid target URL; a database that cannot be reached, a `RuntimeError`
+    ("Failed client connect: ..."). Neither shows a password.
+    """
+    url = resolve_url(getattr(config, "target_url", None))  # InvalidURL, a ValueError
     store = get_store(url)
     try:
         await asyncio.get_running_loop().run_in_executor(None, store.check)

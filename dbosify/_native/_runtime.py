@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import logging
+import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM
+from dbosify._store.urls import parse_url
+
+logger = logging.getLogger("dbosify")
 
 
 class RuntimeRef:
@@ -53,54 +61,70 @@ BufferedMetricUpdate = BufferedMetric = BufferedLogEntry = _Inert
 
 
 class EphemeralServerRef:
-    """What ``WorkflowEnvironment.start_local()`` gets instead of a dev server process."""
+    """What ``WorkflowEnvironment.start_local()`` gets instead of a dev server process.
 
-    def __init__(self, target: str, drop_on_shutdown: bool = False) -> None:
+    Like a dev server's in-memory database, what the environment stored goes with it: on
+    shutdown its store is closed and the isolated schemas (Postgres) or the temporary directory
+    (SQLite) that `start_dev_server` made for it are removed. Nothing else is touched.
+    """
+
+    def __init__(
+        self, target: str, drop_on_shutdown: bool = False, created_dir: Path | None = None
+    ) -> None:
         self.target = target
         self.has_test_service = False
         self._drop = drop_on_shutdown
+        self._created_dir = created_dir
 
     async def shutdown(self) -> None:
-        """Like a dev server's in-memory database, an isolated server's schemas go with it."""
-        if not self._drop:
-            return
-        import asyncio
-
         from dbosify._store import forget_store
 
-        store = forget_store(self.target)
-        if store is not None:
-            await asyncio.get_running_loop().run_in_executor(None, store.drop_server)
+        loop = asyncio.get_running_loop()
+        store = forget_store(self.target)  # closes it: no connection is left on the files
+        if self._drop and store is not None:
+            await loop.run_in_executor(None, store.drop_server)
+        if self._created_dir is not None:
+            created, self._created_dir = self._created_dir, None
+            await loop.run_in_executor(None, _remove_tree, created)
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        logger.warning("dbosify: could not remove the finished environment's %s: %s", path, err)
 
 
 async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
     """No server to start: the environment's client connects to the store.
 
-    Like the dev server, each start gets a fresh store (a temporary SQLite
-    directory) unless ``DBOSIFY_DATABASE_URL`` names one.
+    Like the dev server, each start gets a fresh store, gone when the environment shuts down:
+    a temporary SQLite directory (under the configured one when ``DBOSIFY_DATABASE_URL`` is a
+    ``sqlite://`` URL), or isolated schemas in the configured Postgres database.
     """
-    import os
-
     # The dev server's dynamic config that shapes what workflows see, honoured where it applies.
     for arg in getattr(config, "extra_args", None) or ():
         if isinstance(arg, str) and arg.startswith("limit.historyCount.suggestContinueAsNew="):
             from dbosify._driver import set_suggest_continue_as_new_after
 
             set_suggest_continue_as_new_after(int(arg.split("=", 1)[1]))
-    url = os.environ.get(ENV_DATABASE_URL)
-    if url and not url.startswith("sqlite:"):
-        # Each environment is its own server, as each start_local() is on Temporal: its own
-        # schemas in the configured database, dropped when the environment shuts down.
-        server = uuid.uuid4().hex[:10]
-        sep = "&" if "?" in url else "?"
-        return EphemeralServerRef(f"{url}{sep}{SERVER_PARAM}={server}", drop_on_shutdown=True)
+    url = os.environ.get(ENV_DATABASE_URL, "").strip()
     if url:
-        from dbosify._store import Store
-
-        base = Store(url).sqlite_dir  # a fresh directory under the configured one
-        base.mkdir(parents=True, exist_ok=True)
-        return EphemeralServerRef("sqlite:///" + tempfile.mkdtemp(prefix="dev-", dir=base))
-    return EphemeralServerRef("sqlite:///" + tempfile.mkdtemp(prefix="dbosify-dev-"))
+        target = parse_url(url, source=ENV_DATABASE_URL)  # InvalidURL says what is accepted
+        if not target.is_sqlite:
+            # Each environment is its own server, as each start_local() is on Temporal: its own
+            # schemas in the configured database, dropped when the environment shuts down.
+            server = uuid.uuid4().hex[:10]
+            sep = "&" if "?" in url else "?"
+            return EphemeralServerRef(f"{url}{sep}{SERVER_PARAM}={server}", drop_on_shutdown=True)
+        assert target.sqlite_dir is not None
+        target.sqlite_dir.mkdir(parents=True, exist_ok=True)
+        created = Path(tempfile.mkdtemp(prefix="dev-", dir=target.sqlite_dir))
+    else:
+        created = Path(tempfile.mkdtemp(prefix="dbosify-dev-"))
+    return EphemeralServerRef("sqlite:///" + str(created), created_dir=created)
 
 
 async def start_test_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:

@@ -14,6 +14,7 @@ alone: the first name that maps to one adopts it, as that release did.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -23,7 +24,9 @@ from typing import Any
 from dbosify._store import migrations
 from dbosify._store.errors import StoreError
 
-MAX_NAME_LENGTH = 255  # Temporal's limit for a namespace name
+# Temporal's frontend limit for a namespace name (dynamic config `limit.maxIDLength`), counted
+# as Go does: in bytes of UTF-8.
+MAX_NAME_LENGTH = 1000
 
 _CATALOG_TABLE = """
 CREATE TABLE IF NOT EXISTS namespaces (
@@ -35,17 +38,27 @@ CREATE TABLE IF NOT EXISTS namespaces (
 """
 
 
-class InvalidNamespace(ValueError):
-    """The name cannot be a Temporal namespace; its message is Temporal's."""
+class InvalidNamespace(StoreError, ValueError):
+    """The name cannot be a namespace. The client reports it as INVALID_ARGUMENT, with the
+    message Temporal's frontend gives where Temporal refuses the name too."""
 
 
 def validate_name(name: str) -> None:
+    """Refuse what Temporal refuses (an empty or too long name), and what no store can hold.
+
+    Temporal checks nothing else of a name: any other character, case and punctuation are
+    allowed, and names that differ in them are different namespaces.
+    """
     if not name:
         raise InvalidNamespace("Namespace not set on request.")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidNamespace(f"Namespace length exceeds limit: {len(name)} > {MAX_NAME_LENGTH}.")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
-        raise InvalidNamespace(f"Namespace {name!r} contains a control character.")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: not a string protobuf would carry
+        raise InvalidNamespace("Namespace is not valid UTF-8.") from None
+    if size > MAX_NAME_LENGTH:
+        raise InvalidNamespace("Namespace length exceeds limit.")
+    if "\x00" in name:  # Postgres text cannot hold it
+        raise InvalidNamespace("Namespace contains a NUL character.")
 
 
 def prefix(server: str | None) -> str:
@@ -62,8 +75,14 @@ def legacy_ident(name: str, server: str | None) -> str:
     return prefix(server) + "ns_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()
 
 
+# Postgres truncates identifiers to 63 bytes, and refuses a longer NOTIFY channel (the ident).
+PG_MAX_IDENT = 63
+
+
 def _candidates(name: str, server: str | None) -> list[str]:
-    readable = prefix(server) + "ns_" + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()[:32]
+    head = prefix(server) + "ns_"
+    room = min(32, PG_MAX_IDENT - len(head) - 17)  # the longest candidate adds "_" + 16 hex
+    readable = head + re.sub(r"[^a-zA-Z0-9_]", "_", name).lower()[:room]
     digest = hashlib.sha256(name.encode()).hexdigest()
     return [readable, f"{readable}_{digest[:8]}", f"{readable}_{digest[:16]}"]
 
@@ -187,7 +206,9 @@ def sqlite_ident(directory: Path, server: str | None, name: str) -> str:
             if row is None:
                 taken = {str(r[0]) for r in conn.execute("SELECT ident FROM namespaces")}
                 legacy = legacy_ident(name, server)
-                if legacy not in taken and (directory / f"{legacy}.sqlite").exists():
+                # os.path.exists: False, not an error, for a name too long to be a file (the
+                # release before the catalog could not have made one).
+                if legacy not in taken and os.path.exists(directory / f"{legacy}.sqlite"):
                     ident = legacy  # written before the catalog: adopt it
                 else:
                     ident = next(

@@ -269,10 +269,8 @@ class Store:
         ident = self._idents.get(namespace)
         if ident is not None:
             return ident
-        try:
-            namespaces.validate_name(namespace)
-        except namespaces.InvalidNamespace as err:
-            raise StoreError(str(err)) from None
+        # InvalidNamespace is a StoreError that the client reports as INVALID_ARGUMENT.
+        namespaces.validate_name(namespace)
         if self.is_sqlite:
             ident = namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace)
         else:
