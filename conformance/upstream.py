@@ -25,18 +25,15 @@ CLONE_DIR = WORK_DIR / "upstream-src"
 EXPORT_ROOT = WORK_DIR / "upstream"
 # Optional default locations, tried in order when neither --upstream nor
 # DBOSIFY_UPSTREAM is given. None of them is required to exist.
-KNOWN_SOURCES: tuple[Path, ...] = (
-    CLONE_DIR,
-    Path("/work/.mirror/temporalio+sdk-python/repo"),
-)
+KNOWN_SOURCES: tuple[Path, ...] = (CLONE_DIR,)
 
 HOW_TO_GET = f"""\
 No upstream checkout of {pins.UPSTREAM_REPO} was found and cloning it failed.
 Get one and point the runner at it, either of:
   git clone {pins.UPSTREAM_URL} /some/dir && \\
     git -C /some/dir checkout {pins.UPSTREAM_SHA}
-  (or, in an agent session with the search tool: fetch temporalio/sdk-python,
-   which gives a bare git dir under /work/.mirror/)
+  (or a plain directory holding that commit's tests/ and pyproject.toml, as `git archive`
+   exports them)
 then run:  python -m conformance --upstream /some/dir
       or:  DBOSIFY_UPSTREAM=/some/dir python -m conformance"""
 
