@@ -166,7 +166,7 @@ class Store:
             if parts.password:
                 msg = msg.replace(parts.password, "***")
             raise StoreError(
-                f"cannot connect to Postgres at {parts.hostname or 'localhost'}:{parts.port or 5432}"
+                f"cannot connect to Postgres at {_host_port(parts.netloc)}"
                 f" (database {parts.path.lstrip('/') or '(default)'}): {msg}"
             ) from None
         conn.close()
@@ -365,8 +365,8 @@ class Store:
         if parts.password:
             msg = msg.replace(parts.password, "***")
         return StoreError(
-            f"lost the connection to Postgres at {parts.hostname or 'localhost'}:"
-            f"{parts.port or 5432} for over {PG_RECONNECT_SECONDS:g} s: {msg}"
+            f"lost the connection to Postgres at {_host_port(parts.netloc)}"
+            f" for over {PG_RECONNECT_SECONDS:g} s: {msg}"
         )
 
     async def transact(self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK) -> T:
@@ -579,6 +579,15 @@ class Store:
 
 
 
+
+
+def _host_port(netloc: str) -> str:
+    """The host part of a URL's netloc, without user or password ("localhost:5432" if none);
+    as written, so that a multi-host list (``h1:5432,h2:5433``) reads as given."""
+    hosts = netloc.rsplit("@", 1)[-1]
+    if not hosts:
+        return "localhost:5432"
+    return hosts if ":" in hosts.rsplit("]", 1)[-1] else f"{hosts}:5432"
 
 
 def _backoff(attempt: int, cap: float) -> float:
