@@ -31,7 +31,8 @@ from dbosify import _history as h
 from dbosify._driver import RunDriver
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
-from dbosify._worker.liveness import LOCAL_TOKEN, Member, liveness_for
+from dbosify._worker import liveness
+from dbosify._worker.liveness import LOCAL_TOKEN, Member
 
 if TYPE_CHECKING:
     from dbosify._native._client import ClientRef
@@ -108,7 +109,7 @@ class WorkerCore:
         self._shutdown_event = asyncio.Event()
         # Registered by the liveness thread, with retries: a busy or restarting database delays
         # this worker's first claim, never ends it.
-        self._member = liveness_for(self.store, self.ns).join(self.id, self.tq, self._reaped)
+        self._member = liveness.join(self.store, self.ns, self.id, self.tq, self._reaped)
         if self.enable_workflows:
             self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
@@ -142,7 +143,7 @@ class WorkerCore:
         for t in list(self._drivers.values()):
             t.cancel()
         if self._started:
-            liveness_for(self.store, self.ns).leave(self.id)
+            liveness.leave(self.store, self.ns, self.id)
             await self.store.transact(self.ns, self._unregister)
 
     def _unregister(self, tx: Tx) -> None:
@@ -169,7 +170,7 @@ class WorkerCore:
             "dbosify: worker %s was presumed dead by another worker (its liveness beats stopped"
             " for over %g s, e.g. the process was frozen); its %d runs and %d running activity"
             " attempts were taken over, and it continues with new claims",
-            self.id, 5.0, len(self._driver_objs), self._remote_running(),
+            self.id, liveness.LIVENESS_EXPIRY, len(self._driver_objs), self._remote_running(),
         )
         for driver in list(self._driver_objs.values()):
             driver.fence()
@@ -677,7 +678,8 @@ def owns_row(tx: Tx, worker_id: str) -> bool:
     """Whether ``worker_id``'s liveness row exists, locked against a reaper until commit.
 
     A claim checks it in its own transaction: a worker presumed dead (and reaped) a moment ago
-    must not claim work that no reaper would ever release.
+    must not claim work that no reaper would ever release. FOR KEY SHARE blocks the reaper's
+    DELETE of the row but not the beat's UPDATE of its time.
     """
-    lock = "" if tx.store.is_sqlite else " FOR SHARE"
+    lock = "" if tx.store.is_sqlite else " FOR KEY SHARE"
     return tx.one(f"SELECT 1 FROM workers WHERE worker_id = %s{lock}", (worker_id,)) is not None

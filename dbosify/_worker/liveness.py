@@ -120,10 +120,12 @@ class Liveness:
         self._wake.set()
         return member
 
-    def leave(self, worker_id: str) -> None:
+    def leave(self, worker_id: str) -> bool:
+        """Remove a local worker; True if none is left."""
         with self._lock:
             self._members.pop(worker_id, None)
             self._unregistered.discard(worker_id)
+            return not self._members
 
     # -- beats ---------------------------------------------------------------------------------
 
@@ -195,6 +197,10 @@ class Liveness:
         self._stopped = True
         self._wake.set()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
 
 def reap(tx: Tx, own: set[str]) -> None:
     """Take over the work of every dead worker: release its runs, reschedule its attempts."""
@@ -239,11 +245,25 @@ _registry: dict[tuple[int, str], Liveness] = {}
 _registry_lock = threading.Lock()
 
 
-def liveness_for(store: Store, namespace: str) -> Liveness:
-    """The process's `Liveness` for ``namespace`` of ``store``."""
+def join(
+    store: Store, namespace: str, worker_id: str, task_queue: str, on_reaped: Callable[[], None]
+) -> Member:
+    """Add a local worker to the process's `Liveness` for ``namespace`` of ``store``."""
     key = (id(store), namespace)
     with _registry_lock:
         lv = _registry.get(key)
-        if lv is None or lv.store is not store:
+        if lv is None or lv.store is not store or lv.stopped:
             lv = _registry[key] = Liveness(store, namespace)
-        return lv
+        return lv.join(worker_id, task_queue, on_reaped)
+
+
+def leave(store: Store, namespace: str, worker_id: str) -> None:
+    """Remove a local worker; the last one of a `Liveness` to leave ends its threads."""
+    key = (id(store), namespace)
+    with _registry_lock:
+        lv = _registry.get(key)
+        if lv is None:
+            return
+        if lv.leave(worker_id):
+            lv.stop()
+            del _registry[key]
