@@ -78,7 +78,7 @@ def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskSch
 
 def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | float | None:
     """Claim one ready task; else the time the next one becomes ready (or None)."""
-    from dbosify._worker_core import owns_row
+    from dbosify._worker.core import owns_row
 
     now = time.time()
     if not owns_row(tx, owner):

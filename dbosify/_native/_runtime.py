@@ -107,7 +107,7 @@ async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
     # The dev server's dynamic config that shapes what workflows see, honoured where it applies.
     for arg in getattr(config, "extra_args", None) or ():
         if isinstance(arg, str) and arg.startswith("limit.historyCount.suggestContinueAsNew="):
-            from dbosify._driver import set_suggest_continue_as_new_after
+            from dbosify._worker.driver import set_suggest_continue_as_new_after
 
             set_suggest_continue_as_new_after(int(arg.split("=", 1)[1]))
     url = os.environ.get(ENV_DATABASE_URL, "").strip()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dbosify._replay import HistoryPusher, ReplayWorker
-from dbosify._worker_core import PollShutdownError, WorkerCore
+from dbosify._worker.core import PollShutdownError, WorkerCore
+from dbosify._worker.replay import HistoryPusher, ReplayWorker
 
 logger = logging.getLogger("dbosify")
 _warned: set[str] = set()

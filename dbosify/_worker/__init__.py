@@ -1,1 +1,8 @@
-"""What a worker does besides temporalio's own workers: liveness and takeover of the dead."""
+"""Temporal's worker-side core, in Python: what temporalio's workers poll instead of Core.
+
+- `core`: a worker's core: claims runs and activity tasks, hands out activations, records results;
+- `driver`: one run driver per claimed run: replay, then one transaction per workflow task;
+- `activations`: history events to activation jobs, and command helpers;
+- `replay`: temporalio's `Replayer` on any Temporal-shaped history;
+- `liveness`: beats, reaping dead workers, and fencing of the ones presumed dead.
+"""

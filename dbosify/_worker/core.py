@@ -28,10 +28,10 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
-from dbosify._driver import RunDriver
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
 from dbosify._worker import liveness
+from dbosify._worker.driver import RunDriver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
 
 if TYPE_CHECKING:

@@ -27,15 +27,15 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
-from dbosify import _activations as A
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
 from dbosify._store import Tx
+from dbosify._worker import activations as A
 
 if TYPE_CHECKING:
-    from dbosify._worker_core import WorkerCore
+    from dbosify._worker.core import WorkerCore
 
 logger = logging.getLogger("dbosify")
 E = et
