@@ -368,3 +368,98 @@ async def token_by_id(store: Store, ns: str, workflow_id: str, run_id: str, acti
         raise ServiceError.not_found("activity task not found")
 
     return await store.transact(ns, fn)
+
+
+Outcome = tuple[str, int, int, str, "Message | None"]  # run id, seq, attempt, kind, payload
+
+
+def finish_batch(tx: Tx, outcomes: list[Outcome], identity: str) -> list[bool]:
+    """Record many attempts' outcomes in one transaction (group commit); `finish` for each.
+
+    On Postgres, completed attempts take five statements for the whole batch instead of about
+    eight each: under load, a worker's results are durable within milliseconds of their
+    return, which is what keeps a crash from re-running finished activities.
+    """
+    done: dict[int, bool] = {}
+    fast = [i for i, o in enumerate(outcomes) if o[3] == "completed"] if not tx.store.is_sqlite else []
+    if fast:
+        done.update(_finish_completed(tx, [(i, outcomes[i]) for i in fast], identity))
+    for i, (run_id, seq, attempt, kind, payload) in enumerate(outcomes):
+        if i not in done:
+            done[i] = finish(tx, run_id, seq, attempt, kind, payload, identity)
+    return [done[i] for i in range(len(outcomes))]
+
+
+def _finish_completed(
+    tx: Tx, items: list[tuple[int, Outcome]], identity: str
+) -> dict[int, bool]:
+    """Postgres: completed attempts in a few statements; leaves out (for `finish`) any whose
+    outcome is already in history (a TRY_CANCEL resolved it)."""
+    # The runs first, in a fixed order: drivers lock a run before its tasks, so do we.
+    runs = sorted({o[0] for _, o in items})
+    tx.execute("SELECT 1 FROM executions WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE", (runs,))
+    rows = tx.all(
+        "SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id,"
+        " EXISTS (SELECT 1 FROM history h WHERE h.run_id = a.run_id"
+        "  AND h.dedup IN ('act-start:' || a.seq, 'act-done:' || a.seq))"
+        " FROM activity_tasks a JOIN unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
+        " ON a.run_id = k.run_id AND a.seq = k.seq ORDER BY a.run_id, a.seq FOR UPDATE OF a",
+        ([o[0] for _, o in items], [o[1] for _, o in items]),
+    )
+    found = {(r[0], int(r[1])): r for r in rows}
+    out: dict[int, bool] = {}
+    live: list[tuple[int, Outcome, int]] = []
+    for i, o in items:
+        r = found.get((o[0], o[1]))
+        if r is None or r[2] != o[2] or r[3] != "running":
+            out[i] = False  # no longer current: taken over, timed out or cancelled
+        elif not r[5]:
+            live.append((i, o, int(r[4])))
+    if not live:
+        return out
+    per_run: dict[str, int] = {}
+    for _, o, _ in live:
+        per_run[o[0]] = per_run.get(o[0], 0) + 2
+    first = {
+        str(r[0]): int(r[1])
+        for r in tx.all(
+            "UPDATE executions e SET next_event_id = e.next_event_id + k.n"
+            " FROM unnest(%s::text[], %s::int[]) AS k(run_id, n) WHERE e.run_id = k.run_id"
+            " RETURNING e.run_id, e.next_event_id - k.n",
+            (list(per_run), list(per_run.values())),
+        )
+    }
+    now_ns = time.time_ns()
+    cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    for i, (run_id, seq, attempt, _, payload), sched_id in live:
+        eid = first[run_id]
+        first[run_id] = eid + 2
+        started = hist.ActivityTaskStartedEventAttributes(
+            scheduled_event_id=sched_id, identity=identity, attempt=attempt
+        )
+        completed = hist.ActivityTaskCompletedEventAttributes(
+            scheduled_event_id=sched_id, identity=identity
+        )
+        if payload is not None:
+            completed.result.CopyFrom(payload)  # type: ignore[arg-type]
+        for event_id, event_type, attrs, ev_seq, dedup in (
+            (eid, et.EVENT_TYPE_ACTIVITY_TASK_STARTED, started, None, f"act-start:{seq}"),
+            (eid + 1, et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, completed, seq, f"act-done:{seq}"),
+        ):
+            event = hist.HistoryEvent(event_id=event_id)
+            event.event_time.FromNanoseconds(now_ns)
+            h.set_attrs(event, event_type, attrs)
+            values = (run_id, event_id, int(event_type), ev_seq, dedup, event.SerializeToString())
+            for col, value in zip(cols, values, strict=True):
+                col.append(value)
+        tx.notify(f"run:{run_id}")  # the run's driver
+        tx.notify(f"hist:{run_id}")  # history long-polls
+        out[i] = True
+    tx.execute(
+        "WITH ins AS (INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
+        " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[], %s::text[], %s::bytea[]))"
+        " DELETE FROM activity_tasks a USING unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
+        " WHERE a.run_id = k.run_id AND a.seq = k.seq",
+        (*cols, [o[0] for _, o, _ in live], [o[1] for _, o, _ in live]),
+    )
+    return out

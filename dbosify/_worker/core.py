@@ -29,10 +29,10 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify._store import Store, Tx
-from dbosify._store.store import FACT
 from dbosify._worker import liveness
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
+from dbosify._worker.results import ResultRecorder
 
 if TYPE_CHECKING:
     from dbosify._native._client import ClientRef
@@ -97,6 +97,7 @@ class WorkerCore:
         self._member: Member | None = None  # this worker's liveness; claims wait for its row
         self._reaped_count = 0
         self.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
+        self._results = ResultRecorder(self.store, self.ns, self.identity)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -579,11 +580,7 @@ class WorkerCore:
             delay = 0.5
             while True:
                 try:
-                    current = await self.store.transact(
-                        self.ns,
-                        lambda tx: acts.finish(tx, run_id, seq, attempt, k, payload, self.identity),
-                        lane=FACT,
-                    )
+                    current = await self._results.record((run_id, seq, attempt, k, payload))
                     if not current:
                         # Like a stale task token on Temporal: the attempt timed out, was
                         # cancelled, or was taken over (this worker was presumed dead).
