@@ -294,7 +294,7 @@ class Store:
         run again: a failed attempt's transaction was rolled back.
         """
         attempt = 0
-        started = time.monotonic()
+        first_failure: float | None = None  # budgets run from here: time frozen before it is free
         while True:
             attempt += 1
             try:
@@ -316,7 +316,9 @@ class Store:
             except BaseException as err:
                 if self._closed:
                     raise
-                elapsed = time.monotonic() - started
+                if first_failure is None:
+                    first_failure = time.monotonic()
+                elapsed = time.monotonic() - first_failure
                 if is_connection_lost(err):
                     if elapsed < PG_RECONNECT_SECONDS:
                         self._log_retry("connection", err)

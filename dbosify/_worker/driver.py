@@ -213,6 +213,12 @@ class RunDriver:
         run = h.get_run(tx, self.run_id)
         if run is None:
             raise RunClosed()
+        if run.running and self.gen is not None and (
+            run.owner != self.owner or run.claim_gen != self.gen
+        ):
+            # Taken over (this worker was presumed dead): stop before feeding the workflow
+            # another owner's events; `_owned` refuses the writes, this saves the work.
+            raise Fenced()
         events = h.load_events(tx, self.run_id, after)
         updates = [
             upd_pb.Request.FromString(bytes(r[0]))
