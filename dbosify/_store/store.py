@@ -371,6 +371,10 @@ class Store:
             f" for over {PG_RECONNECT_SECONDS:g} s: {msg}"
         )
 
+    def submit(self, lane: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on one of ``lane``'s threads (it makes its own transactions)."""
+        self._executors[lane].submit(fn)
+
     async def transact(self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK) -> T:
         """Run ``fn`` in one transaction in one of the store's threads.
 

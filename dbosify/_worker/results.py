@@ -2,26 +2,23 @@
 
 A worker's activities tend to finish in bursts. Recording each in its own transaction makes the
 last of a burst wait behind the others, and an attempt whose result is not yet durable when the
-worker dies is run again. Here each result joins a queue; up to one drainer per thread of the
-store's results lane (`FACT`) takes everything queued and records it in one transaction, so a
-result is durable within a few milliseconds of its return even under load.
+worker dies is run again. Here each result joins a queue, and up to one drainer per thread of
+the store's results lane (`FACT`) takes everything queued and records it in one transaction.
+Drainers run on the lane's threads, started straight from the completion call: a busy event
+loop does not delay the transaction, so a result is durable within milliseconds of its return.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from dataclasses import dataclass
+import threading
 
 from dbosify import _activity_tasks as acts
 from dbosify._store import Store
 from dbosify._store.store import FACT, LANES
 
-
-@dataclass
-class _Pending:
-    outcome: acts.Outcome
-    done: asyncio.Future[bool]
+_Pending = tuple[acts.Outcome, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
 
 
 class ResultRecorder:
@@ -29,34 +26,58 @@ class ResultRecorder:
         self.store = store
         self.ns = namespace
         self.identity = identity
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._drainers = 0
 
     async def record(self, outcome: acts.Outcome) -> bool:
         """Record one attempt's outcome; False if the attempt is no longer current."""
-        pending = _Pending(outcome, asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        if self._drainers < LANES[FACT]:
-            self._drainers += 1
-            asyncio.get_running_loop().create_task(self._drain())
-        return await pending.done
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        with self._lock:
+            self._queue.append((outcome, loop, done))
+            start = self._drainers < LANES[FACT]
+            if start:
+                self._drainers += 1
+        if start:
+            self.store.submit(FACT, self._drain)
+        return await done
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
+    def _drain(self) -> None:
+        """On a results-lane thread: record batches until the queue is empty."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._drainers -= 1
+                    return
                 batch, self._queue = self._queue, []
-                record = functools.partial(
-                    acts.finish_batch, outcomes=[p.outcome for p in batch], identity=self.identity
-                )
-                try:
-                    current = await self.store.transact(self.ns, record, lane=FACT)
-                except Exception as err:
-                    for p in batch:
-                        if not p.done.done():
-                            p.done.set_exception(err)  # each caller retries on its own
-                    continue
-                for p, ok in zip(batch, current, strict=True):
-                    if not p.done.done():
-                        p.done.set_result(ok)
-        finally:
-            self._drainers -= 1
+            record = functools.partial(
+                acts.finish_batch, outcomes=[p[0] for p in batch], identity=self.identity
+            )
+            try:
+                current = self.store.transact_sync(self.ns, record, lane=FACT)
+            except BaseException as err:
+                for _, loop, done in batch:  # each caller retries on its own
+                    _resolve(loop, done, err)
+                if not isinstance(err, Exception):
+                    with self._lock:
+                        self._drainers -= 1
+                    raise
+                continue
+            for (_, loop, done), ok in zip(batch, current, strict=True):
+                _resolve(loop, done, ok)
+
+
+def _resolve(loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool], value: object) -> None:
+    def settle() -> None:
+        if done.done():
+            return
+        if isinstance(value, BaseException):
+            done.set_exception(value)
+        else:
+            done.set_result(bool(value))
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass  # that loop has closed: nobody waits for this result any more
