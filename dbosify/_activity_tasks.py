@@ -8,6 +8,7 @@ final failure. Heartbeat details live on the task row so they survive a crash.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,13 +77,31 @@ def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskSch
     return ev.activity_task_scheduled_event_attributes
 
 
-def claim(tx: Tx, task_queue: str, owner: str, namespace: str) -> Claimed | float | None:
-    """Claim one ready task; else the time the next one becomes ready (or None)."""
+def claim(
+    tx: Tx, task_queue: str, owner: str, namespace: str,
+    tracked: Callable[[], set[tuple[str, int]]],
+) -> Claimed | float | None:
+    """Claim one ready task; else the time the next one becomes ready (or None).
+
+    ``tracked`` gives the attempts the claimer is running: after a lost connection, a claim
+    that committed unseen is handed back to the queue as the next attempt.
+    """
     from dbosify._worker.core import owns_row
 
     now = time.time()
     if not owns_row(tx, owner):
         return now + 0.5  # presumed dead a moment ago: look again once its beat re-registers it
+    if tx.commit_may_have_landed:
+        running = tracked()
+        for run_id, seq in tx.all(
+            "SELECT run_id, seq FROM activity_tasks WHERE owner = %s AND state = 'running'", (owner,)
+        ):
+            if (run_id, seq) not in running:
+                tx.execute(
+                    "UPDATE activity_tasks SET state = 'scheduled', owner = NULL,"
+                    " attempt = attempt + 1, available_at = %s WHERE run_id = %s AND seq = %s",
+                    (now, run_id, seq),
+                )
     lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
     row = tx.one(
         "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at"
@@ -188,9 +207,14 @@ def finish(
     timeout_kind: int = 0,
 ) -> bool:
     """Record an attempt's outcome. Returns False if the attempt is no longer current."""
+    # The rows stay locked until commit, so a takeover or timeout cannot slip in between; the
+    # run's first, in the order drivers take them.
+    lock = "" if tx.store.is_sqlite else " FOR UPDATE"
+    if lock:
+        tx.execute("SELECT 1 FROM executions WHERE run_id = %s FOR UPDATE", (run_id,))
     row = tx.one(
         "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue"
-        " FROM activity_tasks WHERE run_id = %s AND seq = %s",
+        f" FROM activity_tasks WHERE run_id = %s AND seq = %s{lock}",
         (run_id, seq),
     )
     if row is None or row[0] != attempt or row[1] != "running":

@@ -27,5 +27,7 @@ def is_connection_lost(err: BaseException) -> bool:
     # Server side: class 08 (connection exception), admin/crash shutdown, cannot connect now.
     # A plain subclass name check would miss these (AdminShutdown is what a restart sends).
     state = getattr(err, "sqlstate", None) or ""
-    return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+    # 25P03 / 57P05: the server ended a session idle (in a transaction) past its timeout, e.g.
+    # one of a process that was stopped; the connection is gone, the transaction rolled back.
+    return state.startswith("08") or state in ("57P01", "57P02", "57P03", "25P03", "57P05")
 

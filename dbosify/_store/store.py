@@ -61,6 +61,9 @@ class Tx:
         self._conn = conn
         self._cur = conn.cursor()
         self.keys_to_fire: set[str] = set()
+        # An earlier attempt of this transaction lost its connection, maybe after its COMMIT
+        # reached the server: what it wrote may be there already.
+        self.commit_may_have_landed = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.store.is_sqlite:
@@ -113,6 +116,8 @@ class Store:
         }
         self._sqlite_conns: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
         self._listener: threading.Thread | None = None
+        self._listen_commands: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
+        self._channels: dict[str, str] = {}  # namespaces LISTENed to -> their channel (ident)
         self._listen_conn: Any = None
         self._closed = False
         # Backend pids of our pooled connections, by id(connection): our own NOTIFYs come back
@@ -125,6 +130,14 @@ class Store:
         self._retry_logged: set[str] = set()  # kinds of transient error already logged once
         self._sqlite_dir = target.sqlite_dir or Path()
         self._pg_url = target.pg_url or ""
+        # Ours after the user's own (URL `options`, else PGOPTIONS), which a keyword would replace.
+        self._pg_options = PG_SESSION_OPTIONS
+        if self._pg_url:
+            from psycopg.conninfo import conninfo_to_dict
+
+            given = conninfo_to_dict(self._pg_url).get("options") or os.environ.get("PGOPTIONS")
+            if given:
+                self._pg_options = f"{given} {PG_SESSION_OPTIONS}"
         # Operators (and the crash tests) can tell which process holds a session.
         self._pg_app_name: dict[str, Any] = (
             {} if "application_name" in self._pg_url else {"application_name": f"dbosify:{os.getpid()}"}
@@ -175,7 +188,7 @@ class Store:
         import psycopg
 
         conn = psycopg.connect(
-            self._pg_url, connect_timeout=10, options=PG_SESSION_OPTIONS, **self._pg_app_name
+            self._pg_url, connect_timeout=10, options=self._pg_options, **self._pg_app_name
         )
         # Connections move between threads; server-side prepared statements would then clash.
         conn.prepare_threshold = None
@@ -271,15 +284,48 @@ class Store:
             return ident
         # InvalidNamespace is a StoreError that the client reports as INVALID_ARGUMENT.
         namespaces.validate_name(namespace)
-        if self.is_sqlite:
-            ident = namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace)
-        else:
-            with self._pg_connection() as conn:
-                ident = namespaces.pg_lookup(conn, self.server, namespace)
-                if ident is None:
-                    ident = namespaces.pg_register(conn, self.server, namespace)
+        ident = self._retrying(lambda _lost: self._resolve_ident(namespace))
         with self._lock:
             return self._idents.setdefault(namespace, ident)
+
+    def _resolve_ident(self, namespace: str) -> str:
+        if self.is_sqlite:
+            return namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace)
+        with self._pg_connection() as conn:
+            ident = namespaces.pg_lookup(conn, self.server, namespace)
+            if ident is None:
+                ident = namespaces.pg_register(conn, self.server, namespace)
+            return ident
+
+    def _retrying(self, fn: Callable[[bool], T]) -> T:
+        """``fn`` with transient errors retried (see `transact_sync`). ``fn`` is told whether an
+        earlier attempt lost its connection: a commit sent just before may have landed.
+        """
+        attempt = 0
+        lost = False
+        first_failure: float | None = None  # budgets run from here: time frozen before it is free
+        while True:
+            attempt += 1
+            try:
+                return fn(lost)
+            except BaseException as err:
+                if self._closed:
+                    raise
+                if first_failure is None:
+                    first_failure = time.monotonic()
+                elapsed = time.monotonic() - first_failure
+                if is_connection_lost(err):
+                    lost = True
+                    if elapsed < PG_RECONNECT_SECONDS:
+                        self._log_retry("connection", err)
+                        time.sleep(_backoff(attempt, 1.0))
+                        continue
+                    raise self._lost(err) from err
+                if is_transient(err) and elapsed < TRANSIENT_RETRY_SECONDS:
+                    self._log_retry(type(err).__name__, err)
+                    time.sleep(_backoff(attempt, 0.5))
+                    continue
+                raise
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -293,46 +339,31 @@ class Store:
         `StoreError` naming the host. Each kind is logged once per store. ``fn`` must be safe to
         run again: a failed attempt's transaction was rolled back.
         """
-        attempt = 0
-        first_failure: float | None = None  # budgets run from here: time frozen before it is free
-        while True:
-            attempt += 1
+        tx, result = self._retrying(lambda lost: self._transact_once(namespace, fn, lane, lost))
+        for key in tx.keys_to_fire:
+            self.hub.fire(f"{namespace}\x00{key}")
+        return result
+
+    def _transact_once(
+        self, namespace: str, fn: Callable[[Tx], T], lane: str, lost_before: bool
+    ) -> tuple[Tx, T]:
+        with self._connection(namespace, lane) as conn:  # connecting can fail too
+            tx = Tx(self, conn, namespace)
+            tx.commit_may_have_landed = lost_before
             try:
-                with self._connection(namespace, lane) as conn:  # connecting can fail too
-                    tx = Tx(self, conn, namespace)
-                    try:
-                        if self.is_sqlite:
-                            conn.execute("BEGIN IMMEDIATE")
-                        result = fn(tx)
-                        if tx.keys_to_fire:
-                            self._publish(tx, namespace)
-                        conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
-                    except BaseException:
-                        try:
-                            conn.rollback() if not self.is_sqlite else conn.execute("ROLLBACK")
-                        except Exception:
-                            pass
-                        raise
-            except BaseException as err:
-                if self._closed:
-                    raise
-                if first_failure is None:
-                    first_failure = time.monotonic()
-                elapsed = time.monotonic() - first_failure
-                if is_connection_lost(err):
-                    if elapsed < PG_RECONNECT_SECONDS:
-                        self._log_retry("connection", err)
-                        time.sleep(_backoff(attempt, 1.0))
-                        continue
-                    raise self._lost(err) from err
-                if is_transient(err) and elapsed < TRANSIENT_RETRY_SECONDS:
-                    self._log_retry(type(err).__name__, err)
-                    time.sleep(_backoff(attempt, 0.5))
-                    continue
+                if self.is_sqlite:
+                    conn.execute("BEGIN IMMEDIATE")
+                result = fn(tx)
+                if tx.keys_to_fire:
+                    self._publish(tx, namespace)
+                conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
+            except BaseException:
+                try:
+                    conn.rollback() if not self.is_sqlite else conn.execute("ROLLBACK")
+                except Exception:
+                    pass
                 raise
-            for key in tx.keys_to_fire:
-                self.hub.fire(f"{namespace}\x00{key}")
-            return result
+        return tx, result
 
     def _log_retry(self, kind: str, err: BaseException) -> None:
         if kind in self._retry_logged:
@@ -438,33 +469,31 @@ class Store:
         if self.is_sqlite:
             self._ensure_sqlite_watch(namespace)
             return
+        if namespace in self._channels:
+            return
+        # Resolved (and validated) before anything is recorded, and never under the lock: it may
+        # wait for the database.
+        ident = self.ident(namespace)
         with self._lock:
-            channels = getattr(self, "_channels", None)
-            if channels is None:
-                channels = set()
-                self._channels: set[str] = channels
-            if namespace in channels:
+            if namespace in self._channels:
                 return
-            channels.add(namespace)
-            self.ident(namespace)
             if self._listener is None:
-                ready = threading.Event()
+                self._listen_commands = queue.Queue()
                 self._listener = threading.Thread(
-                    target=self._listen_loop, args=(ready,), name="dbosify-listen", daemon=True
+                    target=self._listen_loop, name="dbosify-listen", daemon=True
                 )
                 self._listener.start()
-                ready.wait(10)
+            self._channels[namespace] = ident
         # Wait until the LISTEN is in effect: a waiter registered after this returns, then re-checks
-        # the database, so no notification can fall in between.
+        # the database, so no notification can fall in between. (A reconnect re-LISTENs every
+        # recorded channel and wakes every waiter.)
         done = threading.Event()
-        self._listen_commands.put((f'LISTEN "{self.ident(namespace)}"', done))
+        self._listen_commands.put((f'LISTEN "{ident}"', done))
         done.wait(5)
 
-    def _listen_loop(self, ready: threading.Event) -> None:
+    def _listen_loop(self) -> None:
         import psycopg
 
-        self._listen_commands: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
-        ready.set()
         backoff = 0.1
         while not self._closed:
             try:
@@ -477,9 +506,9 @@ class Store:
             self._listen_conn = conn
             try:
                 with self._lock:
-                    namespaces = set(getattr(self, "_channels", set()))
-                for ns in namespaces:
-                    conn.execute(f'LISTEN "{self.ident(ns)}"')
+                    channels = dict(self._channels)
+                for ident in channels.values():
+                    conn.execute(f'LISTEN "{ident}"')
                 # After (re)connecting, wake everyone: something may have been missed.
                 self._fire_all()
                 while not self._closed:
@@ -492,15 +521,13 @@ class Store:
                         done.set()
                     with self._lock:
                         own_pids = set(self._own_pids.values())
+                        by_ident = {ident: ns for ns, ident in self._channels.items()}
                     for n in conn.notifies(timeout=0.05, stop_after=256):
                         if n.pid in own_pids:
                             continue  # this process fired it in-process when it committed
-                        ns_ident = n.channel
-                        for ns in namespaces | set(getattr(self, "_channels", set())):
-                            if self.ident(ns) == ns_ident:
-                                self.hub.fire(f"{ns}\x00{n.payload}")
-                    with self._lock:
-                        namespaces = set(getattr(self, "_channels", set()))
+                        ns = by_ident.get(n.channel)
+                        if ns is not None:
+                            self.hub.fire(f"{ns}\x00{n.payload}")
             except Exception as err:
                 if not self._closed:
                     logger.warning("dbosify: notification connection lost (%s); reconnecting", err)

@@ -162,9 +162,9 @@ class WorkerCore:
 
     def _reaped(self) -> None:
         """Another worker presumed this one dead (its beats stopped: e.g. the process was frozen)
-        and took over its runs and activity attempts. Its drivers are fenced: their next write
-        would be refused, so they are evicted now; its running attempts' results will be refused
-        as stale. The liveness thread has registered it again, and it claims work as before.
+        and took over its runs and activity attempts. Its drivers are fenced: their next look or
+        write is refused and they evict their runs; its running attempts' results are refused as
+        stale. The liveness thread has registered it again, and it claims work as before.
         """
         self._reaped_count += 1
         logger.warning(
@@ -173,8 +173,10 @@ class WorkerCore:
             " attempts were taken over, and it continues with new claims",
             self.id, liveness.LIVENESS_EXPIRY, len(self._driver_objs), self._remote_running(),
         )
-        for driver in list(self._driver_objs.values()):
-            driver.fence()
+        # Each driver checks its claim at its next look and stops if it is stale; one claimed
+        # after the re-registration (a moment ago, perhaps before this call) goes on.
+        for run_id in list(self._driver_objs):
+            self.store.hub.fire(f"{self.ns}\x00run:{run_id}")
 
     async def _registered(self) -> None:
         assert self._member is not None
@@ -269,6 +271,19 @@ class WorkerCore:
         now = time.time()
         if not owns_row(tx, self.id):
             return now + 0.5  # presumed dead a moment ago: look again once the beat re-registers it
+        if tx.commit_may_have_landed:
+            # An earlier attempt's claims may have committed unseen: drive what is ours.
+            mine = [
+                (str(r[0]), int(r[1]))
+                for r in tx.all(
+                    "SELECT run_id, claim_gen FROM executions WHERE task_queue = %s AND status = 1"
+                    " AND owner = %s",
+                    (self.tq, self.id),
+                )
+                if r[0] not in self._drivers
+            ]
+            if mine:
+                return mine, now
         for _ in range(8):
             rows = tx.all(
                 "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
@@ -348,8 +363,9 @@ class WorkerCore:
         """Answer queries on closed runs of this task queue by replaying their history, like Temporal."""
         busy: set[str] = set()
         while not self.shutting_down:
-            fut = self.store.waiter(self.ns, [f"q-tq:{self.tq}", f"shutdown:{self.id}"])
+            fut: asyncio.Future[None] | None = None
             try:
+                fut = self.store.waiter(self.ns, [f"q-tq:{self.tq}", f"shutdown:{self.id}"])
                 rows = await self.store.transact(
                     self.ns,
                     lambda tx: tx.all(
@@ -374,7 +390,8 @@ class WorkerCore:
                 logger.warning("dbosify: answering queries on %r failed (%s)", self.tq, err)
                 await asyncio.sleep(0.5)
             finally:
-                fut.cancel()
+                if fut is not None:
+                    fut.cancel()
 
     def _closed_replay_done(self, busy: set[str], run_id: str, _task: asyncio.Task[None]) -> None:
         busy.discard(run_id)
@@ -440,7 +457,7 @@ class WorkerCore:
                     if self.enable_activities and has_slot:
                         await self._registered()
                         got = await self.store.transact(
-                            self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns)
+                            self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns, self._tracked)
                         )
                         if isinstance(got, acts.Claimed):
                             self._track(got)
@@ -470,6 +487,14 @@ class WorkerCore:
                 self._queue_idle = False
                 self._cancel_waiter = None
                 await asyncio.sleep(1.0)
+
+    def _tracked(self) -> set[tuple[str, int]]:
+        """The (run id, seq) of every remote attempt this worker is running."""
+        return {
+            (r.claimed.run_id, r.claimed.seq)
+            for r in list(self._running.values())
+            if r.local_future is None
+        }
 
     def _remote_running(self) -> int:
         return sum(1 for r in self._running.values() if r.local_future is None)

@@ -674,6 +674,12 @@ class RunDriver:
             run = self._owned(tx)
             if run is None:
                 raise RunClosed()
+            if tx.commit_may_have_landed and tx.one(
+                "SELECT 1 FROM history WHERE run_id = %s AND event_id > %s AND event_type = %s",
+                (self.run_id, last_seen, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
+            ):
+                # This task's first attempt committed before its connection was lost: replay.
+                raise WorkflowTaskFailed("workflow task already recorded")
             # The task's scheduled/started events, stamped with the activation's time (workflow.now()).
             sched = hist.WorkflowTaskScheduledEventAttributes(attempt=max(run.wft_attempt, 0) + 1)
             sched.task_queue.name = run.task_queue

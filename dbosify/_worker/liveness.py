@@ -155,6 +155,8 @@ class Liveness:
         tx.lease()  # a lost beat is renewed a second later
         now = time.time()
         missing: set[str] = set()
+        with self._lock:
+            members = [m for m in members if m.worker_id in self._members]  # none that left
         for m in members:
             tx.execute(
                 "UPDATE workers SET heartbeat_at = %s WHERE worker_id = %s", (now, m.worker_id)
@@ -171,11 +173,15 @@ class Liveness:
     def _after_beat(self, members: list[Member], new: set[str], missing: set[str]) -> None:
         with self._lock:
             self._unregistered -= new
+            members = [m for m in members if m.worker_id in self._members]
         for m in members:
-            if m.worker_id in new:
-                m.loop.call_soon_threadsafe(_set_result, m.registered)
-            elif m.worker_id in missing:
-                m.loop.call_soon_threadsafe(m.on_reaped)
+            try:
+                if m.worker_id in new:
+                    m.loop.call_soon_threadsafe(_set_result, m.registered)
+                elif m.worker_id in missing:
+                    m.loop.call_soon_threadsafe(m.on_reaped)
+            except RuntimeError:
+                pass  # its event loop has closed; it leaves soon
 
     # -- reaping -------------------------------------------------------------------------------
 
@@ -206,7 +212,8 @@ def reap(tx: Tx, own: set[str]) -> None:
     """Take over the work of every dead worker: release its runs, reschedule its attempts."""
     cutoff = time.time() - LIVENESS_EXPIRY
     dead = []
-    for worker_id, tq, beat in tx.all("SELECT worker_id, task_queue, heartbeat_at FROM workers"):
+    rows = tx.all("SELECT worker_id, task_queue, heartbeat_at FROM workers ORDER BY worker_id")
+    for worker_id, tq, beat in rows:
         if worker_id in own:
             continue
         if beat < cutoff:
@@ -216,9 +223,15 @@ def reap(tx: Tx, own: set[str]) -> None:
     now = time.time()
     for worker_id, tq, why in dead:
         # Its row first: a claim by that worker (if it still runs) checks its row under lock.
-        tx.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+        if why == "stopped heartbeating":
+            # Unless it beat since we looked.
+            tx.execute(
+                "DELETE FROM workers WHERE worker_id = %s AND heartbeat_at < %s", (worker_id, cutoff)
+            )
+        else:
+            tx.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
         if tx.rowcount == 0:
-            continue  # another reaper got there first
+            continue  # another reaper got there first, or it is alive after all
         logger.info("dbosify: worker %s %s; taking over its work", worker_id, why)
         released = tx.all(
             "UPDATE executions SET owner = NULL WHERE owner = %s AND status = 1"
