@@ -18,6 +18,7 @@ from temporalio.api.errordetails.v1 import message_pb2 as errdetails
 from temporalio.api.history.v1 import message_pb2 as hist
 
 from dbosify import _history as h
+from dbosify._dbos import records
 from dbosify._errors import ServiceError
 from dbosify._store import Tx
 
@@ -129,6 +130,10 @@ def start_run(
     if delay > 0:
         started.first_workflow_task_backoff.FromNanoseconds(int(delay * 1e9))
     h.append(tx, run_id, et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, started, at=now, metadata=metadata)
+    records.on_start(
+        tx, workflow_id, run_id, workflow_type, task_queue, started.input,
+        (p_ns or tx.namespace, p_wf, p_run) if p_wf and p_run else None,
+    )
     tx.notify(f"wf:{task_queue}")
     return StartResult(run_id, True)
 
@@ -150,6 +155,7 @@ def close_run(
         (status, now, run.run_id),
     )
     tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
+    records.on_close(tx, run, status, attrs)
     # Updates that never reached a handler fail like on Temporal once the run closes.
     tx.execute(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",

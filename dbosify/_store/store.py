@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from dbosify._dbos import setup as dbos_setup
 from dbosify._store import namespaces
 from dbosify._store.errors import StoreError, is_connection_lost, is_transient
 from dbosify._store.urls import mask_url, parse_url
@@ -48,7 +49,9 @@ TRANSIENT_RETRY_SECONDS = 30.0  # how long deadlocks, lock timeouts and busy fil
 # gives up and is retried, so a frozen worker's row locks go within about a second.
 PG_SESSION_OPTIONS = (
     "-c idle_in_transaction_session_timeout=1000 -c lock_timeout=3000 -c statement_timeout=60000"
+    " -c dbosify.writer=on"  # the DBOS triggers (dbosify._dbos.setup) tell our writes apart
 )
+ENV_DBOS = "DBOSIFY_DBOS"  # "0": runs are not DBOS workflows (for comparison benchmarks)
 PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
 
 
@@ -128,6 +131,12 @@ class Store:
         self._watched: dict[str, tuple[sqlite3.Connection, int, int]] = {}
         self._watcher: threading.Thread | None = None
         self._retry_logged: set[str] = set()  # kinds of transient error already logged once
+        self.dbos_enabled = os.environ.get(ENV_DBOS, "1").lower() not in ("0", "false", "no")
+        # Where DBOS's system tables are: a Postgres schema (None on SQLite: the namespace file).
+        self.dbos_schema: str | None = (
+            None if target.is_sqlite else (f"dbosify_{target.server}_dbos" if target.server else "dbos")
+        )
+        self._dbos_ready = False
         self._sqlite_dir = target.sqlite_dir or Path()
         self._pg_url = target.pg_url or ""
         # Ours after the user's own (URL `options`, else PGOPTIONS), which a keyword would replace.
@@ -228,6 +237,8 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
             namespaces.sqlite_ensure_schema(conn, namespace, path)
+            if self.dbos_enabled:
+                dbos_setup.sqlite_ensure(conn, path)
         except BaseException:
             conn.close()
             raise
@@ -295,6 +306,12 @@ class Store:
             ident = namespaces.pg_lookup(conn, self.server, namespace)
             if ident is None:
                 ident = namespaces.pg_register(conn, self.server, namespace)
+            if self.dbos_enabled and not self._dbos_ready:
+                assert self.dbos_schema is not None
+                dbos_setup.pg_ensure(
+                    conn, self._pg_url, namespaces.catalog_schema(self.server), self.dbos_schema
+                )
+                self._dbos_ready = True
             return ident
 
     def _retrying(self, fn: Callable[[bool], T]) -> T:
@@ -433,6 +450,12 @@ class Store:
             return
         with self._pg_connection() as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{ident}" CASCADE')
+            if self.dbos_enabled and self._dbos_ready:
+                prefix = namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                conn.execute(
+                    f'DELETE FROM "{self.dbos_schema}".workflow_status WHERE workflow_uuid LIKE %s',
+                    (prefix + "/%",),
+                )
             conn.execute(
                 f'DELETE FROM "{namespaces.catalog_schema(self.server)}".namespaces WHERE name = %s',
                 (namespace,),

@@ -28,6 +28,8 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
+from dbosify._dbos import commands as dbos_commands
+from dbosify._dbos import records
 from dbosify._store import Store, Tx
 from dbosify._worker import liveness
 from dbosify._worker.driver import RunDriver
@@ -91,6 +93,7 @@ class WorkerCore:
         self._driver_objs: dict[str, RunDriver] = {}
         self._restart_after: dict[str, int] = {}  # run id -> claim to drive once its old driver ends
         self._running: dict[bytes, _RunningActivity] = {}
+        self._finishing: set[tuple[str, int]] = set()  # attempts whose result is being recorded
         self._tasks: list[asyncio.Task[Any]] = []
         self._capacity = asyncio.Event()
         self._shutdown_event: asyncio.Event | None = None
@@ -114,6 +117,8 @@ class WorkerCore:
         if self.enable_workflows:
             self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
+            if self.store.dbos_enabled:
+                self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
 
 
     async def validate(self) -> bytes:
@@ -149,9 +154,12 @@ class WorkerCore:
 
     def _unregister(self, tx: Tx) -> None:
         tx.execute("DELETE FROM workers WHERE worker_id = %s", (self.id,))
-        tx.execute(
-            "UPDATE executions SET owner = NULL WHERE owner = %s AND status = 1", (self.id,)
+        released = tx.all(
+            "UPDATE executions SET owner = NULL WHERE owner = %s AND status = 1"
+            " RETURNING workflow_id, run_id",
+            (self.id,),
         )
+        records.on_release(tx, [(str(w), str(r)) for w, r in released])
         tx.execute(
             "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
             " available_at = %s WHERE owner = %s AND state = 'running'",
@@ -298,15 +306,19 @@ class WorkerCore:
                 )
                 return float(nxt[0]) if nxt and nxt[0] is not None else None
             claimed: list[tuple[str, int]] = []
+            workflows: list[tuple[str, str]] = []
             for (run_id,) in rows:
                 got = tx.one(
                     "UPDATE executions SET owner = %s, claim_gen = claim_gen + 1"
-                    " WHERE run_id = %s AND owner IS NULL AND status = 1 RETURNING run_id, claim_gen",
+                    " WHERE run_id = %s AND owner IS NULL AND status = 1"
+                    " RETURNING run_id, claim_gen, workflow_id",
                     (self.id, run_id),
                 )
                 if got is not None:
                     claimed.append((str(got[0]), int(got[1])))
+                    workflows.append((str(got[2]), str(got[0])))
             if claimed:
+                records.on_claim(tx, workflows, self.id)
                 more = tx.one(
                     "SELECT min(COALESCE(not_before, 0)) FROM executions"
                     " WHERE task_queue = %s AND status = 1 AND owner IS NULL",
@@ -345,19 +357,42 @@ class WorkerCore:
             try:
                 self.store.transact_sync(
                     self.ns,
-                    lambda tx: (
-                        tx.execute(
-                            "UPDATE executions SET owner = NULL"
-                            " WHERE run_id = %s AND owner = %s AND claim_gen = %s",
-                            (run_id, self.id, driver.gen if driver is not None else -1),
-                        ),
-                        tx.notify(f"wf:{self.tq}"),  # type: ignore
-                    ),
+                    lambda tx: self._release(tx, run_id, driver.gen if driver and driver.gen is not None else -1),
                 )
             except Exception:
                 logger.exception("dbosify: releasing run %s failed", run_id)
             if not self._drivers and self._activations is not None:
                 self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
+
+    def _release(self, tx: Tx, run_id: str, gen: int) -> None:
+        """Hand a run back (this worker shuts down) so that another worker continues it."""
+        got = tx.all(
+            "UPDATE executions SET owner = NULL WHERE run_id = %s AND owner = %s AND claim_gen = %s"
+            " RETURNING workflow_id",
+            (run_id, self.id, gen),
+        )
+        records.on_release(tx, [(str(w), run_id) for (w,) in got])
+        tx.notify(f"wf:{self.tq}")
+
+    async def _dbos_commands_loop(self) -> None:
+        """Carry out DBOS's cancel and resume of this task queue's runs (see _dbos/commands.py)."""
+        await self._registered()
+        while not self.shutting_down:
+            fut: asyncio.Future[None] | None = None
+            try:
+                fut = self.store.waiter(self.ns, [f"dbos:{self.tq}", f"shutdown:{self.id}"])
+                await self.store.transact(
+                    self.ns, lambda tx: dbos_commands.apply(tx, self.tq, self.identity)
+                )
+                await self.store.wait_future(fut)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: carrying out DBOS commands on %r failed (%s)", self.tq, err)
+                await asyncio.sleep(0.5)
+            finally:
+                if fut is not None:
+                    fut.cancel()
 
     async def _closed_query_loop(self) -> None:
         """Answer queries on closed runs of this task queue by replaying their history, like Temporal."""
@@ -489,12 +524,12 @@ class WorkerCore:
                 await asyncio.sleep(1.0)
 
     def _tracked(self) -> set[tuple[str, int]]:
-        """The (run id, seq) of every remote attempt this worker is running."""
+        """The (run id, seq) of every remote attempt this worker is running or recording."""
         return {
             (r.claimed.run_id, r.claimed.seq)
             for r in list(self._running.values())
             if r.local_future is None
-        }
+        } | set(self._finishing)
 
     def _remote_running(self) -> int:
         return sum(1 for r in self._running.values() if r.local_future is None)
@@ -601,6 +636,7 @@ class WorkerCore:
         else:
             payload = common.Payloads()
             k = "canceled"
+        self._finishing.add((run_id, seq))  # still this worker's while its result is recorded
         try:
             delay = 0.5
             while True:
@@ -623,6 +659,7 @@ class WorkerCore:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
+            self._finishing.discard((run_id, seq))
             self.store.hub.fire(f"{self.ns}\x00slot:{self.id}")  # a slot is free
 
     def record_activity_heartbeat(self, proto: bytes) -> None:

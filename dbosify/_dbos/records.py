@@ -1,0 +1,184 @@
+"""Each run's DBOS workflow record, written in the same transaction as the run's own rows.
+
+A run is a DBOS workflow whose ID is ``<namespace>/<workflow id>/<run id>``, whose name is the
+workflow type and whose queue is the task queue. Its `workflow_status` row is written where the
+run changes: ENQUEUED at start (through DBOS's documented SQL function on Postgres), PENDING
+with the worker as executor at each claim, ENQUEUED again when a dead worker's runs are released,
+and SUCCESS / ERROR / CANCELLED with the output or error at close. Being in the transaction
+that changes the run, the two statuses cannot disagree once it has committed, and it costs no
+commit of its own.
+
+Rows carry application name and version ``dbosify``: DBOS runtimes never claim, recover or run
+them (their function is not theirs), while DBOS's tools list, inspect, cancel and resume them.
+
+Writing DBOS's tables directly (everything but the start on Postgres) relies on their layout in
+the supported dbos range (pyproject.toml); this module is the only place that does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import message_pb2 as common
+
+from dbosify import _history as h
+from dbosify._store import Tx
+
+APP = "dbosify"  # the application name and version of every run's DBOS row
+
+# Temporal close status -> DBOS status.
+DBOS_STATUS: dict[int, str] = {
+    h.COMPLETED: "SUCCESS",
+    h.CONTINUED_AS_NEW: "SUCCESS",
+    h.FAILED: "ERROR",
+    h.TIMED_OUT: "ERROR",
+    h.TERMINATED: "CANCELLED",
+    h.CANCELED: "CANCELLED",
+}
+
+
+def workflow_uuid(namespace: str, workflow_id: str, run_id: str) -> str:
+    """The DBOS workflow ID of a run (documented in docs/COMPATIBILITY.md)."""
+    return f"{namespace}/{workflow_id}/{run_id}"
+
+
+def enabled(tx: Tx) -> bool:
+    return tx.store.dbos_enabled
+
+
+def table(tx: Tx, name: str) -> str:
+    """A DBOS table as this transaction names it (schema-qualified on Postgres)."""
+    schema = tx.store.dbos_schema
+    return f'"{schema}".{name}' if schema else name
+
+
+def _ms(t: float | None = None) -> int:
+    return int((time.time() if t is None else t) * 1000)
+
+
+def payload_json(p: common.Payload) -> Any:
+    """A payload as JSON, readable in DBOS's tools: its value when it is JSON, else its bytes."""
+    encoding = p.metadata.get("encoding", b"").decode(errors="replace")
+    if encoding == "json/plain":
+        try:
+            return json.loads(p.data)
+        except ValueError:
+            pass
+    if encoding == "binary/null":
+        return None
+    return {"encoding": encoding, "data_base64": base64.b64encode(p.data).decode()}
+
+
+def on_start(
+    tx: Tx, workflow_id: str, run_id: str, workflow_type: str, task_queue: str,
+    inputs: common.Payloads, parent: tuple[str, str, str] | None,
+) -> None:
+    """The run was created: its DBOS row, ENQUEUED on its task queue."""
+    if not enabled(tx):
+        return
+    uuid = workflow_uuid(tx.namespace, workflow_id, run_id)
+    args = [payload_json(p) for p in inputs.payloads]
+    named = {"namespace": tx.namespace, "workflow_id": workflow_id, "run_id": run_id}
+    if tx.store.is_sqlite:
+        now = _ms()
+        tx.execute(
+            f"INSERT INTO {table(tx, 'workflow_status')} (workflow_uuid, status, name, queue_name,"
+            " created_at, updated_at, application_version, application_name, recovery_attempts,"
+            " priority, serialization) VALUES (%s, 'ENQUEUED', %s, %s, %s, %s, %s, %s, 0, 0,"
+            " 'portable_json') ON CONFLICT (workflow_uuid) DO NOTHING",
+            (uuid, workflow_type, task_queue, now, now, APP, APP),
+        )
+        tx.execute(
+            f"INSERT INTO {table(tx, 'workflow_input')} (workflow_uuid, inputs, retention_timestamp)"
+            " VALUES (%s, %s, %s) ON CONFLICT (workflow_uuid) DO NOTHING",
+            (uuid, json.dumps({"positionalArgs": args, "namedArgs": named}), now),
+        )
+    else:
+        # DBOS's documented SQL interface for writing a workflow that runs elsewhere.
+        tx.execute(
+            f'SELECT "{tx.store.dbos_schema}".enqueue_workflow(workflow_name => %s,'
+            " queue_name => %s, positional_args => %s::json[], named_args => %s::json,"
+            " workflow_id => %s, app_version => %s, application_name => %s)",
+            (workflow_type, task_queue, [json.dumps(a) for a in args], json.dumps(named), uuid,
+             APP, APP),
+        )
+    if parent is not None:  # DBOS's cancel of a parent reaches its children too
+        tx.execute(
+            f"UPDATE {table(tx, 'workflow_status')} SET parent_workflow_id = %s"
+            " WHERE workflow_uuid = %s",
+            (workflow_uuid(*parent), uuid),
+        )
+
+
+def _in(n: int) -> str:
+    return "(" + ", ".join(["%s"] * n) + ")"
+
+
+def on_claim(tx: Tx, runs: list[tuple[str, str]], executor: str) -> None:
+    """Runs ``(workflow id, run id)`` were claimed: PENDING, executed by ``executor``."""
+    if not runs or not enabled(tx):
+        return
+    now = _ms()
+    uuids = [workflow_uuid(tx.namespace, w, r) for w, r in runs]
+    tx.execute(
+        f"UPDATE {table(tx, 'workflow_status')} SET status = 'PENDING', executor_id = %s,"
+        " started_at_epoch_ms = %s, updated_at = %s,"
+        " recovery_attempts = COALESCE(recovery_attempts, 0) + 1"
+        f" WHERE workflow_uuid IN {_in(len(uuids))} AND status IN ('ENQUEUED', 'PENDING')",
+        (executor, now, now, *uuids),
+    )
+
+
+def on_release(tx: Tx, runs: list[tuple[str, str]]) -> None:
+    """Runs were handed back (their worker died or shut down): ENQUEUED for the next claim."""
+    if not runs or not enabled(tx):
+        return
+    uuids = [workflow_uuid(tx.namespace, w, r) for w, r in runs]
+    tx.execute(
+        f"UPDATE {table(tx, 'workflow_status')} SET status = 'ENQUEUED', executor_id = NULL,"
+        f" updated_at = %s WHERE workflow_uuid IN {_in(len(uuids))} AND status = 'PENDING'",
+        (_ms(), *uuids),
+    )
+
+
+def on_close(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:
+    """The run closed: its DBOS status, and its output or error. Ours is the truth: a DBOS
+    status set meanwhile (a cancel racing a completion) is overwritten, so the two agree."""
+    if not enabled(tx):
+        return
+    uuid = workflow_uuid(tx.namespace, run.workflow_id, run.run_id)
+    output, error = _outcome(status, attrs)
+    now = _ms()
+    tx.execute(
+        f"UPDATE {table(tx, 'workflow_status')} SET status = %s, completed_at = %s, updated_at = %s,"
+        " owner_xid = NULL, queue_name = NULL WHERE workflow_uuid = %s",
+        (DBOS_STATUS[status], now, now, uuid),
+    )
+    tx.execute(
+        f"INSERT INTO {table(tx, 'workflow_output')} (workflow_uuid, output, error, retention_timestamp)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output,"
+        " error = EXCLUDED.error",
+        (uuid, output, error, now),
+    )
+
+
+def _outcome(status: int, attrs: Any) -> tuple[str | None, str | None]:
+    """(output, error) in DBOS's portable JSON."""
+    if status == h.COMPLETED:
+        payloads = list(attrs.result.payloads)
+        return json.dumps(payload_json(payloads[0]) if payloads else None), None
+    if status == h.CONTINUED_AS_NEW:
+        return json.dumps({"continued_as_new": attrs.new_execution_run_id}), None
+    if status == h.FAILED:
+        f = attrs.failure
+        name = f.application_failure_info.type if f.HasField("application_failure_info") else ""
+        return None, json.dumps({"name": name or "WorkflowFailure", "message": f.message})
+    if status == h.TIMED_OUT:
+        return None, json.dumps({"name": "TimeoutError", "message": "workflow timed out"})
+    if status == h.TERMINATED:
+        return None, json.dumps({"name": "Terminated", "message": attrs.reason or "terminated"})
+    return None, json.dumps({"name": "Cancelled", "message": "workflow cancelled"})

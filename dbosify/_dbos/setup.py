@@ -1,0 +1,201 @@
+"""DBOS's system tables beside ours, and the triggers that bring DBOS's commands to us.
+
+Postgres: DBOS's tables live in the same database, in DBOS's default schema ``dbos`` (an isolated
+server, see `SERVER_PARAM`, has its own), so ``dbos workflow list -s <url>`` works as is. SQLite:
+in each namespace's file, so one transaction covers a run's rows and its DBOS row.
+
+They are created by DBOS's public ``DBOS.migrate`` once per dbos release, under a lock; a
+marker (the dbos version and `ENVELOPE_VERSION`) says whether that is done, so a process that
+finds it current runs no DDL. Then our triggers on `workflow_status`:
+- a DBOS cancel or resume of a run (status set to CANCELLED or ENQUEUED by anyone but us) wakes
+  the workers of its task queue (key ``dbos:<task queue>``): Postgres NOTIFY, SQLite `notices`;
+- a resume of a closed run, and a fork, are refused with a message that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("dbosify")
+
+ENVELOPE_VERSION = 1  # our triggers; bump when they change
+SETUP_WAIT_SECONDS = 120.0
+APP = "dbosify"
+MARKER_KEY = "dbos"
+
+_REFUSE_RESUME = "a closed Temporal run cannot run again; start a new run instead"
+_REFUSE_FORK = (
+    "DBOS fork of a Temporal run maps to a Temporal reset, which dbosify does not support yet"
+)
+
+
+def marker() -> str:
+    return f"{version('dbos')}/{ENVELOPE_VERSION}"
+
+
+def _migrate(url: str, schema: str | None) -> None:
+    from dbos import DBOS
+
+    if schema is None:
+        DBOS.migrate(url)
+    else:
+        DBOS.migrate(url, schema=schema)
+
+
+# -- Postgres -------------------------------------------------------------------------------
+
+
+def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str) -> None:
+    """DBOS's tables in ``schema`` and our triggers on them, unless the marker says done.
+
+    ``conn`` is one of our connections (not in a transaction; its transaction is ended).
+    """
+    if _pg_marker(conn, catalog) == marker():
+        return
+    lock = f"{catalog}:dbos"
+    # Try, do not wait: DBOS's migrations build indexes CONCURRENTLY, which wait for every open
+    # transaction, a blocked lock request included. One-time setup, so a short sleep is fine.
+    deadline = time.monotonic() + SETUP_WAIT_SECONDS
+    while not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)).fetchone()[0]:
+        conn.rollback()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {SETUP_WAIT_SECONDS:g} s for another process's DBOS setup")
+        time.sleep(0.1)
+        if _pg_marker(conn, catalog) == marker():
+            return
+    try:
+        conn.commit()
+        if _pg_marker(conn, catalog) == marker():
+            return
+        logger.info("dbosify: setting up DBOS's system tables in schema %s", schema)
+        _migrate(pg_url, schema)
+        for stmt in _pg_triggers(catalog, schema):
+            conn.execute(stmt)
+        conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{catalog}".meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)'
+        )
+        conn.execute(
+            f'INSERT INTO "{catalog}".meta (key, value) VALUES (%s, %s)'
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (MARKER_KEY, marker()),
+        )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
+        conn.commit()
+
+
+def _pg_marker(conn: Any, catalog: str) -> str | None:
+    try:
+        row = conn.execute(
+            f'SELECT value FROM "{catalog}".meta WHERE key = %s', (MARKER_KEY,)
+        ).fetchone()
+    except Exception as err:
+        conn.rollback()
+        if getattr(err, "sqlstate", None) in ("42P01", "3F000"):
+            return None
+        raise
+    conn.rollback()
+    return str(row[0]) if row else None
+
+
+def _pg_triggers(catalog: str, schema: str) -> list[str]:
+    ws = f'"{schema}".workflow_status'
+    return [
+        f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_command() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE channel TEXT;
+        BEGIN
+            IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NULL; END IF;
+            SELECT ident INTO channel FROM "{catalog}".namespaces
+                WHERE starts_with(NEW.workflow_uuid, name || '/') ORDER BY length(name) DESC LIMIT 1;
+            IF channel IS NOT NULL THEN
+                PERFORM pg_notify(channel, 'dbos:' || COALESCE(OLD.queue_name, NEW.queue_name, ''));
+            END IF;
+            RETURN NULL;
+        END $$""",
+        f"DROP TRIGGER IF EXISTS dbosify_command ON {ws}",
+        f"""CREATE TRIGGER dbosify_command AFTER UPDATE OF status ON {ws} FOR EACH ROW
+        WHEN (NEW.application_name = '{APP}' AND NEW.status IN ('CANCELLED', 'ENQUEUED')
+              AND OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION "{schema}".dbosify_command()""",
+        f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_refuse() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NEW; END IF;
+            IF TG_OP = 'INSERT' THEN
+                RAISE EXCEPTION 'dbosify: {_REFUSE_FORK} (%)', NEW.forked_from;
+            END IF;
+            RAISE EXCEPTION 'dbosify: % is %: {_REFUSE_RESUME}', NEW.workflow_uuid, OLD.status;
+        END $$""",
+        f"DROP TRIGGER IF EXISTS dbosify_refuse_resume ON {ws}",
+        f"""CREATE TRIGGER dbosify_refuse_resume BEFORE UPDATE OF status ON {ws} FOR EACH ROW
+        WHEN (NEW.application_name = '{APP}' AND NEW.status = 'ENQUEUED'
+              AND OLD.status IN ('SUCCESS', 'ERROR', 'CANCELLED'))
+        EXECUTE FUNCTION "{schema}".dbosify_refuse()""",
+        f"DROP TRIGGER IF EXISTS dbosify_refuse_fork ON {ws}",
+        f"""CREATE TRIGGER dbosify_refuse_fork BEFORE INSERT ON {ws} FOR EACH ROW
+        WHEN (NEW.application_name = '{APP}' AND NEW.forked_from IS NOT NULL)
+        EXECUTE FUNCTION "{schema}".dbosify_refuse()""",
+    ]
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+
+def sqlite_ensure(conn: sqlite3.Connection, path: Path) -> None:
+    """DBOS's tables in the namespace file and our triggers, unless the marker says done."""
+    try:
+        row = conn.execute("SELECT value FROM dbosify_meta WHERE key = ?", (MARKER_KEY,)).fetchone()
+    except sqlite3.OperationalError as err:
+        if "no such table" not in str(err):
+            raise
+        row = None
+    if row is not None and row[0] == marker():
+        return
+    _migrate(f"sqlite:///{path}", None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in _SQLITE_TRIGGERS:
+            conn.execute(stmt)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS dbosify_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO dbosify_meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (MARKER_KEY, marker()),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+_SQLITE_TRIGGERS = [
+    "DROP TRIGGER IF EXISTS dbosify_command",
+    f"""CREATE TRIGGER dbosify_command AFTER UPDATE OF status ON workflow_status
+    WHEN NEW.application_name = '{APP}' AND NEW.status IN ('CANCELLED', 'ENQUEUED')
+         AND OLD.status IS NOT NEW.status
+    BEGIN
+        INSERT INTO notices (origin, key)
+        VALUES ('dbos', 'dbos:' || COALESCE(OLD.queue_name, NEW.queue_name, ''));
+    END""",
+    "DROP TRIGGER IF EXISTS dbosify_refuse_resume",
+    f"""CREATE TRIGGER dbosify_refuse_resume BEFORE UPDATE OF status ON workflow_status
+    WHEN NEW.application_name = '{APP}' AND NEW.status = 'ENQUEUED'
+         AND OLD.status IN ('SUCCESS', 'ERROR', 'CANCELLED')
+    BEGIN SELECT RAISE(ABORT, 'dbosify: {_REFUSE_RESUME}'); END""",
+    "DROP TRIGGER IF EXISTS dbosify_refuse_fork",
+    f"""CREATE TRIGGER dbosify_refuse_fork BEFORE INSERT ON workflow_status
+    WHEN NEW.application_name = '{APP}' AND NEW.forked_from IS NOT NULL
+    BEGIN SELECT RAISE(ABORT, 'dbosify: {_REFUSE_FORK}'); END""",
+]
