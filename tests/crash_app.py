@@ -185,6 +185,8 @@ async def run_client(url: str, namespace: str, task_queue: str) -> None:
             return {"events": [EventType.Name(e.event_type) for e in history.events]}
         if op == "audit":
             return await audit(handle, req.get("replay", True))
+        if op == "dbos":  # the run's DBOS workflow, through DBOS's own client
+            return await asyncio.to_thread(dbos_row, url, namespace, req["id"])
         raise ValueError(f"unknown op {op!r}")
 
     print(json.dumps({"ok": True, "ready": os.getpid()}), flush=True)
@@ -199,6 +201,31 @@ async def run_client(url: str, namespace: str, task_queue: str) -> None:
                 raise
             out = {"ok": False, "error": f"{type(err).__name__}: {err}"}
         print(json.dumps(out), flush=True)
+
+
+def dbos_row(url: str, namespace: str, workflow_id: str) -> dict[str, Any]:
+    """Status and executor of each DBOS workflow of ``workflow_id``'s runs."""
+    from dbos import DBOSClient
+
+    from dbosify._store import get_store
+
+    store = get_store(url)
+    if store.is_sqlite:
+        client = DBOSClient(system_database_url=f"sqlite:///{store.sqlite_path(namespace)}")
+    else:
+        client = DBOSClient(system_database_url=url, dbos_system_schema=store.dbos_schema)
+    try:
+        rows = client.list_workflows()
+    finally:
+        client.destroy()
+    prefix = f"{namespace}/{workflow_id}/"
+    return {
+        "runs": [
+            {"status": w.status, "executor": w.executor_id}
+            for w in rows
+            if w.workflow_id.startswith(prefix)
+        ]
+    }
 
 
 async def audit(handle: Any, replay: bool) -> dict[str, Any]:

@@ -503,6 +503,10 @@ def scenario_freeze(h: Harness) -> None:
             f"{key}: executions (attempt, pid) {runs}, but the result recorded is pid"
             f" {recorded[key]}'s: a stale result, or a re-run after a recorded completion"
         )
+    # Their DBOS workflows agree: succeeded, executed last by a live worker.
+    for wid in ids:
+        rows = h.client.call(op="dbos", id=wid)["runs"]
+        assert [r["status"] for r in rows] == ["SUCCESS"], (wid, rows)
     log = h.logs[h.procs.index(w1)].read_text(errors="replace")
     assert "presumed dead" in log, "the frozen worker never learned it had been taken over"
     assert w1.poll() is None and w2.poll() is None, "a worker exited"

@@ -193,7 +193,8 @@ async def test_dbos_resume_of_a_stuck_run(client: Client, dbos: DBOSClient) -> N
             await asyncio.wait_for(asyncio.shield(h.result()), 0.5)
         await asyncio.to_thread(dbos.resume_workflow, f"{client.namespace}/{h.id}/{h.result_run_id}")
         assert await asyncio.wait_for(h.result(), 5) == "released"
-    await wait_status(dbos, client.namespace, h.id, h.result_run_id or "", "SUCCESS")
+    done = await wait_status(dbos, client.namespace, h.id, h.result_run_id or "", "SUCCESS")
+    assert done.executor_id != ghost  # the live worker took it over
 
 
 async def test_dbos_resume_of_closed_run_and_fork_are_refused(
@@ -233,3 +234,39 @@ async def test_dbos_cli_lists_and_gets_runs(client: Client) -> None:
     assert got.returncode == 0, got.stderr
     row = json.loads(got.stdout)
     assert (row["status"], row["name"], row["queue_name"]) == ("ENQUEUED", "Shout", tq)
+
+
+async def test_a_dbos_application_launching_leaves_our_runs_alone(
+    client: Client, dbos: DBOSClient
+) -> None:
+    """A DBOS application launched on the same database recovers its own PENDING workflows and
+    polls its queues: a run that our worker drives must stay ours, driven once."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    url, schema = dbos_url(client)
+    config: dict[str, Any] = {"name": "other-app", "system_database_url": url}
+    if schema is not None:
+        config["dbos_system_schema"] = schema
+    script = (
+        "import time\nfrom dbos import DBOS\n"
+        f"DBOS(config={config!r})\nDBOS.launch()\ntime.sleep(3)\nDBOS.destroy()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DBOSIFY_ACTIVATE"}
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        h = await client.start_workflow(Waits.run, id=f"l-{uuid.uuid4().hex[:6]}", task_queue=tq)
+        before = await wait_status(dbos, client.namespace, h.id, h.result_run_id or "", "PENDING")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, env=env, cwd=str(Path(__file__).parent),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+        after = find(dbos, client.namespace, h.id, h.result_run_id or "")
+        assert (after.status, after.executor_id, after.recovery_attempts) == (
+            "PENDING", before.executor_id, before.recovery_attempts
+        )
+        await h.signal(Waits.release)
+        assert await h.result() == "released"
+    history = await h.fetch_history()
+    kinds = [e.event_type for e in history.events]
+    assert kinds.count(kinds[0]) == 1  # one start; and the run was not started again
+    await wait_status(dbos, client.namespace, h.id, h.result_run_id or "", "SUCCESS")
