@@ -727,6 +727,8 @@ async def test_waiting_runs_do_not_poll_the_database(client: Client, db_url: str
         ]
         for h in handles:  # each has run its first workflow task and is now waiting
             assert await h.query(SignalQueryUpdateWorkflow.count) == 0
+        # A driver takes one more look after answering a query; let those finish under load.
+        await asyncio.sleep(0.5)
         conn, _lock = get_store(db_url)._sqlite_conns[client.namespace]
         statements: list[str] = []
         conn.set_trace_callback(statements.append)

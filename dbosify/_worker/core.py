@@ -34,6 +34,7 @@ from dbosify._store import Store, Tx
 from dbosify._worker import liveness
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
+from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ class WorkerCore:
         self._shutdown_event: asyncio.Event | None = None
         self._member: Member | None = None  # this worker's liveness; claims wait for its row
         self._reaped_count = 0
-        self.replay_slots = asyncio.Semaphore(REPLAY_SLOTS)
+        self.replay_gate = ReplayGate(REPLAY_SLOTS)
+        self._replay_priority: dict[str, int] = {}  # claimed runs not yet replayed
         self._results = ResultRecorder(self.store, self.ns, self.identity)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -319,6 +321,7 @@ class WorkerCore:
                     workflows.append((str(got[2]), str(got[0])))
             if claimed:
                 records.on_claim(tx, workflows, self.id)
+                self._replay_priority.update(priorities(tx, [r for r, _ in claimed]))
                 more = tx.one(
                     "SELECT min(COALESCE(not_before, 0)) FROM executions"
                     " WHERE task_queue = %s AND status = 1 AND owner IS NULL",
@@ -730,7 +733,7 @@ class WorkerCore:
 
 
 CLAIM_BATCH = 8  # runs claimed per transaction: a takeover of many runs moves on quickly
-REPLAY_SLOTS = 4  # runs a worker replays at once (see RunDriver._replay)
+REPLAY_SLOTS = 4  # runs a worker replays at once (see replay_gate.py)
 
 
 def owns_row(tx: Tx, worker_id: str) -> bool:

@@ -250,10 +250,11 @@ class RunDriver:
     async def _replay(self, closed_ok: bool = False) -> None:
         """Rebuild the workflow from history, one recorded activation at a time.
 
-        At most `REPLAY_SLOTS` replays of a worker run at once: when a worker takes over hundreds
-        of runs, the first claimed move on first instead of all finishing together at the end.
+        A worker replays a few runs at once, runs with waiting work first (`ReplayGate`): when it
+        takes over hundreds of runs, those move on first instead of all finishing together.
         """
-        async with self.core.replay_slots:
+        priority = self.core._replay_priority.pop(self.run_id, 1)
+        async with self.core.replay_gate.slot(priority):
             await self._replay_now(closed_ok)
 
     async def _replay_now(self, closed_ok: bool) -> None:
