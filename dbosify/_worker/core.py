@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.common.v1 import message_pb2 as common
@@ -377,59 +378,59 @@ class WorkerCore:
         records.on_release(tx, [(str(w), run_id) for (w,) in got])
         tx.notify(f"wf:{self.tq}")
 
-    async def _dbos_commands_loop(self) -> None:
-        """Carry out DBOS's cancel and resume of this task queue's runs (see _dbos/commands.py)."""
-        await self._registered()
+    async def _on_wake(self, key: str, step: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run ``step`` now, then again after each wake-up on ``key``, until shutdown."""
         while not self.shutting_down:
             fut: asyncio.Future[None] | None = None
             try:
-                fut = self.store.waiter(self.ns, [f"dbos:{self.tq}", f"shutdown:{self.id}"])
-                await self.store.transact(
-                    self.ns, lambda tx: dbos_commands.apply(tx, self.tq, self.identity)
-                )
+                # Registered before the step, so no wake-up can fall in between.
+                fut = self.store.waiter(self.ns, [key, f"shutdown:{self.id}"])
+                await step()
                 await self.store.wait_future(fut)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                logger.warning("dbosify: carrying out DBOS commands on %r failed (%s)", self.tq, err)
+                logger.warning("dbosify: %s on %r failed (%s); retrying", what, self.tq, err)
                 await asyncio.sleep(0.5)
             finally:
                 if fut is not None:
                     fut.cancel()
 
+    async def _dbos_commands_loop(self) -> None:
+        """Carry out DBOS's cancel and resume of this task queue's runs (see _dbos/commands.py)."""
+        await self._registered()
+
+        async def step() -> None:
+            await self.store.transact(
+                self.ns, lambda tx: dbos_commands.apply(tx, self.tq, self.identity)
+            )
+
+        await self._on_wake(f"dbos:{self.tq}", step, "carrying out DBOS commands")
+
     async def _closed_query_loop(self) -> None:
         """Answer queries on closed runs of this task queue by replaying their history, like Temporal."""
         busy: set[str] = set()
-        while not self.shutting_down:
-            fut: asyncio.Future[None] | None = None
-            try:
-                fut = self.store.waiter(self.ns, [f"q-tq:{self.tq}", f"shutdown:{self.id}"])
-                rows = await self.store.transact(
-                    self.ns,
-                    lambda tx: tx.all(
-                        "SELECT DISTINCT q.run_id FROM queries q JOIN executions e ON e.run_id = q.run_id"
-                        " WHERE q.state = 'pending' AND e.task_queue = %s AND e.status <> 1",
-                        (self.tq,),
-                    ),
-                )
-                for (run_id,) in rows:
-                    if run_id in self._drivers or run_id in busy:
-                        # Still driven, or replayed for earlier queries (then evicted): its pending
-                        # queries were read before this one arrived. Look again when that ends.
-                        self._queries_skipped.add(run_id)
-                    else:
-                        busy.add(run_id)
-                        task = asyncio.create_task(self._answer_closed(run_id))
-                        task.add_done_callback(functools.partial(self._closed_replay_done, busy, run_id))
-                await self.store.wait_future(fut)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                logger.warning("dbosify: answering queries on %r failed (%s)", self.tq, err)
-                await asyncio.sleep(0.5)
-            finally:
-                if fut is not None:
-                    fut.cancel()
+
+        async def step() -> None:
+            rows = await self.store.transact(
+                self.ns,
+                lambda tx: tx.all(
+                    "SELECT DISTINCT q.run_id FROM queries q JOIN executions e ON e.run_id = q.run_id"
+                    " WHERE q.state = 'pending' AND e.task_queue = %s AND e.status <> 1",
+                    (self.tq,),
+                ),
+            )
+            for (run_id,) in rows:
+                if run_id in self._drivers or run_id in busy:
+                    # Still driven, or replayed for earlier queries (then evicted): its pending
+                    # queries were read before this one arrived. Look again when that ends.
+                    self._queries_skipped.add(run_id)
+                else:
+                    busy.add(run_id)
+                    task = asyncio.create_task(self._answer_closed(run_id))
+                    task.add_done_callback(functools.partial(self._closed_replay_done, busy, run_id))
+
+        await self._on_wake(f"q-tq:{self.tq}", step, "answering queries")
 
     def _closed_replay_done(self, busy: set[str], run_id: str, _task: asyncio.Task[None]) -> None:
         busy.discard(run_id)
