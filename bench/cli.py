@@ -19,6 +19,7 @@ from bench.backends import (
     DEFAULT_PG,
     WORK_DIR,
     DbosifyPgBackend,
+    DbosifyPgNoDbosBackend,
     DbosifySqliteBackend,
     TemporalBackend,
     Unavailable,
@@ -75,6 +76,8 @@ def make_backends(names: list[str], args: argparse.Namespace) -> tuple[dict[str,
                 made[name] = TemporalBackend(log, install=not args.no_install)
             elif name == "dbosify-pg":
                 made[name] = DbosifyPgBackend(args.pg_url)
+            elif name == "dbosify-pg-nodbos":
+                made[name] = DbosifyPgNoDbosBackend(args.pg_url)
             elif name == "dbosify-sqlite":
                 made[name] = DbosifySqliteBackend()
             else:

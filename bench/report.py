@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.measure import median
 
-DBOSIFY = ("dbosify-pg", "dbosify-sqlite")
+DBOSIFY = ("dbosify-pg", "dbosify-pg-nodbos", "dbosify-sqlite")
 
 # (label, workload, metric, aggregate over repeats, target)
 # target: (kind, value) with kind ratio_ge / ratio_le (dbosify ÷ temporal) or abs_le / abs_ge / abs_eq.
