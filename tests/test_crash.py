@@ -357,6 +357,9 @@ def scenario_restart(h: Harness) -> None:
     for wid in ids:
         assert h.client.result(wid, timeout=40) == [f"{s}@{wid}" for s in steps]
     h.notes.append(f"finished {time.monotonic() - killed_at:.1f} s after the kill")
+    for wid in ids:  # their DBOS workflows went through the crash with them
+        rows = h.client.call(op="dbos", id=wid)["runs"]
+        assert [r["status"] for r in rows] == ["SUCCESS"], (wid, rows)
     marks = h.marks()
     starts = Counter((m.activity, m.workflow_id) for m in marks if m.phase == "start")
     dones = Counter((m.activity, m.workflow_id) for m in marks if m.phase == "done")
