@@ -24,6 +24,7 @@ from dbosify import _history as h
 from dbosify._errors import ServiceError
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
+from dbosify._worker.liveness import owns_row
 
 TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2
@@ -86,8 +87,6 @@ def claim(
     ``tracked`` gives the attempts the claimer is running: after a lost connection, a claim
     that committed unseen is handed back to the queue as the next attempt.
     """
-    from dbosify._worker.core import owns_row
-
     now = time.time()
     if not owns_row(tx, owner):
         return now + 0.5  # presumed dead a moment ago: look again once its beat re-registers it

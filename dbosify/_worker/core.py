@@ -34,7 +34,7 @@ from dbosify._dbos import records
 from dbosify._store import Store, Tx
 from dbosify._worker import liveness
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.liveness import LOCAL_TOKEN, Member
+from dbosify._worker.liveness import LOCAL_TOKEN, Member, owns_row
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
@@ -735,14 +735,3 @@ class WorkerCore:
 
 CLAIM_BATCH = 8  # runs claimed per transaction: a takeover of many runs moves on quickly
 REPLAY_SLOTS = 4  # runs a worker replays at once (see replay_gate.py)
-
-
-def owns_row(tx: Tx, worker_id: str) -> bool:
-    """Whether ``worker_id``'s liveness row exists, locked against a reaper until commit.
-
-    A claim checks it in its own transaction: a worker presumed dead (and reaped) a moment ago
-    must not claim work that no reaper would ever release. FOR KEY SHARE blocks the reaper's
-    DELETE of the row but not the beat's UPDATE of its time.
-    """
-    lock = "" if tx.store.is_sqlite else " FOR KEY SHARE"
-    return tx.one(f"SELECT 1 FROM workers WHERE worker_id = %s{lock}", (worker_id,)) is not None

@@ -251,6 +251,17 @@ def reap(tx: Tx, own: set[str]) -> None:
             tx.notify(f"act:{q}")
 
 
+def owns_row(tx: Tx, worker_id: str) -> bool:
+    """Whether ``worker_id``'s liveness row exists, locked against a reaper until commit.
+
+    A claim checks it in its own transaction: a worker presumed dead (and reaped) a moment ago
+    must not claim work that no reaper would ever release. FOR KEY SHARE blocks the reaper's
+    DELETE of the row but not the beat's UPDATE of its time.
+    """
+    lock = "" if tx.store.is_sqlite else " FOR KEY SHARE"
+    return tx.one(f"SELECT 1 FROM workers WHERE worker_id = %s{lock}", (worker_id,)) is not None
+
+
 def _set_result(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from typing import TYPE_CHECKING
 
 from dbosify import _activity_tasks as acts
 from dbosify._store import Store
 from dbosify._store.store import FACT, LANES
 
-_Pending = tuple[acts.Outcome, asyncio.AbstractEventLoop, "asyncio.Future[bool]"]
+if TYPE_CHECKING:  # (at run time this module may load while _activity_tasks is importing)
+    _Pending = tuple[acts.Outcome, asyncio.AbstractEventLoop, asyncio.Future[bool]]
 
 
 class ResultRecorder:
