@@ -419,15 +419,20 @@ def _finish_completed(
     """Postgres: completed attempts in a few statements; leaves out (for `finish`) any whose
     outcome is already in history (a TRY_CANCEL resolved it)."""
     # The runs first, in a fixed order: drivers lock a run before its tasks, so do we.
+    # One round trip: the runs' rows are locked (in the sub-plan that the filter needs before
+    # any attempt row is locked), then the attempts'. Every round trip counts under load: after
+    # each, this thread waits for the interpreter lock held by the busy event loop.
     runs = sorted({o[0] for _, o in items})
-    tx.execute("SELECT 1 FROM executions WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE", (runs,))
     rows = tx.all(
-        "SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id,"
+        "WITH e AS MATERIALIZED (SELECT run_id FROM executions WHERE run_id = ANY(%s)"
+        "  ORDER BY run_id FOR UPDATE)"
+        " SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id,"
         " EXISTS (SELECT 1 FROM history h WHERE h.run_id = a.run_id"
         "  AND h.dedup IN ('act-start:' || a.seq, 'act-done:' || a.seq))"
         " FROM activity_tasks a JOIN unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
-        " ON a.run_id = k.run_id AND a.seq = k.seq ORDER BY a.run_id, a.seq FOR UPDATE OF a",
-        ([o[0] for _, o in items], [o[1] for _, o in items]),
+        " ON a.run_id = k.run_id AND a.seq = k.seq WHERE (SELECT count(*) FROM e) >= 0"
+        " ORDER BY a.run_id, a.seq FOR UPDATE OF a",
+        (runs, [o[0] for _, o in items], [o[1] for _, o in items]),
     )
     found = {(r[0], int(r[1])): r for r in rows}
     out: dict[int, bool] = {}
@@ -478,11 +483,16 @@ def _finish_completed(
         tx.notify(f"run:{run_id}")  # the run's driver
         tx.notify(f"hist:{run_id}")  # history long-polls
         out[i] = True
+    # The events, the tasks' removal and the wake-ups (for other processes) in one statement.
+    keys = sorted(tx.keys_to_fire - tx.published)
     tx.execute(
         "WITH ins AS (INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
-        " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[], %s::text[], %s::bytea[]))"
-        " DELETE FROM activity_tasks a USING unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
-        " WHERE a.run_id = k.run_id AND a.seq = k.seq",
-        (*cols, [o[0] for _, o, _ in live], [o[1] for _, o, _ in live]),
+        " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[], %s::text[], %s::bytea[])),"
+        " del AS (DELETE FROM activity_tasks a USING unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
+        " WHERE a.run_id = k.run_id AND a.seq = k.seq)"
+        " SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
+        (*cols, [o[0] for _, o, _ in live], [o[1] for _, o, _ in live],
+         tx.store.ident(tx.namespace), keys),
     )
+    tx.published.update(keys)
     return out

@@ -64,6 +64,7 @@ class Tx:
         self._conn = conn
         self._cur = conn.cursor()
         self.keys_to_fire: set[str] = set()
+        self.published: set[str] = set()  # keys already sent to other processes (pg_notify)
         # An earlier attempt of this transaction lost its connection, maybe after its COMMIT
         # reached the server: what it wrote may be there already.
         self.commit_may_have_landed = False
@@ -395,10 +396,12 @@ class Store:
     def _publish(self, tx: Tx, namespace: str) -> None:
         """Tell other processes, inside the transaction, which keys it wakes."""
         if not self.is_sqlite:
-            tx.execute(
-                "SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
-                (self.ident(namespace), sorted(tx.keys_to_fire)),
-            )
+            keys = sorted(tx.keys_to_fire - tx.published)
+            if keys:
+                tx.execute(
+                    "SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
+                    (self.ident(namespace), keys),
+                )
             return
         for key in tx.keys_to_fire:
             tx.execute("INSERT INTO notices (origin, key) VALUES (%s, %s)", (self._origin, key))
