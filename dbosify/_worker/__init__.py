@@ -1,6 +1,7 @@
 """Temporal's worker-side core, in Python: what temporalio's workers poll instead of Core.
 
-- `core`: a worker's core: claims runs and activity tasks, hands out activations, records results;
+- `core`: a worker's core: claims runs, hands out activations, serves DBOS commands and queries;
+- `activity_side`: its activity half: claims attempts, timeouts, cancels, results, local activities;
 - `driver`: one run driver per claimed run: replay, then one transaction per workflow task;
 - `activations`: history events to activation jobs, and command helpers;
 - `replay`: temporalio's `Replayer` on any Temporal-shaped history;

@@ -1,0 +1,361 @@
+"""The activity half of a worker's core: polling activity tasks, their timeouts and results.
+
+`ActivitySide` is mixed into `core.WorkerCore`: it claims activity attempts of the task queue
+(woken by notifications), tracks each running attempt with a watchdog for its timeouts, delivers
+cancellations, records results (group-committed, see `results`) and heartbeats, and runs local
+activities through temporalio's activity worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.bridge.proto import core_interface_pb2 as ci
+from temporalio.bridge.proto.activity_result import activity_result_pb2 as ar
+from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
+from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
+
+from dbosify import _activity_tasks as acts
+from dbosify import _history as h
+from dbosify._store import Store, Tx
+from dbosify._worker.results import ResultRecorder
+
+logger = logging.getLogger("dbosify")
+
+CANCEL_REASON_CANCELLED = 1
+CANCEL_REASON_TIMED_OUT = 2
+CANCEL_REASON_WORKER_SHUTDOWN = 3
+
+
+class PollShutdownError(Exception):
+    """Raised by polls once the worker is shutting down (temporalio expects this type)."""
+
+
+class _RunningActivity:
+    def __init__(self, claimed: acts.Claimed) -> None:
+        self.claimed = claimed
+        self.started = time.time()
+        self.last_heartbeat = self.started
+        self.cancel_sent = False
+        self.cancel_reason = 0
+        self.watchdog: asyncio.Task[None] | None = None
+        self.local_future: asyncio.Future[ar.ActivityExecutionResult] | None = None
+
+
+
+class ActivitySide:
+    """What `WorkerCore` does for activities (its state is set up by `WorkerCore.__init__`)."""
+
+    store: Store
+    ns: str
+    tq: str
+    id: str
+    identity: str
+    shutting_down: bool
+    enable_activities: bool
+    max_activities: int
+    graceful_shutdown: float
+    _activity_queue: asyncio.Queue[at.ActivityTask] | None
+    _claim_waiter: asyncio.Future[None] | None
+    _cancel_waiter: asyncio.Future[None] | None
+    _queue_idle: bool
+    _queue_next_at: float | None
+    _running: dict[bytes, _RunningActivity]
+    _finishing: set[tuple[str, int]]
+    _results: ResultRecorder
+
+    def _ensure_started(self) -> None:
+        raise NotImplementedError
+
+    async def _registered(self) -> None:
+        raise NotImplementedError
+
+    async def _cancel_after_grace(self) -> None:
+        await asyncio.sleep(self.graceful_shutdown)
+        for token in list(self._running):
+            self._send_cancel(token, CANCEL_REASON_WORKER_SHUTDOWN)
+
+    async def poll_activity_task(self) -> bytes:
+        self._ensure_started()
+        assert self._activity_queue is not None
+        while True:
+            if not self._activity_queue.empty():
+                return bytes(self._activity_queue.get_nowait().SerializeToString())
+            if self.shutting_down:
+                if not self._running:
+                    for waiter in (self._claim_waiter, self._cancel_waiter):
+                        if waiter is not None:
+                            waiter.cancel()
+                    raise PollShutdownError()
+                # Keep delivering cancels until the running attempts have finished.
+                done_fut = self.store.hub.waiter(
+                    [f"{self.ns}\x00local:{self.id}", f"{self.ns}\x00slot:{self.id}"]
+                )
+                try:
+                    if self._activity_queue.empty() and self._running:
+                        await asyncio.wait_for(asyncio.shield(done_fut), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    done_fut.cancel()
+                continue
+            try:
+                if self._cancel_waiter is None or self._cancel_waiter.done():
+                    # Registered before the check, so no cancel request can fall in between.
+                    self._cancel_waiter = self.store.waiter(self.ns, [f"actcancel:{self.id}"])
+                    await self._check_cancels()
+                    if not self._activity_queue.empty():
+                        continue
+                fut = self._claim_waiter
+                if fut is None or fut.done() or not self._queue_idle:
+                    # Something may be ready: register for wake-ups first, then look.
+                    if fut is not None:
+                        fut.cancel()
+                    keys = [f"act:{self.tq}", f"shutdown:{self.id}", f"local:{self.id}"]
+                    has_slot = self._remote_running() < self.max_activities
+                    if not has_slot:
+                        keys.append(f"slot:{self.id}")  # look again when an attempt finishes
+                    fut = self._claim_waiter = self.store.waiter(self.ns, keys)
+                    self._queue_idle, self._queue_next_at = True, None
+                    if self.enable_activities and has_slot:
+                        await self._registered()
+                        got = await self.store.transact(
+                            self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns, self._tracked)
+                        )
+                        if isinstance(got, acts.Claimed):
+                            self._track(got)
+                            # The same transaction saw whether more is ready: if not, the next
+                            # poll waits on this waiter without another round trip.
+                            nxt = got.next_ready
+                            self._queue_idle = nxt is None or nxt > time.time()
+                            self._queue_next_at = nxt
+                            return bytes(got.task.SerializeToString())
+                        self._queue_next_at = got
+                timeout = (
+                    None if self._queue_next_at is None else max(0.0, self._queue_next_at - time.time())
+                )
+                cancel_waiter = self._cancel_waiter
+                assert fut is not None and cancel_waiter is not None
+                done, _ = await asyncio.wait(
+                    [asyncio.shield(fut), asyncio.shield(cancel_waiter)],
+                    timeout=timeout, return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    self._queue_idle = False  # a delayed task is due now
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                # A database outage must not end temporalio's activity worker: wait and retry.
+                logger.warning("dbosify: polling activities on %r failed (%s); retrying", self.tq, err)
+                self._queue_idle = False
+                self._cancel_waiter = None
+                await asyncio.sleep(1.0)
+
+    def _tracked(self) -> set[tuple[str, int]]:
+        """The (run id, seq) of every remote attempt this worker is running or recording."""
+        return {
+            (r.claimed.run_id, r.claimed.seq)
+            for r in list(self._running.values())
+            if r.local_future is None
+        } | set(self._finishing)
+
+    def _remote_running(self) -> int:
+        return sum(1 for r in self._running.values() if r.local_future is None)
+
+    def _track(self, claimed: acts.Claimed) -> None:
+        ra = _RunningActivity(claimed)
+        self._running[claimed.task.task_token] = ra
+        ra.watchdog = asyncio.create_task(self._watchdog(ra))
+
+    async def _watchdog(self, ra: _RunningActivity) -> None:
+        c = ra.claimed
+        while True:
+            deadlines: list[tuple[float, int]] = []
+            if c.start_to_close:
+                deadlines.append((ra.started + c.start_to_close, acts.TIMEOUT_START_TO_CLOSE))
+            if c.heartbeat_timeout:
+                deadlines.append((ra.last_heartbeat + c.heartbeat_timeout, acts.TIMEOUT_HEARTBEAT))
+            if c.deadline:
+                deadlines.append((c.deadline, acts.TIMEOUT_SCHEDULE_TO_CLOSE))
+            if not deadlines:
+                return
+            at_, kind = min(deadlines)
+            now = time.time()
+            if at_ > now:
+                await asyncio.sleep(at_ - now)
+                continue
+            if ra.local_future is None:
+                from temporalio.api.failure.v1 import message_pb2 as failure_pb
+
+                def record_timeout(tx: Tx, kind: int = kind) -> bool:
+                    return acts.finish(
+                        tx, c.run_id, c.seq, c.attempt, "failed", failure_pb.Failure(),
+                        self.identity, timeout_kind=kind,
+                    )
+
+                await self.store.transact(self.ns, record_timeout)
+            self._send_cancel(c.task.task_token, CANCEL_REASON_TIMED_OUT)
+            return
+
+    def _send_cancel(self, token: bytes, reason: int) -> None:
+        ra = self._running.get(token)
+        if ra is None or ra.cancel_sent or self._activity_queue is None:
+            return
+        ra.cancel_sent = True
+        ra.cancel_reason = reason
+        cancel = at.Cancel(reason=reason)  # type: ignore[arg-type]
+        cancel.details.is_cancelled = reason == CANCEL_REASON_CANCELLED
+        cancel.details.is_timed_out = reason == CANCEL_REASON_TIMED_OUT
+        cancel.details.is_worker_shutdown = reason == CANCEL_REASON_WORKER_SHUTDOWN
+        self._activity_queue.put_nowait(at.ActivityTask(task_token=token, cancel=cancel))
+        self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
+
+    async def _check_cancels(self) -> None:
+        if not any(r.local_future is None and not r.cancel_sent for r in self._running.values()):
+            return
+        rows = await self.store.transact(
+            self.ns,
+            lambda tx: tx.all(
+                "SELECT run_id, seq, attempt FROM activity_tasks WHERE owner = %s AND cancel_requested = 1",
+                (self.id,),
+            ),
+        )
+        for run_id, seq, attempt in rows:
+            self._send_cancel(acts.make_token(run_id, seq, attempt), CANCEL_REASON_CANCELLED)
+
+    async def complete_activity_task(self, proto: bytes) -> None:
+        comp = ci.ActivityTaskCompletion.FromString(proto)
+        ra = self._running.pop(comp.task_token, None)
+        if ra is not None and ra.watchdog is not None and not ra.watchdog.done():
+            try:
+                ra.watchdog.cancel()
+            except RuntimeError:
+                pass  # its event loop is already closed (a thread finished after shutdown)
+        if ra is not None and ra.local_future is not None:
+            if not ra.local_future.done():
+                ra.local_future.set_result(comp.result)
+            return
+        result = comp.result
+        kind = result.WhichOneof("status")
+        if kind == "will_complete_async":
+            if ra is not None:
+                # The attempt stays running until the client completes it by token.
+                pass
+            return
+        run_id, seq, attempt = acts.parse_token(comp.task_token)
+        payload: Any
+        if kind == "completed":
+            payload = common.Payloads()
+            if result.completed.HasField("result"):
+                payload.payloads.add().CopyFrom(result.completed.result)
+            k = "completed"
+        elif kind == "failed":
+            payload, k = result.failed.failure, "failed"
+        elif ra is not None and ra.cancel_reason == CANCEL_REASON_WORKER_SHUTDOWN:
+            # Nobody asked for this cancel: like Core, report the attempt as failed (and retryable).
+            from temporalio.api.failure.v1 import message_pb2 as failure_pb
+
+            payload = failure_pb.Failure(
+                message="Worker is shutting down and activity did not complete in time",
+                source="dbosify",
+            )
+            payload.application_failure_info.type = "WorkerShutdown"
+            k = "failed"
+        else:
+            payload = common.Payloads()
+            k = "canceled"
+        self._finishing.add((run_id, seq))  # still this worker's while its result is recorded
+        try:
+            delay = 0.5
+            while True:
+                try:
+                    current = await self._results.record((run_id, seq, attempt, k, payload))
+                    if not current:
+                        # Like a stale task token on Temporal: the attempt timed out, was
+                        # cancelled, or was taken over (this worker was presumed dead).
+                        logger.info(
+                            "dbosify: result of activity attempt %s of run %s (seq %s) refused:"
+                            " the attempt is no longer current", attempt, run_id, seq,
+                        )
+                    break
+                except Exception as err:
+                    # Keep the result until the database is back, unless this worker is going away
+                    # (then the attempt is re-run by whoever takes it over).
+                    if self.shutting_down:
+                        raise
+                    logger.warning("dbosify: recording an activity result failed (%s); retrying", err)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            self._finishing.discard((run_id, seq))
+            self.store.hub.fire(f"{self.ns}\x00slot:{self.id}")  # a slot is free
+
+    def record_activity_heartbeat(self, proto: bytes) -> None:
+        hb = ci.ActivityHeartbeat.FromString(proto)
+        ra = self._running.get(hb.task_token)
+        if ra is None:
+            return
+        ra.last_heartbeat = time.time()
+        if ra.local_future is not None:
+            return
+        details = common.Payloads()
+        details.payloads.extend(hb.details)
+        token = hb.task_token
+
+        async def write() -> None:
+            try:
+                cancel = await acts.heartbeat_by_token(self.store, self.ns, token, details)
+            except Exception:
+                return
+            if cancel:
+                self._send_cancel(token, CANCEL_REASON_CANCELLED)
+
+        asyncio.get_running_loop().create_task(write())
+
+    async def run_local_activity(
+        self, run: h.Run, la: wc.ScheduleLocalActivity, attempt: int, scheduled: float
+    ) -> ar.ActivityExecutionResult:
+        """Run one attempt of a local activity through temporalio's activity worker."""
+        assert self._activity_queue is not None
+        token = f"local\x00{run.run_id}\x00{la.seq}\x00{attempt}".encode()
+        task = at.ActivityTask(task_token=token)
+        s = task.start
+        s.workflow_namespace = self.ns
+        s.workflow_type = run.workflow_type
+        s.workflow_execution.workflow_id = run.workflow_id
+        s.workflow_execution.run_id = run.run_id
+        s.activity_id = la.activity_id
+        s.activity_type = la.activity_type
+        for k, v in la.headers.items():
+            s.header_fields[k].CopyFrom(v)
+        s.input.extend(la.arguments)
+        s.scheduled_time.FromNanoseconds(int(scheduled * 1e9))
+        s.current_attempt_scheduled_time.FromNanoseconds(time.time_ns())
+        s.started_time.FromNanoseconds(time.time_ns())
+        s.attempt = attempt
+        s.is_local = True
+        for f in ("schedule_to_close_timeout", "start_to_close_timeout", "retry_policy"):
+            if la.HasField(f):
+                getattr(s, f).CopyFrom(getattr(la, f))
+        claimed = acts.Claimed(
+            run.run_id, la.seq, attempt, task,
+            la.start_to_close_timeout.ToNanoseconds() / 1e9 if la.HasField("start_to_close_timeout") else None,
+            None,
+            scheduled + la.schedule_to_close_timeout.ToNanoseconds() / 1e9
+            if la.HasField("schedule_to_close_timeout") else None,
+        )
+        ra = _RunningActivity(claimed)
+        ra.local_future = asyncio.get_running_loop().create_future()
+        self._running[token] = ra
+        ra.watchdog = asyncio.create_task(self._watchdog(ra))
+        self._activity_queue.put_nowait(task)
+        self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
+        try:
+            return await ra.local_future
+        except asyncio.CancelledError:
+            self._send_cancel(token, CANCEL_REASON_CANCELLED)
+            raise
