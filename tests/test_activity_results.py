@@ -15,6 +15,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.common import RetryPolicy
 from temporalio.worker import Replayer, Worker
 
 from dbosify._store import get_store
@@ -33,6 +34,27 @@ async def fails_once(n: int) -> int:
     if activity.info().attempt == 1:
         raise RuntimeError("first attempt fails")
     return n
+
+
+@activity.defn
+async def counts_up() -> int:
+    """Heartbeats, then fails until the details it finds on retry add up."""
+    info = activity.info()
+    count = (int(info.heartbeat_details[0]) if info.heartbeat_details else 0) + 9
+    activity.heartbeat(count)
+    if count < 30:
+        raise RuntimeError("again")
+    return count
+
+
+@workflow.defn
+class CountsUp:
+    @workflow.run
+    async def run(self) -> int:
+        return await workflow.execute_activity(
+            counts_up, start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=1), maximum_attempts=4),
+        )
 
 
 @workflow.defn
@@ -70,3 +92,14 @@ async def test_burst_of_results(client: Client) -> None:
     store = get_store(client.service_client.config.target_host)
     left = await store.transact(client.namespace, lambda tx: tx.all("SELECT run_id FROM activity_tasks"))
     assert left == []
+
+
+async def test_failure_recorded_after_the_last_heartbeat(client: Client) -> None:
+    """A heartbeat just before a failure is durable before the failure schedules the retry:
+    each attempt sees the previous one's last details (results and heartbeats commit on
+    different store lanes)."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=tq, workflows=[CountsUp], activities=[counts_up]):
+        for _ in range(5):
+            h = await client.start_workflow(CountsUp.run, id=f"cu-{uuid.uuid4().hex[:8]}", task_queue=tq)
+            assert await h.result() == 36

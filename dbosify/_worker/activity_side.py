@@ -44,6 +44,9 @@ class _RunningActivity:
         self.cancel_reason = 0
         self.watchdog: asyncio.Task[None] | None = None
         self.local_future: asyncio.Future[ar.ActivityExecutionResult] | None = None
+        # The latest heartbeat's write: the attempt's outcome is recorded after it, so that a
+        # retry sees the details the attempt reported last.
+        self.heartbeat_write: asyncio.Task[None] | None = None
 
 
 
@@ -269,6 +272,8 @@ class ActivitySide:
             payload = common.Payloads()
             k = "canceled"
         self._finishing.add((run_id, seq))  # still this worker's while its result is recorded
+        if ra is not None and ra.heartbeat_write is not None:
+            await asyncio.wait([ra.heartbeat_write])  # its details first (errors are its own)
         try:
             delay = 0.5
             while True:
@@ -305,8 +310,11 @@ class ActivitySide:
         details = common.Payloads()
         details.payloads.extend(hb.details)
         token = hb.task_token
+        previous = ra.heartbeat_write
 
         async def write() -> None:
+            if previous is not None:  # in the order they were reported
+                await asyncio.wait([previous])
             try:
                 cancel = await acts.heartbeat_by_token(self.store, self.ns, token, details)
             except Exception:
@@ -314,7 +322,7 @@ class ActivitySide:
             if cancel:
                 self._send_cancel(token, CANCEL_REASON_CANCELLED)
 
-        asyncio.get_running_loop().create_task(write())
+        ra.heartbeat_write = asyncio.get_running_loop().create_task(write())
 
     async def run_local_activity(
         self, run: h.Run, la: wc.ScheduleLocalActivity, attempt: int, scheduled: float
