@@ -219,7 +219,16 @@ class RunDriver:
             # Taken over (this worker was presumed dead): stop before feeding the workflow
             # another owner's events; `_owned` refuses the writes, this saves the work.
             raise Fenced()
-        events = h.load_events(tx, self.run_id, after)
+        # Queries and updates before events: each statement sees what committed before it
+        # started, so every signal sent before a query or update was requested is among the
+        # events read after it, and is applied before the query is answered or the update run.
+        queries = [
+            (r[0], query_pb.WorkflowQuery.FromString(bytes(r[1])))
+            for r in tx.all(
+                "SELECT query_id, request FROM queries WHERE run_id = %s AND state = 'pending'",
+                (self.run_id,),
+            )
+        ]
         updates = [
             upd_pb.Request.FromString(bytes(r[0]))
             for r in tx.all(
@@ -228,13 +237,7 @@ class RunDriver:
                 (self.run_id,),
             )
         ] if run.running else []
-        queries = [
-            (r[0], query_pb.WorkflowQuery.FromString(bytes(r[1])))
-            for r in tx.all(
-                "SELECT query_id, request FROM queries WHERE run_id = %s AND state = 'pending'",
-                (self.run_id,),
-            )
-        ]
+        events = h.load_events(tx, self.run_id, after)
         return Snapshot(run, events, updates, queries)
 
     async def _load(self, after: int) -> Snapshot:
