@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from pathlib import Path
+
+REPO = str(Path(__file__).resolve().parent.parent) + "/"  # paths shown relative to the checkout
 
 
 def frame_name(frame: str) -> str:
     # py-spy raw frames look like "function (path/to/file.py:123)"
     name, _, where = frame.partition(" (")
     path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", REPO):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{name} ({path})"

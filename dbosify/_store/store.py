@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from dbosify._dbos import setup as dbos_setup
-from dbosify._store import namespaces
+from dbosify._store import delivery, namespaces
 from dbosify._store.errors import StoreError, is_connection_lost, is_transient
 from dbosify._store.urls import mask_url, parse_url
 from dbosify._store.wakeups import Hub
@@ -35,8 +35,6 @@ logger = logging.getLogger("dbosify")
 
 T = TypeVar("T")
 
-SQLITE_NOTICE_POLL_SECONDS = 0.02  # one cheap PRAGMA per namespace file per process, not per waiter
-SQLITE_NOTICES_KEPT = 20_000  # rows of the SQLite notices table kept for slower readers
 WORK = "work"  # claims, polls, workflow tasks, heartbeats: most transactions
 FACT = "fact"  # activity results: never queued behind the others
 BEAT = "beat"  # liveness beats (dbosify._worker.liveness): never late because others are busy
@@ -119,18 +117,12 @@ class Store:
             for lane, n in LANES.items()
         }
         self._sqlite_conns: dict[str, tuple[sqlite3.Connection, threading.Lock]] = {}
-        self._listener: threading.Thread | None = None
-        self._listen_commands: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
-        self._channels: dict[str, str] = {}  # namespaces LISTENed to -> their channel (ident)
-        self._listen_conn: Any = None
         self._closed = False
         # Backend pids of our pooled connections, by id(connection): our own NOTIFYs come back
         # through LISTEN, but were already delivered in-process at commit.
         self._own_pids: dict[int, int] = {}
-        self._origin = uuid.uuid4().hex  # tells this process's own SQLite notices apart
-        self._notices_written = 0
-        self._watched: dict[str, tuple[sqlite3.Connection, int, int]] = {}
-        self._watcher: threading.Thread | None = None
+        self.origin = uuid.uuid4().hex  # tells this process's own SQLite notices apart
+        self.notices_written = 0
         self._retry_logged: set[str] = set()  # kinds of transient error already logged once
         self.dbos_enabled = os.environ.get(ENV_DBOS, "1").lower() not in ("0", "false", "no")
         # Where DBOS's system tables are: a Postgres schema (None on SQLite: the namespace file).
@@ -140,6 +132,9 @@ class Store:
         self._dbos_ready = False
         self._sqlite_dir = target.sqlite_dir or Path()
         self._pg_url = target.pg_url or ""
+        self._delivery: delivery.PgListener | delivery.SqliteWatcher = (
+            delivery.SqliteWatcher(self) if self.is_sqlite else delivery.PgListener(self)
+        )
         # Ours after the user's own (URL `options`, else PGOPTIONS), which a keyword would replace.
         self._pg_options = PG_SESSION_OPTIONS
         if self._pg_url:
@@ -157,6 +152,16 @@ class Store:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def pg_url(self) -> str:
+        return self._pg_url
+
+    def own_backend_pids(self) -> set[int]:
+        """Our pooled connections' server processes: their NOTIFYs come back through LISTEN,
+        but were delivered in-process at commit."""
+        with self._lock:
+            return set(self._own_pids.values())
+
     # -- connections -------------------------------------------------------------------------
 
     def describe(self) -> str:
@@ -171,6 +176,12 @@ class Store:
     def sqlite_path(self, namespace: str) -> Path:
         return self._sqlite_dir / f"{self.ident(namespace)}.sqlite"
 
+    def ensure_namespace(self, namespace: str) -> Path:
+        """SQLite: the namespace's file, created or brought to the current schema version."""
+        with self._connection(namespace):
+            pass
+        return self.sqlite_path(namespace)
+
     def check(self) -> None:
         """Connect once, raising a `StoreError` that names the host and not the password."""
         if self.is_sqlite:
@@ -184,14 +195,8 @@ class Store:
         try:
             conn = psycopg.connect(self._pg_url, connect_timeout=10, autocommit=True)
         except Exception as err:  # psycopg raises many kinds
-            parts = urlsplit(self._pg_url)
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            if parts.password:
-                msg = msg.replace(parts.password, "***")
-            raise StoreError(
-                f"cannot connect to Postgres at {_host_port(parts.netloc)}"
-                f" (database {parts.path.lstrip('/') or '(default)'}): {msg}"
-            ) from None
+            database = urlsplit(self._pg_url).path.lstrip("/") or "(default)"
+            raise self._pg_failure("cannot connect to", f"(database {database})", err) from None
         conn.close()
 
     def _new_pg_conn(self) -> Any:
@@ -373,7 +378,7 @@ class Store:
                     conn.execute("BEGIN IMMEDIATE")
                 result = fn(tx)
                 if tx.keys_to_fire:
-                    self._publish(tx, namespace)
+                    delivery.publish(self, tx, namespace)
                 conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
             except BaseException:
                 try:
@@ -393,34 +398,16 @@ class Store:
             "connection lost" if kind == "connection" else kind, self.describe(), first,
         )
 
-    def _publish(self, tx: Tx, namespace: str) -> None:
-        """Tell other processes, inside the transaction, which keys it wakes."""
-        if not self.is_sqlite:
-            keys = sorted(tx.keys_to_fire - tx.published)
-            if keys:
-                tx.execute(
-                    "SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
-                    (self.ident(namespace), keys),
-                )
-            return
-        for key in tx.keys_to_fire:
-            tx.execute("INSERT INTO notices (origin, key) VALUES (%s, %s)", (self._origin, key))
-        self._notices_written += 1
-        if self._notices_written % 1000 == 0:
-            tx.execute(
-                "DELETE FROM notices WHERE id < (SELECT MAX(id) FROM notices) - %s",
-                (SQLITE_NOTICES_KEPT,),
-            )
-
     def _lost(self, err: BaseException) -> StoreError:
+        return self._pg_failure("lost the connection to", f"for over {PG_RECONNECT_SECONDS:g} s", err)
+
+    def _pg_failure(self, what: str, detail: str, err: BaseException) -> StoreError:
+        """An error naming the host (never the password) and the first line of ``err``."""
         parts = urlsplit(self._pg_url)
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if parts.password:
             msg = msg.replace(parts.password, "***")
-        return StoreError(
-            f"lost the connection to Postgres at {_host_port(parts.netloc)}"
-            f" for over {PG_RECONNECT_SECONDS:g} s: {msg}"
-        )
+        return StoreError(f"{what} Postgres at {_host_port(parts.netloc)} {detail}: {msg}")
 
     def submit(self, lane: str, fn: Callable[[], None]) -> None:
         """Run ``fn`` on one of ``lane``'s threads (it makes its own transactions)."""
@@ -481,7 +468,7 @@ class Store:
 
     def waiter(self, namespace: str, keys: Sequence[str]) -> asyncio.Future[None]:
         """A future resolved when any of ``keys`` is notified in ``namespace``, by any process."""
-        self._ensure_listening(namespace)
+        self._delivery.ensure(namespace)
         return self.hub.waiter([f"{namespace}\x00{k}" for k in keys])
 
     async def wait_future(self, fut: asyncio.Future[None], timeout: float | None = None) -> None:
@@ -490,134 +477,6 @@ class Store:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             pass
-
-    def _ensure_listening(self, namespace: str) -> None:
-        if self.is_sqlite:
-            self._ensure_sqlite_watch(namespace)
-            return
-        if namespace in self._channels:
-            return
-        # Resolved (and validated) before anything is recorded, and never under the lock: it may
-        # wait for the database.
-        ident = self.ident(namespace)
-        with self._lock:
-            if namespace in self._channels:
-                return
-            if self._listener is None:
-                self._listen_commands = queue.Queue()
-                self._listener = threading.Thread(
-                    target=self._listen_loop, name="dbosify-listen", daemon=True
-                )
-                self._listener.start()
-            self._channels[namespace] = ident
-        # Wait until the LISTEN is in effect: a waiter registered after this returns, then re-checks
-        # the database, so no notification can fall in between. (A reconnect re-LISTENs every
-        # recorded channel and wakes every waiter.)
-        done = threading.Event()
-        self._listen_commands.put((f'LISTEN "{ident}"', done))
-        done.wait(5)
-
-    def _listen_loop(self) -> None:
-        import psycopg
-
-        backoff = 0.1
-        while not self._closed:
-            try:
-                conn = psycopg.connect(self._pg_url, autocommit=True, connect_timeout=10)
-            except Exception:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            self._listen_conn = conn
-            try:
-                with self._lock:
-                    channels = dict(self._channels)
-                for ident in channels.values():
-                    conn.execute(f'LISTEN "{ident}"')
-                # After (re)connecting, wake everyone: something may have been missed.
-                self._fire_all()
-                while not self._closed:
-                    while True:
-                        try:
-                            cmd, done = self._listen_commands.get_nowait()
-                        except queue.Empty:
-                            break
-                        conn.execute(cmd)
-                        done.set()
-                    with self._lock:
-                        own_pids = set(self._own_pids.values())
-                        by_ident = {ident: ns for ns, ident in self._channels.items()}
-                    for n in conn.notifies(timeout=0.05, stop_after=256):
-                        if n.pid in own_pids:
-                            continue  # this process fired it in-process when it committed
-                        ns = by_ident.get(n.channel)
-                        if ns is not None:
-                            self.hub.fire(f"{ns}\x00{n.payload}")
-            except Exception as err:
-                if not self._closed:
-                    logger.warning("dbosify: notification connection lost (%s); reconnecting", err)
-            finally:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
-
-    def _ensure_sqlite_watch(self, namespace: str) -> None:
-        with self._lock:
-            if namespace in self._watched:
-                return
-        with self._connection(namespace):
-            pass  # the file exists, at the current schema version
-        # Start from the newest notice: waiters re-check the database after registering.
-        conn = sqlite3.connect(
-            self.sqlite_path(namespace), check_same_thread=False, isolation_level=None, timeout=30
-        )
-        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM notices").fetchone()[0]
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        with self._lock:
-            if namespace in self._watched:
-                conn.close()
-                return
-            self._watched[namespace] = (conn, int(last), int(version))
-            if self._watcher is None:
-                self._watcher = threading.Thread(
-                    target=self._sqlite_watch_loop, name="dbosify-sqlite-watch", daemon=True
-                )
-                self._watcher.start()
-
-    def _sqlite_watch_loop(self) -> None:
-        """One thread per process and store: other processes' commits become wake-ups here."""
-        while not self._closed:
-            time.sleep(SQLITE_NOTICE_POLL_SECONDS)
-            with self._lock:
-                watched = list(self._watched.items())
-            for namespace, (conn, last, version) in watched:
-                try:
-                    now_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-                    if now_version == version:
-                        continue
-                    rows = conn.execute(
-                        "SELECT id, origin, key FROM notices WHERE id > ? ORDER BY id", (last,)
-                    ).fetchall()
-                except sqlite3.Error as err:
-                    logger.debug("dbosify: SQLite watch of %s failed: %s", namespace, err)
-                    continue
-                if rows and rows[0][0] > last + 1 and last > 0:
-                    self._fire_all()  # fell behind the kept rows: wake everyone to re-check
-                for _id, origin, key in rows:
-                    if origin != self._origin:
-                        self.hub.fire(f"{namespace}\x00{key}")
-                new_last = rows[-1][0] if rows else last
-                with self._lock:
-                    if namespace in self._watched:
-                        self._watched[namespace] = (conn, int(new_last), now_version)
-
-    def _fire_all(self) -> None:
-        with self.hub._lock:
-            keys = list(self.hub._waiters.keys())
-        for k in keys:
-            self.hub.fire(k)
 
     def close(self) -> None:
         self._closed = True
@@ -632,9 +491,7 @@ class Store:
             for conn, _ in self._sqlite_conns.values():
                 conn.close()
             self._sqlite_conns.clear()
-            for conn, _, _ in self._watched.values():
-                conn.close()
-            self._watched.clear()
+        self._delivery.close()
 
 
 

@@ -28,6 +28,13 @@ class Hub:
             except RuntimeError:
                 pass  # loop closed
 
+    def fire_all(self) -> None:
+        """Wake every waiter, to re-check (e.g. notifications may have been missed)."""
+        with self._lock:
+            keys = list(self._waiters)
+        for key in keys:
+            self.fire(key)
+
     def waiter(self, keys: Sequence[str]) -> asyncio.Future[None]:
         """A future resolved by the next `fire` of any of the keys."""
         loop = asyncio.get_running_loop()

@@ -56,16 +56,20 @@ class ReplayGate:
 
 
 def priorities(tx: Tx, run_ids: list[str]) -> dict[str, int]:
-    """For freshly claimed runs: URGENT if the last event is one a workflow task would consume."""
-    out: dict[str, int] = {}
-    for run_id in run_ids:
-        row = tx.one(
-            "SELECT event_type FROM history WHERE run_id = %s ORDER BY event_id DESC LIMIT 1",
-            (run_id,),
-        )
-        kind = int(row[0]) if row else 0
-        urgent = kind in A.INPUT_EVENT_TYPES or kind in (
-            et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, et.EVENT_TYPE_MARKER_RECORDED
-        )
-        out[run_id] = URGENT if urgent else IDLE
-    return out
+    """For freshly claimed runs: URGENT if the last event is one a workflow task would consume.
+
+    One statement for the whole claim, whatever its size.
+    """
+    marks = ", ".join(["%s"] * len(run_ids))
+    rows = tx.all(
+        "SELECT e.run_id, (SELECT h.event_type FROM history h WHERE h.run_id = e.run_id"
+        f" ORDER BY h.event_id DESC LIMIT 1) FROM executions e WHERE e.run_id IN ({marks})",
+        run_ids,
+    )
+    urgent_kinds = A.INPUT_EVENT_TYPES | {
+        et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, et.EVENT_TYPE_MARKER_RECORDED
+    }
+    return {
+        str(run_id): URGENT if (kind is not None and int(kind) in urgent_kinds) else IDLE
+        for run_id, kind in rows
+    }
