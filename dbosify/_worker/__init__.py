@@ -7,6 +7,7 @@
 - `activations`: history events to activation jobs, and command helpers;
 - `results`: activity results, group-committed;
 - `replay_gate`: which claimed runs replay first;
+- `queries`: query jobs for activations, and the answers recorded for clients;
 - `replay`: temporalio's `Replayer` on any Temporal-shaped history;
 - `liveness`: beats, reaping dead workers, and fencing of the ones presumed dead.
 """

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
-from temporalio.api.enums.v1 import query_pb2 as query_enums
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.query.v1 import message_pb2 as query_pb
@@ -32,6 +31,7 @@ from dbosify import _runs
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
+from dbosify._worker import queries
 
 if TYPE_CHECKING:
     from dbosify._worker.core import WorkerCore
@@ -192,19 +192,9 @@ class RunDriver:
             await self._evict("query on a closed run answered")
 
     async def _fail_queries_with(self, query_ids: list[str], message: str) -> None:
-        res = query_pb.WorkflowQueryResult(
-            result_type=query_enums.QUERY_RESULT_TYPE_FAILED, error_message=message
-        )
-
-        def fn(tx: Tx) -> None:
-            for qid in query_ids:
-                tx.execute(
-                    "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s AND state = 'pending'",
-                    (res.SerializeToString(), qid),
-                )
-                tx.notify(f"qr:{qid}")
-
-        await self.store.transact(self.ns, fn)
+        await self.store.transact(self.ns, lambda tx: queries.record(tx, query_ids, {
+            qid: queries.failed(message) for qid in query_ids
+        }))
 
     # -- replay -------------------------------------------------------------------------------
 
@@ -222,7 +212,7 @@ class RunDriver:
         # Queries and updates before events: each statement sees what committed before it
         # started, so every signal sent before a query or update was requested is among the
         # events read after it, and is applied before the query is answered or the update run.
-        queries = [
+        pending = [
             (r[0], query_pb.WorkflowQuery.FromString(bytes(r[1])))
             for r in tx.all(
                 "SELECT query_id, request FROM queries WHERE run_id = %s AND state = 'pending'",
@@ -238,7 +228,7 @@ class RunDriver:
             )
         ] if run.running else []
         events = h.load_events(tx, self.run_id, after)
-        return Snapshot(run, events, updates, queries)
+        return Snapshot(run, events, updates, pending)
 
     async def _load(self, after: int) -> Snapshot:
         return await self.store.transact(self.ns, lambda tx: self._snapshot(tx, after))
@@ -577,50 +567,16 @@ class RunDriver:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    async def _answer_queries(self, queries: list[tuple[str, query_pb.WorkflowQuery]]) -> None:
-        jobs = []
-        for qid, q in queries:
-            qj = wa.QueryWorkflow(query_id=qid, query_type=q.query_type)
-            qj.arguments.extend(q.query_args.payloads)
-            for k, v in q.header.fields.items():
-                qj.headers[k].CopyFrom(v)
-            jobs.append(wa.WorkflowActivationJob(query_workflow=qj))
+    async def _answer_queries(self, pending: queries.Pending) -> None:
         completion = await self._activate(
-            jobs, time.time(), replaying=False, history_length=self.state.consumed
+            queries.jobs(pending), time.time(), replaying=False, history_length=self.state.consumed
         )
-        answers: dict[str, query_pb.WorkflowQueryResult] = {}
-        if completion.HasField("failed"):
-            for qid, _ in queries:
-                answers[qid] = query_pb.WorkflowQueryResult(
-                    result_type=query_enums.QUERY_RESULT_TYPE_FAILED,
-                    error_message=completion.failed.failure.message,
-                )
-        for cmd in completion.successful.commands:
-            if cmd.HasField("respond_to_query"):
-                r = cmd.respond_to_query
-                if r.HasField("succeeded"):
-                    res = query_pb.WorkflowQueryResult(result_type=query_enums.QUERY_RESULT_TYPE_ANSWERED)
-                    res.answer.payloads.add().CopyFrom(r.succeeded.response)
-                else:
-                    res = query_pb.WorkflowQueryResult(
-                        result_type=query_enums.QUERY_RESULT_TYPE_FAILED,
-                        error_message=r.failed.message,
-                    )
-                    res.failure.CopyFrom(r.failed)
-                answers[r.query_id] = res
+        results = queries.answers(pending, completion)
 
         def fn(tx: Tx) -> None:
             if self.gen is not None:
                 self._owned(tx)  # a stale driver's state may be behind: it answers nothing
-            for qid, _ in queries:
-                res = answers.get(qid) or query_pb.WorkflowQueryResult(
-                    result_type=query_enums.QUERY_RESULT_TYPE_FAILED, error_message="query not answered"
-                )
-                tx.execute(
-                    "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s AND state = 'pending'",
-                    (res.SerializeToString(), qid),
-                )
-                tx.notify(f"qr:{qid}")
+            queries.record(tx, [qid for qid, _ in pending], results)
 
         await self.store.transact(self.ns, fn)
 
