@@ -222,7 +222,8 @@ async def test_dbos_cli_lists_and_gets_runs(client: Client) -> None:
     extra = ["--schema", schema] if schema and schema != "dbos" else []
     env = {k: v for k, v in os.environ.items() if k != "DBOSIFY_ACTIVATE"}
     listed = subprocess.run(
-        [str(dbos_cli), "workflow", "list", "-s", url, "--limit", "1000", *extra],
+        # Newest first: the database may hold many runs of other tests.
+        [str(dbos_cli), "workflow", "list", "-s", url, "--sort-desc", "--name", "Shout", *extra],
         capture_output=True, text=True, timeout=60, env=env,
     )
     assert listed.returncode == 0, listed.stderr
