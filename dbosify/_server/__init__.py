@@ -1,0 +1,1 @@
+"""What a Temporal server answers, a module per RPC family."""
