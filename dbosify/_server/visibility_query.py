@@ -256,7 +256,9 @@ def _scan_number(text: str, i: int) -> int:
             while i < n and text[i].isdigit():
                 i += 1
     if i < n and (_is_name_char(text[i]) or text[i] == "."):
-        raise query_error(MALFORMED, f"syntax error: malformed number {text[start : i + 1]!r}", start)
+        raise query_error(
+            MALFORMED, f"syntax error: malformed number {text[start : i + 1]!r}", start
+        )
     return i
 
 
@@ -304,7 +306,9 @@ class _Parser:
     def unexpected(self, expected: str) -> NoReturn:
         t = self.tok
         if t.kind == "end":
-            raise query_error(MALFORMED, f"syntax error: unexpected end of query, expected {expected}", t.pos)
+            raise query_error(
+                MALFORMED, f"syntax error: unexpected end of query, expected {expected}", t.pos
+            )
         raise query_error(
             MALFORMED, f"syntax error: unexpected {t.source!r}, expected {expected}", t.pos
         )
@@ -390,9 +394,7 @@ class _Parser:
                 t.pos,
             )
         if t.kind in ("string", "number") or t.kind == "keyword":
-            raise query_error(
-                INVALID, f"must be a column name but was the value {t.source}", t.pos
-            )
+            raise query_error(INVALID, f"must be a column name but was the value {t.source}", t.pos)
         self.unexpected(what)
 
     def predicate(self) -> Predicate:
@@ -402,7 +404,8 @@ class _Parser:
             self.advance()
             if self.at("punct", "("):
                 raise query_error(
-                    INVALID, f"a list of values is only allowed after IN, not after '{t.source}'",
+                    INVALID,
+                    f"a list of values is only allowed after IN, not after '{t.source}'",
                     self.tok.pos,
                 )
             return Comparison(name, _compare_op(t.text), self.value())
@@ -411,7 +414,8 @@ class _Parser:
             if not self.accept("keyword", "null"):
                 if self.tok.kind in ("keyword",) and self.tok.text in ("true", "false"):
                     raise query_error(
-                        INVALID, "'IS' operator can only be used as 'IS NULL' or 'IS NOT NULL'",
+                        INVALID,
+                        "'IS' operator can only be used as 'IS NULL' or 'IS NOT NULL'",
                         self.tok.pos,
                     )
                 self.unexpected("NULL")
@@ -429,8 +433,11 @@ class _Parser:
             raise query_error(UNSUPPORTED, f"operator '{self.tok.text.upper()}'", self.tok.pos)
         if negated:
             self.unexpected("IN, BETWEEN or STARTS_WITH after NOT")
-        if self.at("end") or self.at("keyword", "and") or self.at("keyword", "or") or self.at(
-            "punct", ")"
+        if (
+            self.at("end")
+            or self.at("keyword", "and")
+            or self.at("keyword", "or")
+            or self.at("punct", ")")
         ):
             raise query_error(
                 INVALID, f"incomplete expression: {name.text!r} has no operator", name.pos
