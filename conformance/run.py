@@ -36,6 +36,10 @@ def _signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(proc: subprocess.Popen[bytes], log: Callable[[str], None]) -> None:
     pgid = proc.pid  # start_new_session=True: the child leads its own group
     for sig, grace in ((signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
@@ -60,6 +64,8 @@ def run(
         proc = subprocess.Popen(
             cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
+            # A shell's background job inherits SIGINT ignored; pytest must still stop on it.
+            preexec_fn=_default_sigint,
         )
 
         def pump() -> None:
