@@ -5,6 +5,11 @@ if sys.argv[1:2] == ["chaos"]:
 
     sys.exit(chaos(sys.argv[2:]))
 
+if sys.argv[1:2] == ["visibility"]:
+    from bench.visibility import main as visibility
+
+    sys.exit(visibility(sys.argv[2:]))
+
 from bench.cli import main
 
 sys.exit(main())

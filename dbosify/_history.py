@@ -138,6 +138,9 @@ def set_attrs(event: hist.HistoryEvent, event_type: int, attrs: Message | None) 
         field.SetInParent()
 
 
+_ENVELOPE_BYTES = 24
+
+
 def append(
     tx: Tx,
     run_id: str,
@@ -158,10 +161,16 @@ def append(
         "SELECT 1 FROM history WHERE run_id = %s AND dedup = %s", (run_id, dedup)
     ):
         return None
+    # HistorySizeBytes, kept without a second statement: the event's size but for the few bytes
+    # of its envelope (id, time, type), which are estimated.
+    size = _ENVELOPE_BYTES + (attrs.ByteSize() if attrs is not None else 0)
+    if metadata is not None:
+        size += metadata.ByteSize()
     row = tx.one(
-        "UPDATE executions SET next_event_id = next_event_id + 1 WHERE run_id = %s"
+        "UPDATE executions SET next_event_id = next_event_id + 1,"
+        " history_size_bytes = history_size_bytes + %s WHERE run_id = %s"
         " RETURNING next_event_id - 1",
-        (run_id,),
+        (size, run_id),
     )
     if row is None:
         raise KeyError(run_id)

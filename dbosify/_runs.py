@@ -20,6 +20,7 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from dbosify import _history as h
 from dbosify._dbos import records
 from dbosify._errors import ServiceError
+from dbosify._server import search_attributes
 from dbosify._store import Tx
 
 _CLOSED_BAD = {h.FAILED, h.CANCELED, h.TERMINATED, h.TIMED_OUT}
@@ -105,11 +106,19 @@ def start_run(
     if exec_deadline is not None and (run_deadline is None or exec_deadline < run_deadline):
         run_deadline = exec_deadline
     p_ns, p_wf, p_run, p_seq = parent if parent else (None, None, None, None)
+    root = (workflow_id, run_id)
+    if p_run is not None and (p_ns or tx.namespace) == tx.namespace:
+        row = tx.one("SELECT root_workflow_id, root_run_id FROM executions WHERE run_id = %s", (p_run,))
+        if row is not None and row[0]:
+            root = (row[0], row[1])
+    elif started.HasField("root_workflow_execution") and started.root_workflow_execution.run_id:
+        root = (started.root_workflow_execution.workflow_id, started.root_workflow_execution.run_id)
     tx.execute(
         "INSERT INTO executions (run_id, workflow_id, workflow_type, task_queue, status,"
         " first_execution_run_id, start_time, next_event_id, parent_namespace, parent_workflow_id,"
-        " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline, not_before)"
-        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline, not_before,"
+        " execution_time, root_workflow_id, root_run_id, memo, search_attributes)"
+        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             run_id,
             workflow_id,
@@ -125,6 +134,10 @@ def start_run(
             exec_deadline,
             run_deadline,
             now + delay if delay > 0 else None,
+            now + max(delay, 0.0),
+            *root,
+            search_attributes.memo_on_start(started.memo),
+            search_attributes.on_start(tx, run_id, started.search_attributes),
         ),
     )
     if delay > 0:

@@ -8,7 +8,6 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +27,8 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
+from dbosify._server import search_attributes, visibility
+from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
 Handler = Callable[[Any], Awaitable[Message]]
@@ -260,11 +261,12 @@ class WorkflowService:
     async def describe_workflow_execution(
         self, req: rr.DescribeWorkflowExecutionRequest
     ) -> Message:
-        def fn(tx: Tx) -> tuple[h.Run, hist.HistoryEvent, list[Any]]:
+        def fn(tx: Tx) -> tuple[h.Run, hist.HistoryEvent, list[Any], Any]:
             run = h.find_run(tx, req.execution.workflow_id, req.execution.run_id or None)
             if run is None:
                 raise _not_found_run(req.execution.workflow_id, req.execution.run_id or None)
             first = h.load_events(tx, run.run_id, 0)[:1]
+            vis = visibility.run_info(tx, run.run_id)
             pend = tx.all(
                 "SELECT t.seq, t.attempt, t.state, t.heartbeat_at, t.details, t.last_failure,"
                 " t.scheduled_event_id, e.event FROM activity_tasks t JOIN history e"
@@ -272,34 +274,15 @@ class WorkflowService:
                 " WHERE t.run_id = %s ORDER BY t.seq",
                 (run.run_id,),
             )
-            return run, first[0][0], pend
+            return run, first[0][0], pend, vis
 
-        run, started_event, pending = await self.store.transact(req.namespace, fn)
+        run, started_event, pending, vis = await self.store.transact(req.namespace, fn)
         started = started_event.workflow_execution_started_event_attributes
         resp = rr.DescribeWorkflowExecutionResponse()
         info = resp.workflow_execution_info
-        info.execution.CopyFrom(h.execution(run))
-        info.type.name = run.workflow_type
-        info.start_time.FromNanoseconds(int(run.start_time * 1e9))
-        info.execution_time.FromNanoseconds(int((run.not_before or run.start_time) * 1e9))
-        if run.close_time is not None:
-            info.close_time.FromNanoseconds(int(run.close_time * 1e9))
-            info.execution_duration.FromNanoseconds(int((run.close_time - run.start_time) * 1e9))
-        info.status = run.status  # type: ignore[assignment]
-        info.history_length = run.next_event_id - 1
-        info.task_queue = run.task_queue
+        info.CopyFrom(vis)
         info.first_run_id = run.first_execution_run_id
-        if started.HasField("memo"):
-            info.memo.CopyFrom(started.memo)
-        if started.HasField("search_attributes"):
-            info.search_attributes.CopyFrom(started.search_attributes)
-        if started.HasField("root_workflow_execution"):
-            info.root_execution.CopyFrom(started.root_workflow_execution)
-        else:
-            info.root_execution.CopyFrom(h.execution(run))
         if run.parent_run_id:
-            info.parent_execution.workflow_id = run.parent_workflow_id or ""
-            info.parent_execution.run_id = run.parent_run_id
             info.parent_namespace_id = run.parent_namespace or ""
         cfg = resp.execution_config
         cfg.task_queue.name = run.task_queue
@@ -409,64 +392,18 @@ class WorkflowService:
         return resp
 
     async def list_workflow_executions(self, req: rr.ListWorkflowExecutionsRequest) -> Message:
-        where, params = visibility_filter(req.query)
-        after = float(req.next_page_token.decode()) if req.next_page_token else None
-        page = req.page_size or 1000
-        if after is not None:
-            where += " AND start_time < %s"
-            params.append(after)
+        return await visibility.list_executions(self.store, req)
 
-        def fn(tx: Tx) -> list[Any]:
-            return tx.all(
-                "SELECT run_id, workflow_id, workflow_type, task_queue, status, start_time,"
-                f" close_time, next_event_id FROM executions WHERE {where}"
-                " ORDER BY start_time DESC LIMIT %s",
-                (*params, page),
-            )
-
-        rows = await self.store.transact(req.namespace, fn)
-        resp = rr.ListWorkflowExecutionsResponse()
-        for run_id, wid, wtype, tq, status, start, close, next_id in rows:
-            info = resp.executions.add()
-            info.execution.workflow_id = wid
-            info.execution.run_id = run_id
-            info.type.name = wtype
-            info.task_queue = tq
-            info.status = status
-            info.start_time.FromNanoseconds(int(start * 1e9))
-            info.execution_time.FromNanoseconds(int(start * 1e9))
-            if close is not None:
-                info.close_time.FromNanoseconds(int(close * 1e9))
-            info.history_length = next_id - 1
-        if len(rows) == page:
-            resp.next_page_token = str(rows[-1][5]).encode()
-        return resp
+    async def scan_workflow_executions(self, req: rr.ScanWorkflowExecutionsRequest) -> Message:
+        return await visibility.list_executions(self.store, req)
 
     async def count_workflow_executions(self, req: rr.CountWorkflowExecutionsRequest) -> Message:
-        query = req.query
-        group = re.search(r"(?i)\s+group\s+by\s+executionstatus\s*$", query)
-        if group:
-            query = query[: group.start()]
-        where, params = visibility_filter(query)
-        if not group:
-            row = await self.store.transact(
-                req.namespace, lambda tx: tx.one(f"SELECT count(*) FROM executions WHERE {where}", params)
-            )
-            return rr.CountWorkflowExecutionsResponse(count=int(row[0]))
-        rows = await self.store.transact(
-            req.namespace,
-            lambda tx: tx.all(
-                f"SELECT status, count(*) FROM executions WHERE {where} GROUP BY status ORDER BY status",
-                params,
-            ),
-        )
-        resp = rr.CountWorkflowExecutionsResponse(count=sum(int(r[1]) for r in rows))
-        names = {v: k for k, v in _STATUS_DISPLAY.items()}
-        for status, n in rows:
-            g = resp.groups.add(count=int(n))
-            g.group_values.add(
-                metadata={"encoding": b"json/plain"}, data=f'"{names.get(int(status), "Unspecified")}"'.encode()
-            )
+        return await visibility.count_executions(self.store, req)
+
+    async def get_search_attributes(self, req: rr.GetSearchAttributesRequest) -> Message:
+        resp = rr.GetSearchAttributesResponse()
+        for name, value_type in {**SYSTEM_ATTRIBUTES, **search_attributes.SERVER_SET}.items():
+            resp.keys[name] = value_type  # type: ignore[assignment]
         return resp
 
     # -- queries --------------------------------------------------------------------------------
@@ -728,49 +665,3 @@ class WorkflowService:
         token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
         await self._respond(req.namespace, token, "canceled", req.details)
         return rr.RespondActivityTaskCanceledByIdResponse()
-
-
-_VISIBILITY_COLUMNS = {
-    "workflowid": "workflow_id",
-    "runid": "run_id",
-    "workflowtype": "workflow_type",
-    "taskqueue": "task_queue",
-    "executionstatus": "status",
-}
-_STATUS_NAMES = {
-    "running": 1, "completed": 2, "failed": 3, "canceled": 4, "terminated": 5,
-    "continuedasnew": 6, "timedout": 7,
-}
-_STATUS_DISPLAY = {
-    "Running": 1, "Completed": 2, "Failed": 3, "Canceled": 4, "Terminated": 5,
-    "ContinuedAsNew": 6, "TimedOut": 7,
-}
-_CLAUSE = re.compile(r"""^\s*`?(\w+)`?\s*(=|!=)\s*(?:'([^']*)'|"([^"]*)")\s*$""")
-
-
-def visibility_filter(query: str) -> tuple[str, list[Any]]:
-    """A SQL filter for the subset of Temporal's visibility query language dbosify supports.
-
-    Clauses ``Field = 'value'`` (or ``!=``) joined by AND, on WorkflowId, RunId, WorkflowType,
-    TaskQueue and ExecutionStatus. Anything else is an INVALID_ARGUMENT error, never ignored.
-    """
-    if not query.strip():
-        return "1 = 1", []
-    sql: list[str] = []
-    params: list[Any] = []
-    body = re.sub(r"(?i)\s+order\s+by\s+.*$", "", query.strip())
-    for clause in re.split(r"(?i)\s+and\s+", body):
-        m = _CLAUSE.match(clause)
-        column = _VISIBILITY_COLUMNS.get(m.group(1).lower()) if m else None
-        if m is None or column is None:
-            raise ServiceError.invalid(
-                f"dbosify supports visibility queries of the form Field = 'value' joined by AND on"
-                f" WorkflowId, RunId, WorkflowType, TaskQueue, ExecutionStatus; not {clause.strip()!r}"
-                " (see docs/COMPATIBILITY.md)"
-            )
-        value: Any = m.group(3) if m.group(3) is not None else m.group(4)
-        if column == "status":
-            value = _STATUS_NAMES.get(value.lower().replace("_", ""), -1)
-        sql.append(f"{column} {m.group(2).replace('!=', '<>')} %s")
-        params.append(value)
-    return " AND ".join(sql), params

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dbosify._errors import ServiceError
+from dbosify._server.operator import OperatorService
 from dbosify._service import WorkflowService
 from dbosify._store import Store, StoreError, get_store, resolve_url
 from dbosify._store.namespaces import InvalidNamespace
@@ -28,6 +29,7 @@ class ClientRef:
         self.config = config
         self.identity: str = getattr(config, "identity", "") or ""
         self.service = WorkflowService(store, self.identity)
+        self.operator = OperatorService(store)
 
     def update_metadata(self, headers: Mapping[str, str | bytes]) -> None:
         self.config.metadata = headers
@@ -44,14 +46,8 @@ class ClientRef:
                 from temporalio.bridge.proto.health.v1 import health_pb2
 
                 return bytes(health_pb2.HealthCheckResponse(status=1).SerializeToString())  # type: ignore
-            if service == "operator" and call.rpc == "list_search_attributes":
-                from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
-
-                return bytes(ops.ListSearchAttributesResponse().SerializeToString())
-            if service == "operator" and call.rpc == "add_search_attributes":
-                from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
-
-                return bytes(ops.AddSearchAttributesResponse().SerializeToString())
+            if service == "operator":
+                return await self.operator.call(call.rpc, call.req)
             raise ServiceError.unimplemented(
                 f"dbosify does not implement the {service} service RPC {call.rpc!r}; see docs/COMPATIBILITY.md"
             )

@@ -97,7 +97,40 @@ def _remove_tree(path: Path) -> None:
         logger.warning("dbosify: could not remove the finished environment's %s: %s", path, err)
 
 
+def _search_attribute_args(args: Any) -> dict[str, int]:
+    """The dev server's ``--search-attribute NAME=Type`` arguments (start_local's search_attributes)."""
+    from dbosify._server.search_attributes import TYPE_NAMES
+
+    by_name = {v: k for k, v in TYPE_NAMES.items()}
+    out: dict[str, int] = {}
+    items = [a for a in (args or ()) if isinstance(a, str)]
+    for flag, value in zip(items, items[1:], strict=False):
+        if flag == "--search-attribute" and "=" in value:
+            name, _, type_name = value.rpartition("=")
+            if type_name not in by_name:
+                raise ValueError(f"unknown search attribute type {type_name!r} for {name!r}")
+            out[name] = by_name[type_name]
+    return out
+
+
+async def _register_search_attributes(target: str, namespace: str, attrs: dict[str, int]) -> None:
+    from dbosify._server.search_attributes import add
+    from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
+    from dbosify._store import get_store, resolve_url
+
+    store = get_store(resolve_url(target))
+    await store.transact(namespace, lambda tx: add(tx, attrs, SYSTEM_ATTRIBUTES))
+
+
 async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
+    server = await _start_dev_server(config)
+    attrs = _search_attribute_args(getattr(config, "extra_args", None))
+    if attrs:
+        await _register_search_attributes(server.target, getattr(config, "namespace", "default"), attrs)
+    return server
+
+
+async def _start_dev_server(config: Any) -> EphemeralServerRef:
     """No server to start: the environment's client connects to the store.
 
     Like the dev server, each start gets a fresh store, gone when the environment shuts down:

@@ -127,6 +127,58 @@ def _v2(execute: Execute, is_sqlite: bool) -> None:
     execute("ALTER TABLE executions ADD COLUMN claim_gen INTEGER NOT NULL DEFAULT 0")
 
 
+# The dev server's pre-registered custom search attributes (`temporal server start-dev`), so that
+# code written against it finds them here too. Types are temporalio's IndexedValueType numbers.
+DEV_SERVER_SEARCH_ATTRIBUTES: tuple[tuple[str, int], ...] = (
+    ("CustomTextField", 1),
+    ("CustomStringField", 1),
+    ("CustomKeywordField", 2),
+    ("CustomIntField", 3),
+    ("CustomDoubleField", 4),
+    ("CustomBoolField", 5),
+    ("CustomDatetimeField", 6),
+)
+
+
+def _v3(execute: Execute, is_sqlite: bool) -> None:
+    # Visibility: what list filters and describe() read besides the history.
+    blob = "BLOB" if is_sqlite else "BYTEA"
+    for column in (
+        "execution_time DOUBLE PRECISION",
+        "root_workflow_id TEXT",
+        "root_run_id TEXT",
+        "history_size_bytes BIGINT NOT NULL DEFAULT 0",
+        f"memo {blob}",
+        f"search_attributes {blob}",
+    ):
+        execute(f"ALTER TABLE executions ADD COLUMN {column}")
+    execute(
+        "UPDATE executions SET execution_time = start_time + COALESCE(not_before - start_time, 0),"
+        " root_workflow_id = workflow_id, root_run_id = run_id"
+    )
+    # One row per indexed value (a KeywordList's elements, a Text's word tokens each have one).
+    execute(
+        "CREATE TABLE search_attributes (run_id TEXT NOT NULL, name TEXT NOT NULL,"
+        " v_text TEXT, v_int BIGINT, v_num DOUBLE PRECISION)"
+    )
+    execute("CREATE INDEX search_attributes_by_run ON search_attributes (run_id, name)")
+    execute("CREATE INDEX search_attributes_text ON search_attributes (name, v_text)")
+    execute("CREATE INDEX search_attributes_int ON search_attributes (name, v_int)")
+    execute("CREATE INDEX search_attributes_num ON search_attributes (name, v_num)")
+    # The namespace's custom search attributes and their types (the operator service's registry).
+    execute("CREATE TABLE search_attribute_types (name TEXT PRIMARY KEY, value_type INTEGER NOT NULL)")
+    for name, value_type in DEV_SERVER_SEARCH_ATTRIBUTES:
+        execute(f"INSERT INTO search_attribute_types (name, value_type) VALUES ('{name}', {value_type})")
+    # Listing walks newest first; filters on the common system attributes use an index.
+    execute("CREATE INDEX executions_by_start ON executions (start_time, run_id)")
+    execute("CREATE INDEX executions_by_close ON executions (close_time)")
+    execute("CREATE INDEX executions_by_type ON executions (workflow_type, start_time)")
+    execute("CREATE INDEX executions_by_status ON executions (status, start_time)")
+    if not is_sqlite:  # STARTS_WITH is a LIKE prefix match there: it needs pattern-ordered keys
+        execute("CREATE INDEX executions_by_workflow_prefix ON executions (workflow_id text_pattern_ops)")
+        execute("CREATE INDEX search_attributes_text_prefix ON search_attributes (name, v_text text_pattern_ops)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -137,6 +189,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the first released schema", _v1),
     Migration(2, "claim generations, so that a stale owner's writes are refused", _v2),
+    Migration(3, "visibility: search attributes, memo, and the system attributes filters use", _v3),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -73,6 +73,11 @@ class Tx:
         self._cur.execute(sql, tuple(params))
         return self._cur
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.store.is_sqlite:
+            sql = sql.replace("%s", "?")
+        self._cur.executemany(sql, [tuple(r) for r in rows])
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.execute(sql, params).fetchone()
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import failed_cause_pb2 as WFT_CAUSE
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
@@ -24,6 +25,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
+from dbosify._server import search_attributes
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 
@@ -49,6 +51,15 @@ class Applying:
     delivered: dict[str, upd_pb.Request]  # updates this task delivered, by id
     scheduled_now: dict[int, Any]  # activities scheduled by this task: seq -> attributes
     meta: Any = None  # the current command's user metadata
+
+
+class BadCommand(Exception):
+    """A command the server refuses: its workflow task fails with ``cause``, as on Temporal."""
+
+    def __init__(self, cause: int, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.message = message
 
 
 def apply(a: Applying, cmd: wc.WorkflowCommand) -> None:
@@ -231,6 +242,10 @@ def _upsert_workflow_search_attributes(a: Applying, cmd: wc.WorkflowCommand) -> 
     ts = a.ts
     u = hist.UpsertWorkflowSearchAttributesEventAttributes(workflow_task_completed_event_id=wft_id)
     u.search_attributes.CopyFrom(cmd.upsert_workflow_search_attributes.search_attributes)
+    try:
+        search_attributes.on_upsert(tx, rid, u.search_attributes)
+    except ServiceError as err:
+        raise BadCommand(WFT_CAUSE.WORKFLOW_TASK_FAILED_CAUSE_BAD_SEARCH_ATTRIBUTES, err.message) from None
     h.append(tx, rid, E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES, u, at=ts)
 
 
@@ -242,6 +257,7 @@ def _modify_workflow_properties(a: Applying, cmd: wc.WorkflowCommand) -> None:
     p = hist.WorkflowPropertiesModifiedEventAttributes(workflow_task_completed_event_id=wft_id)
     p.upserted_memo.CopyFrom(cmd.modify_workflow_properties.upserted_memo)
     h.append(tx, rid, E.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED, p, at=ts)
+    search_attributes.on_upsert_memo(tx, rid, p.upserted_memo)
 
 
 def _start_child_workflow_execution(a: Applying, cmd: wc.WorkflowCommand) -> None:
@@ -572,18 +588,20 @@ def _continue_as_new(
         started.workflow_run_timeout.CopyFrom(can.workflow_run_timeout)
     elif first.HasField("workflow_run_timeout"):
         started.workflow_run_timeout.CopyFrom(first.workflow_run_timeout)
+    # Memo and search attributes carry over as they are now (with upserts), unless given anew.
+    now_attrs, now_memo = search_attributes.current(tx, d.run_id)
     if can.memo:
         for k, v in can.memo.items():
             started.memo.fields[k].CopyFrom(v)
-    elif first.HasField("memo"):
-        started.memo.CopyFrom(first.memo)
+    elif now_memo.fields:
+        started.memo.CopyFrom(now_memo)
     if can.headers:
         for k, v in can.headers.items():
             started.header.fields[k].CopyFrom(v)
     if can.HasField("search_attributes"):
         started.search_attributes.CopyFrom(can.search_attributes)
-    elif first.HasField("search_attributes"):
-        started.search_attributes.CopyFrom(first.search_attributes)
+    elif now_attrs.indexed_fields:
+        started.search_attributes.CopyFrom(now_attrs)
     parent = (
         (run.parent_namespace or d.ns, run.parent_workflow_id or "", run.parent_run_id, run.parent_seq or 0)
         if run.parent_run_id

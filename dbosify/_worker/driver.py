@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import failed_cause_pb2 as WFT_CAUSE
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.query.v1 import message_pb2 as query_pb
@@ -36,6 +37,7 @@ from dbosify._worker import queries
 if TYPE_CHECKING:
     from dbosify._worker.core import WorkerCore
 
+_UNHANDLED = WFT_CAUSE.WORKFLOW_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE
 logger = logging.getLogger("dbosify")
 E = et
 
@@ -472,9 +474,15 @@ class RunDriver:
         ts = time.time()
         completion = await self._activate_task(jobs, ts, replaying=False, history_length=consumed)
         if completion.HasField("failed"):
-            await self._record_task_failure(completion.failed.failure)
+            await self._record_task_failure(
+                completion.failed.failure, completion.failed.force_cause or _UNHANDLED
+            )
             raise WorkflowTaskFailed(completion.failed.failure.message)
-        snap = await self._apply(completion, ts, consumed, updates, last_seen)
+        try:
+            snap = await self._apply(completion, ts, consumed, updates, last_seen)
+        except commands_.BadCommand as bad:
+            await self._record_task_failure(failure_pb.Failure(message=bad.message), cause=bad.cause)
+            raise WorkflowTaskFailed(bad.message) from None
         st.consumed = consumed
         if any(c.HasField(f) for c in completion.successful.commands for f in A.CLOSING_COMMANDS):  # type: ignore
             raise RunClosed()
@@ -546,7 +554,7 @@ class RunDriver:
         except Exception:
             logger.exception("dbosify: eviction of run %s failed", self.run_id)
 
-    async def _record_task_failure(self, failure: failure_pb.Failure) -> None:
+    async def _record_task_failure(self, failure: failure_pb.Failure, cause: int = _UNHANDLED) -> None:
         def fn(tx: Tx) -> None:
             run = self._owned(tx)
             if run is None:
@@ -555,7 +563,7 @@ class RunDriver:
                 h.append(
                     tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_FAILED,
                     hist.WorkflowTaskFailedEventAttributes(
-                        failure=failure, identity=self.core.identity, cause=4  # type: ignore
+                        failure=failure, identity=self.core.identity, cause=cause  # type: ignore
                     ),
                 )
             tx.execute(
