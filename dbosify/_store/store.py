@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from dbosify._dbos import setup as dbos_setup
 from dbosify._store import delivery, namespaces
+from dbosify._store.clock import Clock
 from dbosify._store.errors import StoreError, is_connection_lost, is_transient
 from dbosify._store.urls import mask_url, parse_url
 from dbosify._store.wakeups import Hub
@@ -112,6 +113,7 @@ class Store:
         self.masked_url = mask_url(url)
         self.is_sqlite = target.is_sqlite
         self.hub = Hub()
+        self.clock = Clock()  # the wall clock, unless a time-skipping environment sets its own
         self.server: str | None = target.server
         self._lock = threading.RLock()
         self._idents: dict[str, str] = {}  # namespace -> schema or file stem, at the current version
@@ -482,6 +484,10 @@ class Store:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             pass
+
+    async def wait_until(self, fut: asyncio.Future[None], when: float | None) -> None:
+        """Wait for a future from `waiter`, or until the store's clock reaches ``when``."""
+        await self.clock.wait(fut, when)
 
     def close(self) -> None:
         self._closed = True
