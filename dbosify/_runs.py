@@ -15,7 +15,9 @@ from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.errordetails.v1 import message_pb2 as errdetails
+from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
+from temporalio.api.update.v1 import message_pb2 as upd_pb
 
 from dbosify import _history as h
 from dbosify._dbos import records
@@ -185,10 +187,15 @@ def close_run(
         from dbosify._server import scheduler  # (it starts runs itself)
 
         scheduler.on_run_closed(tx, run, status, attrs)
-    # Updates that never reached a handler fail like on Temporal once the run closes.
+    # Updates that never reached a handler fail like on Temporal once the run closes; those a
+    # handler accepted but did not finish fail with Temporal's AcceptedUpdateCompletedWorkflow.
     tx.execute(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
         (run.run_id,),
+    )
+    tx.execute(
+        "UPDATE updates SET state = 'completed', outcome = %s WHERE run_id = %s AND state = 'accepted'",
+        (_ACCEPTED_UPDATE_OUTCOME, run.run_id),
     )
     # Queries still pending are answered by a worker replaying the closed run. (A query arriving
     # now waits for this transaction's row lock and then sees the run closed; see query_workflow.)
@@ -203,6 +210,15 @@ def close_run(
     if next_cron is not None:
         _start_next_cron_run(tx, run, status, attrs, next_cron)
 
+
+_ACCEPTED_UPDATE_OUTCOME = upd_pb.Outcome(
+    failure=failure_pb.Failure(
+        message="Workflow Update failed because the Workflow completed before the Update completed.",
+        application_failure_info=failure_pb.ApplicationFailureInfo(
+            type="AcceptedUpdateCompletedWorkflow", non_retryable=True
+        ),
+    )
+).SerializeToString()
 
 _CRON_GOES_ON = {h.COMPLETED, h.FAILED, h.TIMED_OUT}  # a cancel or terminate ends the chain
 
