@@ -18,6 +18,7 @@ from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import query_pb2 as query_enums
 from temporalio.api.enums.v1 import update_pb2 as upd_enums
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
+from temporalio.api.errordetails.v1 import message_pb2 as errdetails
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.namespace.v1 import message_pb2 as ns_pb
 from temporalio.api.query.v1 import message_pb2 as query_pb
@@ -99,16 +100,28 @@ class WorkflowService:
         c.count_group_by_execution_status = True
         return resp
 
+    async def _namespace_names(self) -> list[str]:
+        names = await asyncio.get_running_loop().run_in_executor(None, self.store.namespace_names)
+        return sorted({"default", *names})  # "default" exists from the start, as on a dev server
+
     async def describe_namespace(self, req: rr.DescribeNamespaceRequest) -> Message:
+        name = req.namespace or "default"
+        if name not in await self._namespace_names():
+            # A namespace is created by its first use (there is no registration step); one never
+            # used is not found, as on Temporal.
+            raise ServiceError.not_found(
+                f"Namespace {name} is not found.", errdetails.NamespaceNotFoundFailure(namespace=name)
+            )
         resp = rr.DescribeNamespaceResponse()
-        resp.namespace_info.name = req.namespace or "default"
+        resp.namespace_info.name = name
         resp.namespace_info.state = 1  # type: ignore
-        resp.namespace_info.id = resp.namespace_info.name
+        resp.namespace_info.id = name
         return resp
 
     async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
         resp = rr.ListNamespacesResponse()
-        resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name="default", state=1))  # type: ignore
+        for name in await self._namespace_names():
+            resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name=name, id=name, state=1))  # type: ignore
         return resp
 
     # -- starting ---------------------------------------------------------------------------

@@ -17,6 +17,9 @@ logger = logging.getLogger("dbosify")
 _announced: set[str] = set()
 
 
+_HEALTH_SERVICES = ("", "temporal.api.workflowservice.v1.WorkflowService")
+
+
 class RPCError(RuntimeError):
     """An RPC failure; ``args`` are ``(status, message, grpc_status_bytes)`` like the native one."""
 
@@ -45,6 +48,9 @@ class ClientRef:
             if service == "health":
                 from temporalio.bridge.proto.health.v1 import health_pb2
 
+                asked = health_pb2.HealthCheckRequest.FromString(call.req).service  # type: ignore[attr-defined]
+                if asked not in _HEALTH_SERVICES:
+                    raise ServiceError.not_found(f"unknown service {asked!r}")
                 return bytes(health_pb2.HealthCheckResponse(status=1).SerializeToString())  # type: ignore
             if service == "operator":
                 return await self.operator.call(call.rpc, call.req)

@@ -113,6 +113,32 @@ def pg_lookup(conn: Any, server: str | None, name: str) -> str | None:
     return ident if version == migrations.CURRENT_VERSION else None
 
 
+def pg_names(conn: Any, server: str | None) -> list[str]:
+    """The names of the namespaces the catalog knows (none before the first is used)."""
+    try:
+        rows = conn.execute(f'SELECT name FROM "{catalog_schema(server)}".namespaces ORDER BY name').fetchall()
+    except Exception as err:
+        if getattr(err, "sqlstate", None) in ("42P01", "3F000"):  # no catalog yet
+            return []
+        raise
+    return [str(r[0]) for r in rows]
+
+
+def sqlite_names(directory: Path) -> list[str]:
+    path = sqlite_catalog_path(directory)
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        return [str(r[0]) for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
 def pg_register(conn: Any, server: str | None, name: str) -> str:
     """Register ``name`` (or bring its tables to the current version) under the catalog lock.
 

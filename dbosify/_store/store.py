@@ -189,6 +189,15 @@ class Store:
             pass
         return self.sqlite_path(namespace)
 
+    def namespace_names(self) -> list[str]:
+        """The namespaces used so far in this store (each is created on its first use)."""
+        if self.is_sqlite:
+            return namespaces.sqlite_names(self._sqlite_dir)
+        import psycopg
+
+        with psycopg.connect(self._pg_url, connect_timeout=10, autocommit=True) as conn:
+            return namespaces.pg_names(conn, self.server)
+
     def check(self) -> None:
         """Connect once, raising a `StoreError` that names the host and not the password."""
         if self.is_sqlite:
