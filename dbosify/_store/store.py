@@ -519,9 +519,17 @@ class Store:
                     self._close_pg(self._pg_pool.get_nowait())
                 except queue.Empty:
                     break
-            for conn, _ in self._sqlite_conns.values():
-                conn.close()
+            sqlite_conns = list(self._sqlite_conns.values())
             self._sqlite_conns.clear()
+        for conn, conn_lock in sqlite_conns:
+            # Not while another thread (a liveness beat, a late transaction) is using it: closing
+            # a SQLite connection in use can crash the interpreter.
+            got = conn_lock.acquire(timeout=5.0)
+            try:
+                conn.close()
+            finally:
+                if got:
+                    conn_lock.release()
         self._delivery.close()
 
 
