@@ -7,7 +7,6 @@ event all happen here, atomically.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -79,7 +78,7 @@ def start_run(
         ):
             raise already_started(workflow_id, existing.run_id, request_id)
 
-    now = time.time()
+    now = tx.store.clock.now()
     run_id = run_id or h.new_run_id()
     first_run_id = started.first_execution_run_id or run_id
     started.first_execution_run_id = first_run_id
@@ -161,7 +160,7 @@ def close_run(
     notify_parent: bool = True,
 ) -> None:
     """Close ``run``: its close event, its status, its parent's child event, its leftovers."""
-    now = time.time()
+    now = tx.store.clock.now()
     h.append(tx, run.run_id, event_type, attrs, at=now)
     tx.execute(
         "UPDATE executions SET status = %s, close_time = %s, owner = NULL WHERE run_id = %s",
