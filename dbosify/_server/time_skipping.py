@@ -71,13 +71,7 @@ async def _sleep(clock: VirtualClock, until: float, *, unlock: bool) -> None:
     ``env.sleep``) is not work in progress while it sleeps, or time could never skip past it.
     """
     with _excusing_calling_activity(clock):
-        if unlock:
-            clock.unlock()
-        try:
-            await clock.sleep_until(until)
-        finally:
-            if unlock:
-                clock.lock()
+        await clock.sleep_until(until, unlocked=unlock)
 
 
 @contextmanager

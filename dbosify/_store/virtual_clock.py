@@ -143,10 +143,10 @@ class VirtualClock(Clock):
 
     @contextmanager
     def excused(self, key: object) -> Iterator[None]:
-        """Work held under ``key`` is not in progress meanwhile (it sleeps on this clock)."""
+        """Work held under ``key`` is not in progress meanwhile (it sleeps on this clock). No
+        look at skipping here: the sleep's own wait looks once it counts among the deadlines."""
         with self._lock:
             self._excused.add(key)
-            self._settle()
         try:
             yield
         finally:
@@ -173,17 +173,28 @@ class VirtualClock(Clock):
     async def wait(
         self, fut: asyncio.Future[None], when: float | None, also: Sequence[asyncio.Future[None]] = ()
     ) -> None:
+        await self._wait((fut, *also), when, unlock=False)
+
+    async def sleep_until(self, when: float, *, unlocked: bool = False) -> None:
+        """Wait until ``when``; with ``unlocked``, time skipping is unlocked meanwhile (from the
+        moment this wait counts among the deadlines, so time cannot skip past it)."""
+        await self._wait((asyncio.get_running_loop().create_future(),), when, unlock=unlocked)
+
+    async def _wait(
+        self, futs: tuple[asyncio.Future[None], ...], when: float | None, *, unlock: bool
+    ) -> None:
         loop = asyncio.get_running_loop()
         member = _current.get()
         if member is not None and (member.clock is not self or not member.active):
             member = None
-        futs = (fut, *also)
         entry = _Parked(loop, futs, when, member)
         with self._lock:
             self._parked.add(entry)
             if member is not None:
                 member.parked = True
                 self._busy -= 1
+            if unlock:
+                self._locks -= 1
             self._settle()
         try:
             while not any(f.done() for f in futs):
@@ -198,6 +209,8 @@ class VirtualClock(Clock):
                 )
         finally:
             with self._lock:
+                if unlock:
+                    self._locks += 1
                 self._parked.discard(entry)
                 if member is not None and member.parked:
                     member.parked = False
@@ -207,9 +220,6 @@ class VirtualClock(Clock):
                 # Not a participant: let the caller start its work (a transaction counts as
                 # busy from the call) before time may move on.
                 loop.call_soon(self.poke)
-
-    async def sleep_until(self, when: float) -> None:
-        await self.wait(asyncio.get_running_loop().create_future(), when)
 
     # -- skipping ---------------------------------------------------------------------------------
 
