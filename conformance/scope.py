@@ -49,13 +49,8 @@ OUT_OF_SCOPE_TESTS: dict[tuple[str, str], str] = {
 }
 
 # In-scope tests known to fail for a documented reason; each names a docs/COMPATIBILITY.md row.
-_TIME_SKIPPING = "COMPAT: time-skipping (WorkflowEnvironment.start_time_skipping)"
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("tests.testing.test_workflow", "test_workflow_env_time_skipping_basic"): _TIME_SKIPPING,
-    ("tests.testing.test_workflow", "test_workflow_env_time_skipping_disabled"): _TIME_SKIPPING,
-    ("tests.testing.test_workflow", "test_workflow_env_time_skipping_heartbeat_timeout"): _TIME_SKIPPING,
-    ("tests.testing.test_workflow", "test_workflow_env_time_skipping_manual"): _TIME_SKIPPING,
-}
+# (None at present: the time-skipping tests pass since start_time_skipping() has a virtual clock.)
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 NOT_YET = "not yet"
 

@@ -7,7 +7,6 @@ final failure. Heartbeat details live on the task row so they survive a crash.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +86,7 @@ def claim(
     ``tracked`` gives the attempts the claimer is running: after a lost connection, a claim
     that committed unseen is handed back to the queue as the next attempt.
     """
-    now = time.time()
+    now = tx.store.clock.now()
     if not owns_row(tx, owner):
         return now + 0.5  # presumed dead a moment ago: look again once its beat re-registers it
     if tx.commit_may_have_landed:
@@ -219,7 +218,7 @@ def finish(
     if row is None or row[0] != attempt or row[1] != "running":
         return False
     _, _, sched_id, sched_time, details, task_queue = row
-    now = time.time()
+    now = tx.store.clock.now()
     if kind == "failed":
         assert isinstance(payload, failure_pb.Failure)
         attrs = _scheduled_attrs(tx, run_id, sched_id)
@@ -369,7 +368,7 @@ async def heartbeat_by_token(
         tx.execute(
             "UPDATE activity_tasks SET heartbeat_at = %s, details = COALESCE(%s, details)"
             " WHERE run_id = %s AND seq = %s",
-            (time.time(), details.SerializeToString() if details is not None else None, run_id, seq),
+            (tx.store.clock.now(), details.SerializeToString() if details is not None else None, run_id, seq),
         )
         return bool(row[1])
 
@@ -457,7 +456,7 @@ def _finish_completed(
             (list(per_run), list(per_run.values())),
         )
     }
-    now_ns = time.time_ns()
+    now_ns = int(tx.store.clock.now() * 1e9)
     cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
     for i, (run_id, seq, attempt, _, payload), sched_id in live:
         eid = first[run_id]

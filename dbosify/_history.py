@@ -178,7 +178,7 @@ def append(
         raise KeyError(run_id)
     event_id = int(row[0])
     event = hist.HistoryEvent(event_id=event_id)
-    event.event_time.FromNanoseconds(int((at if at is not None else time.time()) * 1e9))
+    event.event_time.FromNanoseconds(int((at if at is not None else tx.store.clock.now()) * 1e9))
     set_attrs(event, event_type, attrs)
     if metadata is not None and metadata.ByteSize():
         event.user_metadata.CopyFrom(metadata)  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ event all happen here, atomically.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -83,7 +82,7 @@ def start_run(
         ):
             raise already_started(workflow_id, existing.run_id, request_id)
 
-    now = time.time()
+    now = tx.store.clock.now()
     if cron_schedule:
         started.cron_schedule = cron_schedule
     run_id = run_id or h.new_run_id()
@@ -170,7 +169,7 @@ def close_run(
     notify_parent: bool = True,
 ) -> None:
     """Close ``run``: its close event, its status, its parent's child event, its leftovers."""
-    now = time.time()
+    now = tx.store.clock.now()
     next_cron = None
     if run.cron_schedule and status in _CRON_GOES_ON and not getattr(attrs, "new_execution_run_id", ""):
         next_cron = h.new_run_id()
@@ -257,7 +256,7 @@ def _start_next_cron_run(tx: Tx, run: h.Run, status: int, attrs: Message, run_id
         tx, workflow_id=run.workflow_id, workflow_type=run.workflow_type, task_queue=run.task_queue,
         started=nxt, run_id=run_id, parent=parent, identity=first.identity,  # type: ignore[arg-type]
         schedule_id=run.schedule_id, cron_schedule=run.cron_schedule or "",
-        delay=cron_delay(run.cron_schedule or "", time.time()),
+        delay=cron_delay(run.cron_schedule or "", tx.store.clock.now()),
     )
 
 

@@ -8,7 +8,6 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -174,7 +173,7 @@ class WorkflowService:
             metadata=req.user_metadata if req.HasField("user_metadata") else None,
             cron_schedule=req.cron_schedule,
             delay=(
-                _runs.cron_delay(req.cron_schedule, time.time())
+                _runs.cron_delay(req.cron_schedule, tx.store.clock.now())
                 if req.cron_schedule
                 else req.workflow_start_delay.ToNanoseconds() / 1e9
                 if req.HasField("workflow_start_delay")

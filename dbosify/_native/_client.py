@@ -9,6 +9,7 @@ from typing import Any
 
 from dbosify._errors import ServiceError
 from dbosify._server.operator import OperatorService
+from dbosify._server.time_skipping import TestService
 from dbosify._service import WorkflowService
 from dbosify._store import Store, StoreError, get_store, resolve_url
 from dbosify._store.namespaces import InvalidNamespace
@@ -33,6 +34,7 @@ class ClientRef:
         self.identity: str = getattr(config, "identity", "") or ""
         self.service = WorkflowService(store, self.identity)
         self.operator = OperatorService(store)
+        self.test = TestService(store)
 
     def update_metadata(self, headers: Mapping[str, str | bytes]) -> None:
         self.config.metadata = headers
@@ -54,6 +56,8 @@ class ClientRef:
                 return bytes(health_pb2.HealthCheckResponse(status=1).SerializeToString())  # type: ignore
             if service == "operator":
                 return await self.operator.call(call.rpc, call.req)
+            if service == "test":
+                return await self.test.call(call.rpc, call.req)
             raise ServiceError.unimplemented(
                 f"dbosify does not implement the {service} service RPC {call.rpc!r}; see docs/COMPATIBILITY.md"
             )

@@ -161,7 +161,16 @@ async def _start_dev_server(config: Any) -> EphemeralServerRef:
 
 
 async def start_test_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
-    raise RuntimeError(
-        "dbosify has no time-skipping test server: WorkflowEnvironment.start_time_skipping() is not"
-        " supported (see docs/COMPATIBILITY.md); use WorkflowEnvironment.start_local()"
-    )
+    """What ``WorkflowEnvironment.start_time_skipping()`` gets instead of the Java test server.
+
+    A fresh store, as `start_dev_server` makes (gone at shutdown), whose clock is virtual: the
+    environment's client and workers run on it, and the test service RPCs drive it (see
+    `dbosify._store.virtual_clock` and `dbosify._server.time_skipping`).
+    """
+    from dbosify._store import get_store, resolve_url
+    from dbosify._store.virtual_clock import VirtualClock
+
+    server = await _start_dev_server(config)
+    server.has_test_service = True
+    get_store(resolve_url(server.target)).use_clock(VirtualClock())
+    return server

@@ -30,6 +30,7 @@ from dbosify._store import delivery, namespaces
 from dbosify._store.clock import Clock
 from dbosify._store.errors import StoreError, is_connection_lost, is_transient
 from dbosify._store.urls import mask_url, parse_url
+from dbosify._store.virtual_clock import VirtualClock
 from dbosify._store.wakeups import Hub
 
 logger = logging.getLogger("dbosify")
@@ -113,7 +114,7 @@ class Store:
         self.masked_url = mask_url(url)
         self.is_sqlite = target.is_sqlite
         self.hub = Hub()
-        self.clock = Clock()  # the wall clock, unless a time-skipping environment sets its own
+        self.clock: Clock = Clock()  # the wall clock, unless a time-skipping env sets its own
         self.server: str | None = target.server
         self._lock = threading.RLock()
         self._idents: dict[str, str] = {}  # namespace -> schema or file stem, at the current version
@@ -435,9 +436,19 @@ class Store:
         Lane `FACT` has threads and connections of its own: an activity's result is recorded at
         once, never queued behind claims, polls and heartbeats.
         """
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executors[lane], self.transact_sync, namespace, fn, lane
-        )
+        if not self.clock.virtual:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executors[lane], self.transact_sync, namespace, fn, lane
+            )
+        # Work in progress until its wake-ups are on their way: time must not skip past it.
+        key = object()
+        self.clock.hold(key)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executors[lane], self.transact_sync, namespace, fn, lane
+            )
+        finally:
+            self.clock.release(key)
 
     # -- whole namespaces and servers -------------------------------------------------------
 
@@ -494,9 +505,18 @@ class Store:
         except asyncio.TimeoutError:
             pass
 
-    async def wait_until(self, fut: asyncio.Future[None], when: float | None) -> None:
-        """Wait for a future from `waiter`, or until the store's clock reaches ``when``."""
-        await self.clock.wait(fut, when)
+    async def wait_until(
+        self, fut: asyncio.Future[None], when: float | None, also: Sequence[asyncio.Future[None]] = ()
+    ) -> None:
+        """Wait for a future from `waiter` (or one of ``also``), or until the store's clock
+        reaches ``when``. Loops that wait for due times run inside ``with
+        store.clock.participant():`` so that a virtual clock knows when they are busy."""
+        await self.clock.wait(fut, when, also)
+
+    def use_clock(self, clock: Clock) -> None:
+        """Give this store another clock (a time-skipping environment's, before any use)."""
+        self.clock = clock
+        self.hub.tracker = clock if isinstance(clock, VirtualClock) else None
 
     def close(self) -> None:
         self._closed = True
@@ -508,9 +528,17 @@ class Store:
                     self._close_pg(self._pg_pool.get_nowait())
                 except queue.Empty:
                     break
-            for conn, _ in self._sqlite_conns.values():
-                conn.close()
+            sqlite_conns = list(self._sqlite_conns.values())
             self._sqlite_conns.clear()
+        for conn, conn_lock in sqlite_conns:
+            # Not while another thread (a liveness beat, a late transaction) is using it: closing
+            # a SQLite connection in use can crash the interpreter.
+            got = conn_lock.acquire(timeout=5.0)
+            try:
+                conn.close()
+            finally:
+                if got:
+                    conn_lock.release()
         self._delivery.close()
 
 

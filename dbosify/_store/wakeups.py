@@ -6,6 +6,15 @@ import asyncio
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Protocol
+
+
+class Tracker(Protocol):
+    """Told of wake-ups on their way to a waiter (a virtual clock must not skip meanwhile)."""
+
+    def delivering(self, n: int) -> None: ...
+
+    def delivered(self) -> None: ...
 
 
 class Hub:
@@ -16,17 +25,25 @@ class Hub:
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = (
             defaultdict(set)
         )
+        self.tracker: Tracker | None = None  # set by a time-skipping environment only
 
     def fire(self, key: str) -> None:
         with self._lock:
             waiters = self._waiters.pop(key, None)
         if not waiters:
             return
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.delivering(len(waiters))
         for loop, fut in waiters:
             try:
-                loop.call_soon_threadsafe(_set_done, fut)
+                if tracker is None:
+                    loop.call_soon_threadsafe(_set_done, fut)
+                else:
+                    loop.call_soon_threadsafe(_set_done_tracked, fut, tracker)
             except RuntimeError:
-                pass  # loop closed
+                if tracker is not None:
+                    tracker.delivered()  # loop closed
 
     def fire_all(self) -> None:
         """Wake every waiter, to re-check (e.g. notifications may have been missed)."""
@@ -61,3 +78,8 @@ def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
+
+
+def _set_done_tracked(fut: asyncio.Future[None], tracker: Tracker) -> None:
+    _set_done(fut)
+    tracker.delivered()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from temporalio.api.common.v1 import message_pb2 as common
@@ -22,6 +21,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify._store import Store, Tx
+from dbosify._store.clock import busy_task
 from dbosify._worker.results import ResultRecorder
 
 logger = logging.getLogger("dbosify")
@@ -36,9 +36,9 @@ class PollShutdownError(Exception):
 
 
 class _RunningActivity:
-    def __init__(self, claimed: acts.Claimed) -> None:
+    def __init__(self, claimed: acts.Claimed, now: float) -> None:
         self.claimed = claimed
-        self.started = time.time()
+        self.started = now
         self.last_heartbeat = self.started
         self.cancel_sent = False
         self.cancel_reason = 0
@@ -74,6 +74,9 @@ class ActivitySide:
     def _ensure_started(self) -> None:
         raise NotImplementedError
 
+    def _poller_running(self, part: str) -> None:
+        raise NotImplementedError
+
     async def _registered(self) -> None:
         raise NotImplementedError
 
@@ -83,6 +86,12 @@ class ActivitySide:
             self._send_cancel(token, CANCEL_REASON_WORKER_SHUTDOWN)
 
     async def poll_activity_task(self) -> bytes:
+        # Busy for a virtual clock except while waiting for a wake-up or a retry's due time.
+        with self.store.clock.participant():
+            self._poller_running("activities")
+            return await self._poll_activity_task()
+
+    async def _poll_activity_task(self) -> bytes:
         self._ensure_started()
         assert self._activity_queue is not None
         while True:
@@ -134,20 +143,14 @@ class ActivitySide:
                             # The same transaction saw whether more is ready: if not, the next
                             # poll waits on this waiter without another round trip.
                             nxt = got.next_ready
-                            self._queue_idle = nxt is None or nxt > time.time()
+                            self._queue_idle = nxt is None or nxt > self.store.clock.now()
                             self._queue_next_at = nxt
                             return bytes(got.task.SerializeToString())
                         self._queue_next_at = got
-                timeout = (
-                    None if self._queue_next_at is None else max(0.0, self._queue_next_at - time.time())
-                )
                 cancel_waiter = self._cancel_waiter
                 assert fut is not None and cancel_waiter is not None
-                done, _ = await asyncio.wait(
-                    [asyncio.shield(fut), asyncio.shield(cancel_waiter)],
-                    timeout=timeout, return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not done:
+                await self.store.wait_until(fut, self._queue_next_at, also=(cancel_waiter,))
+                if not fut.done() and not cancel_waiter.done():
                     self._queue_idle = False  # a delayed task is due now
             except asyncio.CancelledError:
                 raise
@@ -170,12 +173,14 @@ class ActivitySide:
         return sum(1 for r in self._running.values() if r.local_future is None)
 
     def _track(self, claimed: acts.Claimed) -> None:
-        ra = _RunningActivity(claimed)
+        ra = _RunningActivity(claimed, self.store.clock.now())
         self._running[claimed.task.task_token] = ra
-        ra.watchdog = asyncio.create_task(self._watchdog(ra))
+        self.store.clock.hold(claimed.task.task_token)  # in progress until its outcome is recorded
+        ra.watchdog = busy_task(self.store.clock, lambda: self._watchdog(ra))
 
     async def _watchdog(self, ra: _RunningActivity) -> None:
         c = ra.claimed
+        clock = self.store.clock
         while True:
             deadlines: list[tuple[float, int]] = []
             if c.start_to_close:
@@ -187,9 +192,8 @@ class ActivitySide:
             if not deadlines:
                 return
             at_, kind = min(deadlines)
-            now = time.time()
-            if at_ > now:
-                await asyncio.sleep(at_ - now)
+            if at_ > clock.now():
+                await clock.sleep_until(at_)
                 continue
             if ra.local_future is None:
                 from temporalio.api.failure.v1 import message_pb2 as failure_pb
@@ -202,6 +206,7 @@ class ActivitySide:
 
                 await self.store.transact(self.ns, record_timeout)
             self._send_cancel(c.task.task_token, CANCEL_REASON_TIMED_OUT)
+            clock.release(c.task.task_token)  # over for the engine (its code may still run)
             return
 
     def _send_cancel(self, token: bytes, reason: int) -> None:
@@ -245,9 +250,9 @@ class ActivitySide:
         result = comp.result
         kind = result.WhichOneof("status")
         if kind == "will_complete_async":
-            if ra is not None:
-                # The attempt stays running until the client completes it by token.
-                pass
+            # The attempt stays running until a client completes it by token; this worker has
+            # nothing in progress for it any more.
+            self.store.clock.release(comp.task_token)
             return
         run_id, seq, attempt = acts.parse_token(comp.task_token)
         payload: Any
@@ -297,6 +302,7 @@ class ActivitySide:
                     delay = min(delay * 2, 5.0)
         finally:
             self._finishing.discard((run_id, seq))
+            self.store.clock.release(comp.task_token)
             self.store.hub.fire(f"{self.ns}\x00slot:{self.id}")  # a slot is free
 
     def record_activity_heartbeat(self, proto: bytes) -> None:
@@ -304,7 +310,7 @@ class ActivitySide:
         ra = self._running.get(hb.task_token)
         if ra is None:
             return
-        ra.last_heartbeat = time.time()
+        ra.last_heartbeat = self.store.clock.now()
         if ra.local_future is not None:
             return
         details = common.Payloads()
@@ -342,8 +348,9 @@ class ActivitySide:
             s.header_fields[k].CopyFrom(v)
         s.input.extend(la.arguments)
         s.scheduled_time.FromNanoseconds(int(scheduled * 1e9))
-        s.current_attempt_scheduled_time.FromNanoseconds(time.time_ns())
-        s.started_time.FromNanoseconds(time.time_ns())
+        now = self.store.clock.now()
+        s.current_attempt_scheduled_time.FromNanoseconds(int(now * 1e9))
+        s.started_time.FromNanoseconds(int(now * 1e9))
         s.attempt = attempt
         s.is_local = True
         for f in ("schedule_to_close_timeout", "start_to_close_timeout", "retry_policy"):
@@ -356,10 +363,11 @@ class ActivitySide:
             scheduled + la.schedule_to_close_timeout.ToNanoseconds() / 1e9
             if la.HasField("schedule_to_close_timeout") else None,
         )
-        ra = _RunningActivity(claimed)
+        ra = _RunningActivity(claimed, now)
         ra.local_future = asyncio.get_running_loop().create_future()
         self._running[token] = ra
-        ra.watchdog = asyncio.create_task(self._watchdog(ra))
+        self.store.clock.hold(token)
+        ra.watchdog = busy_task(self.store.clock, lambda: self._watchdog(ra))
         self._activity_queue.put_nowait(task)
         self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
         try:
@@ -367,3 +375,5 @@ class ActivitySide:
         except asyncio.CancelledError:
             self._send_cancel(token, CANCEL_REASON_CANCELLED)
             raise
+        finally:
+            self.store.clock.release(token)

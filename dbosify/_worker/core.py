@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from dbosify._dbos import commands as dbos_commands
 from dbosify._dbos import records
 from dbosify._server import scheduler
 from dbosify._store import Store, Tx
+from dbosify._store.clock import busy_task
 from dbosify._worker import liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
@@ -83,8 +83,21 @@ class WorkerCore(ActivitySide):
         self.replay_gate = ReplayGate(REPLAY_SLOTS)
         self._replay_priority: dict[str, int] = {}  # claimed runs not yet replayed
         self._results = ResultRecorder(self.store, self.ns, self.identity)
+        # Busy for a virtual clock from now until its pollers run (each is then busy itself): a
+        # run started before this worker's first poll must not see time skip past it.
+        self._starting = self.store.clock.participant()
+        self._waiting_for = {
+            part for part, on in (("workflows", self.enable_workflows), ("activities", self.enable_activities))
+            if on
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def _poller_running(self, part: str) -> None:
+        """A poller of ``part`` runs (busy until it waits): the worker is no longer starting."""
+        self._waiting_for.discard(part)
+        if not self._waiting_for:
+            self._starting.close()
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -101,7 +114,7 @@ class WorkerCore(ActivitySide):
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
             if self.store.dbos_enabled:
                 self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
-            self._tasks.append(asyncio.create_task(self._schedules_loop()))
+            self._tasks.append(busy_task(self.store.clock, self._schedules_loop))
 
 
     async def validate(self) -> bytes:
@@ -112,6 +125,7 @@ class WorkerCore(ActivitySide):
 
     def initiate_shutdown(self) -> None:
         self.shutting_down = True
+        self._starting.close()
         if self._shutdown_event is not None:
             self._shutdown_event.set()
         if self._running:
@@ -146,7 +160,7 @@ class WorkerCore(ActivitySide):
         tx.execute(
             "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
             " available_at = %s WHERE owner = %s AND state = 'running'",
-            (time.time(), self.id),
+            (self.store.clock.now(), self.id),
         )
         tx.notify(f"wf:{self.tq}")
         tx.notify(f"act:{self.tq}")
@@ -211,6 +225,11 @@ class WorkerCore(ActivitySide):
         return await fut
 
     async def _claim_runs_loop(self) -> None:
+        with self.store.clock.participant():
+            self._poller_running("workflows")
+            await self._claim_runs()
+
+    async def _claim_runs(self) -> None:
         await self._registered()
         fut: asyncio.Future[None] | None = None
         idle = False  # the last look found nothing ready, and the waiter dates from before it
@@ -227,12 +246,11 @@ class WorkerCore(ActivitySide):
                             claimed, next_at = got
                             for run_id, gen in claimed:
                                 self._start_driver(run_id, gen)
-                            idle = next_at is None or next_at > time.time()
+                            idle = next_at is None or next_at > self.store.clock.now()
                             continue
                         idle, next_at = True, got
                     # Nothing ready: sleep until woken, or until a delayed run becomes due.
-                    timeout = None if next_at is None else max(0.0, next_at - time.time())
-                    await self.store.wait_future(fut, timeout)
+                    await self.store.wait_until(fut, next_at)
                     if not fut.done():
                         idle = False
                 except asyncio.CancelledError:
@@ -254,7 +272,7 @@ class WorkerCore(ActivitySide):
         # it, and skipping it then would lose the only wake-up its start sent. Instead the UPDATE
         # waits for such a lock and re-checks ``owner IS NULL``; losing a race to another worker
         # just means trying the next candidates.
-        now = time.time()
+        now = self.store.clock.now()
         if not owns_row(tx, self.id):
             return now + 0.5  # presumed dead a moment ago: look again once the beat re-registers it
         if tx.commit_may_have_landed:
@@ -316,7 +334,8 @@ class WorkerCore(ActivitySide):
             return
         driver = RunDriver(self, run_id, gen)
         self._driver_objs[run_id] = driver
-        task = asyncio.create_task(driver.drive())
+        # Busy from now, not from the task's first step: this loop may wait before that.
+        task = busy_task(self.store.clock, driver.drive)
         self._drivers[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))  # type: ignore
 

@@ -11,8 +11,8 @@ workflow the same activations after a crash, on any worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._store import Tx
+from dbosify._store.clock import busy_task
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
 from dbosify._worker import queries
@@ -98,10 +99,14 @@ class RunDriver:
         self.local_tasks: dict[int, asyncio.Task[None]] = {}
         # The replay's waiter and what it read, handed to the live loop.
         self._first_look: tuple[asyncio.Future[None], Snapshot] | None = None
+        # The last workflow task's time: a query sees it as workflow.now(), as on Temporal.
+        self.task_time: float | None = None
 
     # -- entry ------------------------------------------------------------------------------
 
     async def drive(self) -> None:
+        """Drive the run until it closes, is taken over, or the worker shuts down (run it as a
+        participant of the store's clock: busy except while waiting for a wake-up or due time)."""
         backoff = 0.0
         while not self.core.shutting_down:
             try:
@@ -156,16 +161,22 @@ class RunDriver:
         return run
 
     async def _close_if_timed_out(self, wait: float) -> bool:
-        """Wait up to ``wait`` seconds; True if the run timed out (and is now closed as such)."""
+        """Wait up to ``wait`` seconds; True if the run timed out (and is now closed as such).
+
+        The backoff is real time, and the driver stays busy meanwhile: a virtual clock does not
+        skip while a workflow task keeps failing (the run's timeout still ends it).
+        """
         run = self.run
         deadline = run.run_deadline if run is not None else None
-        now = time.time()
+        clock = self.store.clock
         fut = self.store.waiter(self.ns, [f"shutdown:{self.core.id}", f"closed:{self.run_id}"])
         try:
-            await self.store.wait_future(fut, wait if deadline is None else max(0.0, min(wait, deadline - now)))
+            await self.store.wait_future(
+                fut, wait if deadline is None else max(0.0, min(wait, deadline - clock.now()))
+            )
         finally:
             fut.cancel()
-        if deadline is None or time.time() < deadline:
+        if deadline is None or clock.now() < deadline:
             return False
 
         def fn(tx: Tx) -> bool:
@@ -301,7 +312,7 @@ class RunDriver:
             jobs = A.jobs_for(
                 self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
             )
-            ts = ev.event_time.ToNanoseconds() / 1e9
+            ts = self.task_time = ev.event_time.ToNanoseconds() / 1e9
             st.flags.update(flags)
             completion = await self._activate_task(jobs, ts, replaying=True, history_length=consumed)
             self._check_completion(completion)
@@ -391,7 +402,7 @@ class RunDriver:
                     fut.cancel()
                     await self._answer_queries(snap.queries)
                     continue
-                now = time.time()
+                now = self.store.clock.now()
                 deadline = min(st.timers.values(), default=None)
                 run_deadline = snap.run.run_deadline
                 if run_deadline is not None and (deadline is None or run_deadline < deadline):
@@ -406,7 +417,7 @@ class RunDriver:
                     fut.cancel()
                     await self._fire_due(now)
                     continue
-                await self.store.wait_future(fut, None if deadline is None else deadline - now)
+                await self.store.wait_until(fut, deadline)
                 if not fut.done():
                     fut.cancel()  # a deadline passed: look again
         finally:
@@ -471,7 +482,7 @@ class RunDriver:
             st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
             st.scheduled, st.activity_cancelled,
         )
-        ts = time.time()
+        ts = self.task_time = self.store.clock.now()
         completion = await self._activate_task(jobs, ts, replaying=False, history_length=consumed)
         if completion.HasField("failed"):
             await self._record_task_failure(
@@ -544,7 +555,7 @@ class RunDriver:
             return
         self.in_cache = False
         act = wa.WorkflowActivation(run_id=self.run_id)
-        act.timestamp.FromNanoseconds(time.time_ns())
+        act.timestamp.FromNanoseconds(int(self.store.clock.now() * 1e9))
         act.jobs.add(remove_from_cache=wa.RemoveFromCache(message=message))
         for task in self.local_tasks.values():
             task.cancel()
@@ -577,7 +588,9 @@ class RunDriver:
 
     async def _answer_queries(self, pending: queries.Pending) -> None:
         completion = await self._activate(
-            queries.jobs(pending), time.time(), replaying=False, history_length=self.state.consumed
+            queries.jobs(pending),
+            self.task_time if self.task_time is not None else self.store.clock.now(),
+            replaying=False, history_length=self.state.consumed,
         )
         results = queries.answers(pending, completion)
 
@@ -693,12 +706,13 @@ class RunDriver:
     def _start_pending_local_activities(self) -> None:
         for seq, la in list(self.state.local_pending.items()):
             if seq not in self.local_tasks and seq not in self.state.local_done:
-                self.local_tasks[seq] = asyncio.create_task(self._run_local(la))
+                self.local_tasks[seq] = busy_task(self.store.clock, functools.partial(self._run_local, la))
 
     async def _run_local(self, la: wc.ScheduleLocalActivity) -> None:
         assert self.run is not None
+        clock = self.store.clock
         attempt = la.attempt or 1
-        scheduled = time.time()
+        scheduled = clock.now()
         while True:
             outcome = await self.core.run_local_activity(self.run, la, attempt, scheduled)
             kind = outcome.WhichOneof("status")
@@ -706,8 +720,8 @@ class RunDriver:
                 policy = la.retry_policy
                 delay = acts._retry_delay(policy, attempt, outcome.failed.failure)
                 s2c = la.schedule_to_close_timeout.ToNanoseconds() / 1e9 if la.HasField("schedule_to_close_timeout") else 0
-                if delay is not None and (not s2c or time.time() + delay < scheduled + s2c):
-                    await asyncio.sleep(delay)
+                if delay is not None and (not s2c or clock.now() + delay < scheduled + s2c):
+                    await clock.sleep_until(clock.now() + delay)
                     attempt += 1
                     continue
             break

@@ -221,7 +221,7 @@ def reap(tx: Tx, own: set[str]) -> None:
             dead.append((worker_id, tq, "stopped heartbeating"))
         elif local_process_gone(worker_id):
             dead.append((worker_id, tq, "ran on this machine and its process is gone"))
-    now = time.time()
+    now = tx.store.clock.now()  # attempts' next-available time: the engine's clock
     for worker_id, tq, why in dead:
         # Its row first: a claim by that worker (if it still runs) checks its row under lock.
         if why == "stopped heartbeating":
