@@ -8,6 +8,7 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +29,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
+from dbosify._native import core_logs
 from dbosify._server import schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
@@ -65,6 +67,8 @@ class WorkflowService:
     def __init__(self, store: Store, identity: str = "") -> None:
         self.store = store
         self.identity = identity
+        self.runtime: Any = None  # the client's RuntimeRef (Core's logs)
+        self.memo_warn_size = 2 * 1024
 
     async def call(self, rpc: str, req_bytes: bytes, timeout: float | None) -> bytes:
         method = getattr(self, rpc, None)
@@ -159,6 +163,15 @@ class WorkflowService:
         if req.cron_schedule and req.HasField("workflow_start_delay") and req.workflow_start_delay.ToNanoseconds():
             raise ServiceError.invalid("CronSchedule and WorkflowStartDelay may not be used together")
 
+    def _warn_memo_size(self, req: Any) -> None:
+        """Core warns when a request's memo is over the client's memo_warn_size ([TMPRL1103])."""
+        if req.HasField("memo") and req.memo.ByteSize() > self.memo_warn_size:
+            core_logs.emit(
+                self.runtime, logging.WARNING, core_logs.PAYLOADS_TARGET,
+                "[TMPRL1103] Attempted to upload memo with size that exceeded the warning limit.",
+                memo_size=req.memo.ByteSize(), limit=self.memo_warn_size,
+            )
+
     def _start_in_tx(self, tx: Tx, req: Any) -> _runs.StartResult:
         return _runs.start_run(
             tx,
@@ -183,6 +196,7 @@ class WorkflowService:
 
     async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
         self._check_start(req)
+        self._warn_memo_size(req)
         res = await self.store.transact(req.namespace, lambda tx: self._start_in_tx(tx, req))
         return rr.StartWorkflowExecutionResponse(
             run_id=res.run_id,

@@ -28,11 +28,14 @@ class RPCError(RuntimeError):
 class ClientRef:
     """What temporalio's bridge client holds: one store and the service on it."""
 
-    def __init__(self, store: Store, config: Any) -> None:
+    def __init__(self, store: Store, config: Any, runtime: Any = None) -> None:
         self.store = store
         self.config = config
+        self.runtime = runtime  # the temporalio Runtime's RuntimeRef: where Core's logs go
         self.identity: str = getattr(config, "identity", "") or ""
         self.service = WorkflowService(store, self.identity)
+        self.service.runtime = runtime
+        self.service.memo_warn_size = int(getattr(config, "memo_warn_size", 0) or 2 * 1024)
         self.operator = OperatorService(store)
         self.test = TestService(store)
 
@@ -102,4 +105,4 @@ async def connect_client(runtime_ref: Any, config: Any) -> ClientRef:
     if url not in _announced:
         _announced.add(url)
         logger.info("dbosify: using %s", store.describe())
-    return ClientRef(store, config)
+    return ClientRef(store, config, runtime_ref)

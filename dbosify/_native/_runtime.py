@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbosify._native import core_logs
 from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM
 from dbosify._store.urls import parse_url
 
@@ -20,19 +21,20 @@ logger = logging.getLogger("dbosify")
 
 
 class RuntimeRef:
-    """Core runtime handle. Logs and metrics stay in Python; nothing is buffered here."""
+    """Core runtime handle: its log forwarding (see `core_logs`); no metrics are buffered."""
 
     def __init__(self, options: Any) -> None:
         self.options = options
+        self.log_forwarder = core_logs.Forwarder.of(options)
 
     def retrieve_buffered_metrics(self, durations_as_seconds: bool) -> Sequence[Any]:
         return []
 
     def write_test_info_log(self, message: str, extra_data: str) -> None:
-        pass
+        core_logs.emit(self, logging.INFO, core_logs.RUNTIME_TARGET, message, extra_data=extra_data)
 
     def write_test_debug_log(self, message: str, extra_data: str) -> None:
-        pass
+        core_logs.emit(self, logging.DEBUG, core_logs.RUNTIME_TARGET, message, extra_data=extra_data)
 
 
 def init_runtime(options: Any) -> RuntimeRef:
@@ -122,11 +124,25 @@ async def _register_search_attributes(target: str, namespace: str, attrs: dict[s
     await store.transact(namespace, lambda tx: add(tx, attrs, SYSTEM_ATTRIBUTES))
 
 
+def _dynamic_config(args: Any, key: str) -> str | None:
+    """A dev server ``--dynamic-config-value KEY=VALUE`` (or bare ``KEY=VALUE``) argument."""
+    for arg in args or ():
+        if isinstance(arg, str) and arg.startswith(f"{key}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
     server = await _start_dev_server(config)
-    attrs = _search_attribute_args(getattr(config, "extra_args", None))
+    args = getattr(config, "extra_args", None)
+    attrs = _search_attribute_args(args)
     if attrs:
         await _register_search_attributes(server.target, getattr(config, "namespace", "default"), attrs)
+    blob_limit = _dynamic_config(args, "limit.blobSize.error")
+    if blob_limit is not None:
+        from dbosify._store import get_store, resolve_url
+
+        get_store(resolve_url(server.target)).blob_size_limit = int(blob_limit)
     return server
 
 

@@ -29,7 +29,9 @@ def _note_ignored(config: Any) -> None:
 
 def new_worker(runtime_ref: Any, client: Any, config: Any) -> WorkerCore:
     _note_ignored(config)
-    return WorkerCore(client, config)
+    core = WorkerCore(client, config)
+    core.runtime = runtime_ref
+    return core
 
 
 def new_replay_worker(runtime_ref: Any, config: Any) -> list[Any]:

@@ -114,6 +114,9 @@ class Store:
         self.masked_url = mask_url(url)
         self.is_sqlite = target.is_sqlite
         self.hub = Hub()
+        # The namespace's blob size limit (Temporal's default, or the dev server's
+        # limit.blobSize.error): workers fail a task whose payloads exceed it (see payload_limits).
+        self.blob_size_limit = 2 * 1024 * 1024
         self.clock: Clock = Clock()  # the wall clock, unless a time-skipping env sets its own
         self.server: str | None = target.server
         self._lock = threading.RLock()

@@ -47,6 +47,7 @@ class _RunningActivity:
         # The latest heartbeat's write: the attempt's outcome is recorded after it, so that a
         # retry sees the details the attempt reported last.
         self.heartbeat_write: asyncio.Task[None] | None = None
+        self.heartbeats_in_transit = 0  # reported from another thread, not yet on the worker's loop
 
 
 
@@ -54,6 +55,7 @@ class ActivitySide:
     """What `WorkerCore` does for activities (its state is set up by `WorkerCore.__init__`)."""
 
     store: Store
+    loop: asyncio.AbstractEventLoop
     ns: str
     tq: str
     id: str
@@ -277,6 +279,10 @@ class ActivitySide:
             payload = common.Payloads()
             k = "canceled"
         self._finishing.add((run_id, seq))  # still this worker's while its result is recorded
+        for _ in range(100):  # a heartbeat from another thread is queued on this loop: let it in
+            if ra is None or ra.heartbeats_in_transit <= 0:
+                break
+            await asyncio.sleep(0)
         if ra is not None and ra.heartbeat_write is not None:
             await asyncio.wait([ra.heartbeat_write])  # its details first (errors are its own)
         try:
@@ -316,9 +322,8 @@ class ActivitySide:
         details = common.Payloads()
         details.payloads.extend(hb.details)
         token = hb.task_token
-        previous = ra.heartbeat_write
 
-        async def write() -> None:
+        async def write(previous: asyncio.Task[None] | None) -> None:
             if previous is not None:  # in the order they were reported
                 await asyncio.wait([previous])
             try:
@@ -328,7 +333,21 @@ class ActivitySide:
             if cancel:
                 self._send_cancel(token, CANCEL_REASON_CANCELLED)
 
-        ra.heartbeat_write = asyncio.get_running_loop().create_task(write())
+        def chain() -> None:
+            ra.heartbeat_write = self.loop.create_task(write(ra.heartbeat_write))
+            ra.heartbeats_in_transit -= 1
+
+        # The write runs on the worker's loop even when an activity heartbeats from a thread of
+        # its own (with a loop that may end at once); its outcome waits for it there.
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        ra.heartbeats_in_transit += 1
+        if here is self.loop:
+            chain()
+        else:
+            self.loop.call_soon_threadsafe(chain)
 
     async def run_local_activity(
         self, run: h.Run, la: wc.ScheduleLocalActivity, attempt: int, scheduled: float

@@ -49,6 +49,9 @@ class WorkerCore(ActivitySide):
         self.ns: str = config.namespace
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
+        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/core_logs.py)
+        self.payloads_warn_size = int(getattr(client.config, "payloads_warn_size", 0) or 512 * 1024)
+        self.payload_error_limit = not getattr(config, "disable_payload_error_limit", False)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         if LOCAL_TOKEN:
             self.id += f"@{LOCAL_TOKEN}"
@@ -103,6 +106,7 @@ class WorkerCore(ActivitySide):
         if self._started:
             return
         self._started = True
+        self.loop = asyncio.get_running_loop()  # the worker's loop (heartbeats may come from others)
         self._activations = asyncio.Queue()
         self._activity_queue = asyncio.Queue()
         self._shutdown_event = asyncio.Event()
@@ -121,7 +125,9 @@ class WorkerCore(ActivitySide):
         await asyncio.get_running_loop().run_in_executor(None, self.store.check)
         from temporalio.bridge.proto import NamespaceInfo
 
-        return bytes(NamespaceInfo().SerializeToString())
+        info = NamespaceInfo()
+        info.limits.blob_size_limit_error = self.store.blob_size_limit
+        return bytes(info.SerializeToString())
 
     def initiate_shutdown(self) -> None:
         self.shutting_down = True

@@ -29,11 +29,12 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
+from dbosify._native import core_logs
 from dbosify._store import Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
-from dbosify._worker import queries
+from dbosify._worker import payload_limits, queries
 
 if TYPE_CHECKING:
     from dbosify._worker.core import WorkerCore
@@ -489,6 +490,19 @@ class RunDriver:
                 completion.failed.failure, completion.failed.force_cause or _UNHANDLED
             )
             raise WorkflowTaskFailed(completion.failed.failure.message)
+        commands = list(completion.successful.commands)
+        try:
+            payload_limits.check(
+                commands, warn_at=self.core.payloads_warn_size, error_at=self.store.blob_size_limit,
+                error_enabled=self.core.payload_error_limit, runtime=self.core.runtime, run_id=self.run_id,
+            )
+        except payload_limits.TooLarge as big:
+            reason = big.message
+            if big.terminate:  # what the server does with such a command
+                await self.store.transact(self.ns, lambda tx: self._terminate(tx, reason))
+                raise RunClosed() from None
+            await self._record_task_failure(failure_pb.Failure(message=big.message), cause=big.cause)
+            raise WorkflowTaskFailed(big.message) from None
         try:
             snap = await self._apply(completion, ts, consumed, updates, last_seen)
         except commands_.BadCommand as bad:
@@ -565,7 +579,16 @@ class RunDriver:
         except Exception:
             logger.exception("dbosify: eviction of run %s failed", self.run_id)
 
+    def _terminate(self, tx: Tx, reason: str) -> None:
+        run = self._owned(tx)
+        if run is not None:
+            _runs.terminate(tx, run, reason, "")
+
     async def _record_task_failure(self, failure: failure_pb.Failure, cause: int = _UNHANDLED) -> None:
+        core_logs.emit(
+            self.core.runtime, logging.WARNING, core_logs.WORKFLOW_TARGET, "Failing workflow task",
+            run_id=self.run_id, failure=failure.message, cause=cause,
+        )
         def fn(tx: Tx) -> None:
             run = self._owned(tx)
             if run is None:
