@@ -27,7 +27,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
-from dbosify._server import search_attributes, visibility
+from dbosify._server import delete, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -255,6 +255,9 @@ class WorkflowService:
 
         await self.store.transact(req.namespace, fn)
         return rr.TerminateWorkflowExecutionResponse()
+
+    async def delete_workflow_execution(self, req: rr.DeleteWorkflowExecutionRequest) -> Message:
+        return await delete.delete_workflow_execution(self.store, req)
 
     # -- reading ------------------------------------------------------------------------------
 
