@@ -1,4 +1,4 @@
-"""Command line: ``python -m dbosify run app.py [args]`` / ``dbosify run -m module [args]``.
+"""``dbosify run app.py [args]`` / ``dbosify run -m module [args]``.
 
 ``run`` activates dbosify in this interpreter, sets ``DBOSIFY_ACTIVATE=1`` in
 the environment (so child interpreters, including ``multiprocessing`` spawn
@@ -14,21 +14,6 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-USAGE = """\
-usage: dbosify run SCRIPT [ARG ...]
-       dbosify run -m MODULE [ARG ...]
-       dbosify --version
-
-Run an unmodified Temporal Python app on dbosify (DBOS on Postgres/SQLite)
-instead of a Temporal server.
-
-  run SCRIPT     run a Python script as __main__, like `python SCRIPT`
-  run -m MODULE  run a module as __main__, like `python -m MODULE`
-
-Setting DBOSIFY_ACTIVATE=1 in the environment has the same effect for any
-Python process started afterwards.
-"""
-
 
 def _error(message: str) -> int:
     print(f"dbosify: error: {message}", file=sys.stderr)
@@ -43,21 +28,9 @@ def _activate() -> None:
     install()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m dbosify`` and the ``dbosify`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
-        return 0 if args else 2
-    if args[0] in ("-V", "--version"):
-        from dbosify import __version__
-
-        print(f"dbosify {__version__}")
-        return 0
-    if args[0] != "run":
-        return _error(f"unknown command {args[0]!r}")
-
-    rest = args[1:]
+def run_main(rest: Sequence[str]) -> int:
+    """``dbosify run ...`` with everything after ``run``; parsed by hand, as ``python`` would."""
+    rest = list(rest)
     module: str | None = None
     if not rest:
         return _error("run needs a script path or -m MODULE")
@@ -109,7 +82,3 @@ def _set_path0(directory: str) -> None:
         sys.path[0] = directory
     else:
         sys.path.insert(0, directory)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
