@@ -1,4 +1,4 @@
-"""The ``dbosify`` command: ``run`` an app, operate its runs (``workflow``, ``schedule``).
+"""The ``dbosify`` command: ``run`` an app, operate its runs (``workflow``, ``schedule``), ``ui``.
 
 ``dbosify run`` is parsed by hand (everything after the script belongs to the script) and
 imports nothing else; the other commands are `click` groups, a module per verb family, whose
@@ -71,11 +71,13 @@ def _register() -> None:
     if workflow_group.commands:
         return
     from dbosify.cli import schedule as schedule_verbs
+    from dbosify.cli import ui as ui_verb
     from dbosify.cli import workflow_read, workflow_write
 
     workflow_read.register(workflow_group)
     workflow_write.register(workflow_group)
     schedule_verbs.register(schedule_group)
+    cli.add_command(ui_verb.ui_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
