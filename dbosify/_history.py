@@ -79,6 +79,8 @@ class Run:
     run_deadline: float | None
     not_before: float | None
     claim_gen: int  # incremented by every claim: the fence a driver's writes check
+    schedule_id: str | None = None  # the schedule whose action started this run (and its chain)
+    cron_schedule: str | None = None  # the start option: when the run closes, the next one starts
 
     @property
     def running(self) -> bool:
@@ -89,7 +91,7 @@ RUN_COLUMNS = (
     "run_id, workflow_id, workflow_type, task_queue, status, first_execution_run_id, start_time,"
     " close_time, next_event_id, owner, parent_namespace, parent_workflow_id, parent_run_id,"
     " parent_seq, request_id, wft_failure, wft_attempt, execution_deadline, run_deadline, not_before,"
-    " claim_gen"
+    " claim_gen, schedule_id, cron_schedule"
 )
 
 

@@ -57,6 +57,8 @@ def start_run(
     identity: str = "",
     metadata: Message | None = None,
     delay: float = 0.0,
+    schedule_id: str | None = None,
+    cron_schedule: str = "",
 ) -> StartResult:
     """Create a run (or apply the id policies) and append its started event."""
     existing = h.current_run(tx, workflow_id, lock=True)
@@ -80,6 +82,8 @@ def start_run(
             raise already_started(workflow_id, existing.run_id, request_id)
 
     now = time.time()
+    if cron_schedule:
+        started.cron_schedule = cron_schedule
     run_id = run_id or h.new_run_id()
     first_run_id = started.first_execution_run_id or run_id
     started.first_execution_run_id = first_run_id
@@ -98,11 +102,11 @@ def start_run(
     if started.HasField("workflow_execution_expiration_time"):
         exec_deadline = started.workflow_execution_expiration_time.ToNanoseconds() / 1e9
     elif started.HasField("workflow_execution_timeout") and started.workflow_execution_timeout.ToNanoseconds():
-        exec_deadline = now + started.workflow_execution_timeout.ToNanoseconds() / 1e9
+        exec_deadline = now + delay + started.workflow_execution_timeout.ToNanoseconds() / 1e9
         started.workflow_execution_expiration_time.FromNanoseconds(int(exec_deadline * 1e9))
     run_deadline: float | None = None
     if started.HasField("workflow_run_timeout") and started.workflow_run_timeout.ToNanoseconds():
-        run_deadline = now + started.workflow_run_timeout.ToNanoseconds() / 1e9
+        run_deadline = now + delay + started.workflow_run_timeout.ToNanoseconds() / 1e9
     if exec_deadline is not None and (run_deadline is None or exec_deadline < run_deadline):
         run_deadline = exec_deadline
     p_ns, p_wf, p_run, p_seq = parent if parent else (None, None, None, None)
@@ -117,8 +121,9 @@ def start_run(
         "INSERT INTO executions (run_id, workflow_id, workflow_type, task_queue, status,"
         " first_execution_run_id, start_time, next_event_id, parent_namespace, parent_workflow_id,"
         " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline, not_before,"
-        " execution_time, root_workflow_id, root_run_id, memo, search_attributes)"
-        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " execution_time, root_workflow_id, root_run_id, memo, search_attributes, schedule_id,"
+        " cron_schedule)"
+        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             run_id,
             workflow_id,
@@ -138,6 +143,8 @@ def start_run(
             *root,
             search_attributes.memo_on_start(started.memo),
             search_attributes.on_start(tx, run_id, started.search_attributes),
+            schedule_id,
+            cron_schedule or None,
         ),
     )
     if delay > 0:
@@ -162,6 +169,11 @@ def close_run(
 ) -> None:
     """Close ``run``: its close event, its status, its parent's child event, its leftovers."""
     now = time.time()
+    next_cron = None
+    if run.cron_schedule and status in _CRON_GOES_ON and not getattr(attrs, "new_execution_run_id", ""):
+        next_cron = h.new_run_id()
+        attrs.new_execution_run_id = next_cron  # type: ignore[attr-defined]
+        notify_parent = False
     h.append(tx, run.run_id, event_type, attrs, at=now)
     tx.execute(
         "UPDATE executions SET status = %s, close_time = %s, owner = NULL WHERE run_id = %s",
@@ -169,6 +181,10 @@ def close_run(
     )
     tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
     records.on_close(tx, run, status, attrs)
+    if run.schedule_id is not None:
+        from dbosify._server import scheduler  # (it starts runs itself)
+
+        scheduler.on_run_closed(tx, run, status, attrs)
     # Updates that never reached a handler fail like on Temporal once the run closes.
     tx.execute(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
@@ -184,6 +200,49 @@ def close_run(
     tx.notify(f"qr-run:{run.run_id}")
     if run.parent_run_id and status != h.CONTINUED_AS_NEW and notify_parent:
         _notify_parent(tx, run, status, attrs)
+    if next_cron is not None:
+        _start_next_cron_run(tx, run, status, attrs, next_cron)
+
+
+_CRON_GOES_ON = {h.COMPLETED, h.FAILED, h.TIMED_OUT}  # a cancel or terminate ends the chain
+
+
+def cron_delay(cron_schedule: str, now: float) -> float:
+    """Seconds from ``now`` to the cron string's next time (in UTC unless it names a zone)."""
+    from temporalio.api.schedule.v1 import message_pb2 as sched
+
+    from dbosify._server import schedule_spec
+
+    spec = schedule_spec.compile_spec(sched.ScheduleSpec(cron_string=[cron_schedule]))
+    nxt = spec.next_after(now)
+    if nxt is None:
+        raise ServiceError.invalid(f"invalid CronSchedule {cron_schedule!r}: it never fires")
+    return nxt - now
+
+
+def _start_next_cron_run(tx: Tx, run: h.Run, status: int, attrs: Message, run_id: str) -> None:
+    """The next run of a cron chain, at the next cron time, as Temporal continues one."""
+    first = h.load_events(tx, run.run_id, 0)[0][0].workflow_execution_started_event_attributes
+    nxt = hist.WorkflowExecutionStartedEventAttributes()
+    nxt.CopyFrom(first)
+    nxt.attempt = 1
+    nxt.initiator = wfenums.CONTINUE_AS_NEW_INITIATOR_CRON_SCHEDULE
+    nxt.continued_execution_run_id = run.run_id
+    nxt.original_execution_run_id = ""
+    nxt.ClearField("first_workflow_task_backoff")
+    nxt.ClearField("continued_failure")
+    if status == h.COMPLETED:
+        nxt.last_completion_result.CopyFrom(attrs.result)  # type: ignore[attr-defined]
+    elif status == h.FAILED:
+        nxt.continued_failure.CopyFrom(attrs.failure)  # type: ignore[attr-defined]
+    parent = (run.parent_namespace or tx.namespace, run.parent_workflow_id or "", run.parent_run_id,
+              run.parent_seq or 0) if run.parent_run_id else None
+    start_run(
+        tx, workflow_id=run.workflow_id, workflow_type=run.workflow_type, task_queue=run.task_queue,
+        started=nxt, run_id=run_id, parent=parent, identity=first.identity,  # type: ignore[arg-type]
+        schedule_id=run.schedule_id, cron_schedule=run.cron_schedule or "",
+        delay=cron_delay(run.cron_schedule or "", time.time()),
+    )
 
 
 def _notify_parent(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:

@@ -8,6 +8,7 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
-from dbosify._server import delete, search_attributes, visibility
+from dbosify._server import delete, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -90,12 +91,12 @@ class WorkflowService:
         c.signal_and_query_header = True
         c.internal_error_differentiation = True
         c.activity_failure_include_heartbeat = True
-        c.supports_schedules = False
+        c.supports_schedules = True
         c.encoded_failure_attributes = True
         c.upsert_memo = True
         c.eager_workflow_start = False
         c.sdk_metadata = True
-        c.count_group_by_execution_status = False
+        c.count_group_by_execution_status = True
         return resp
 
     async def describe_namespace(self, req: rr.DescribeNamespaceRequest) -> Message:
@@ -143,10 +144,8 @@ class WorkflowService:
             raise ServiceError.invalid("WorkflowType is not set on request.")
         if not req.task_queue.name:
             raise ServiceError.invalid("TaskQueue is not set on request.")
-        if req.cron_schedule:
-            raise ServiceError.unimplemented(
-                "cron_schedule is not supported by dbosify yet; see docs/COMPATIBILITY.md"
-            )
+        if req.cron_schedule and req.HasField("workflow_start_delay") and req.workflow_start_delay.ToNanoseconds():
+            raise ServiceError.invalid("CronSchedule and WorkflowStartDelay may not be used together")
 
     def _start_in_tx(self, tx: Tx, req: Any) -> _runs.StartResult:
         return _runs.start_run(
@@ -160,8 +159,11 @@ class WorkflowService:
             conflict_policy=req.workflow_id_conflict_policy,
             identity=req.identity,
             metadata=req.user_metadata if req.HasField("user_metadata") else None,
+            cron_schedule=req.cron_schedule,
             delay=(
-                req.workflow_start_delay.ToNanoseconds() / 1e9
+                _runs.cron_delay(req.cron_schedule, time.time())
+                if req.cron_schedule
+                else req.workflow_start_delay.ToNanoseconds() / 1e9
                 if req.HasField("workflow_start_delay")
                 else 0.0
             ),
@@ -402,6 +404,29 @@ class WorkflowService:
 
     async def count_workflow_executions(self, req: rr.CountWorkflowExecutionsRequest) -> Message:
         return await visibility.count_executions(self.store, req)
+
+    # -- schedules (dbosify._server.schedules) -------------------------------------------------
+
+    async def create_schedule(self, req: rr.CreateScheduleRequest) -> Message:
+        return await schedules.create(self.store, req, self.identity)
+
+    async def describe_schedule(self, req: rr.DescribeScheduleRequest) -> Message:
+        return await schedules.describe(self.store, req)
+
+    async def update_schedule(self, req: rr.UpdateScheduleRequest) -> Message:
+        return await schedules.update(self.store, req)
+
+    async def patch_schedule(self, req: rr.PatchScheduleRequest) -> Message:
+        return await schedules.patch(self.store, req)
+
+    async def delete_schedule(self, req: rr.DeleteScheduleRequest) -> Message:
+        return await schedules.delete(self.store, req)
+
+    async def list_schedules(self, req: rr.ListSchedulesRequest) -> Message:
+        return await schedules.list_schedules(self.store, req)
+
+    async def list_schedule_matching_times(self, req: rr.ListScheduleMatchingTimesRequest) -> Message:
+        return await schedules.matching_times(self.store, req)
 
     async def get_search_attributes(self, req: rr.GetSearchAttributesRequest) -> Message:
         resp = rr.GetSearchAttributesResponse()

@@ -179,6 +179,23 @@ def _v3(execute: Execute, is_sqlite: bool) -> None:
         execute("CREATE INDEX search_attributes_text_prefix ON search_attributes (name, v_text text_pattern_ops)")
 
 
+def _v4(execute: Execute, is_sqlite: bool) -> None:
+    # Schedules: each row is one schedule, fired by whichever process takes its row lock first.
+    blob = "BLOB" if is_sqlite else "BYTEA"
+    execute(
+        "CREATE TABLE schedules (schedule_id TEXT PRIMARY KEY,"
+        f" schedule {blob} NOT NULL, memo {blob}, search_attributes {blob},"
+        " state TEXT NOT NULL,"  # the scheduler's own state (JSON): counters, buffer, recent actions
+        " conflict_token BIGINT NOT NULL,"
+        " processed_until DOUBLE PRECISION NOT NULL,"  # nominal times up to here are handled
+        " next_due DOUBLE PRECISION)"  # when the schedule next needs attention (NULL: not by time)
+    )
+    execute("CREATE INDEX schedules_due ON schedules (next_due)")
+    execute("ALTER TABLE executions ADD COLUMN schedule_id TEXT")
+    execute("ALTER TABLE executions ADD COLUMN cron_schedule TEXT")  # start option cron_schedule
+    execute("CREATE INDEX executions_by_schedule ON executions (schedule_id, status)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -190,6 +207,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the first released schema", _v1),
     Migration(2, "claim generations, so that a stale owner's writes are refused", _v2),
     Migration(3, "visibility: search attributes, memo, and the system attributes filters use", _v3),
+    Migration(4, "schedules; the schedule or cron string that started a run", _v4),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

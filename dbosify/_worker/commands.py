@@ -458,6 +458,8 @@ def _start_child(
             task_queue=sc.task_queue or run.task_queue, started=started,
             reuse_policy=sc.workflow_id_reuse_policy,
             parent=(d.ns, run.workflow_id, rid, sc.seq), identity=d.core.identity,
+            cron_schedule=sc.cron_schedule,
+            delay=_runs.cron_delay(sc.cron_schedule, ts) if sc.cron_schedule else 0.0,
         )
     except ServiceError:
         fa = hist.StartChildWorkflowExecutionFailedEventAttributes(
@@ -551,7 +553,7 @@ def _fail_or_retry(
     _runs.start_run(
         tx, workflow_id=run.workflow_id, workflow_type=run.workflow_type, task_queue=run.task_queue,
         started=nxt, run_id=new_run_id, parent=parent, identity=d.core.identity,  # type: ignore[arg-type]
-        delay=delay,
+        delay=delay, schedule_id=run.schedule_id, cron_schedule=run.cron_schedule or "",
     )
 
 def _continue_as_new(
@@ -611,7 +613,7 @@ def _continue_as_new(
         tx, workflow_id=run.workflow_id, workflow_type=attrs.workflow_type.name,
         task_queue=attrs.task_queue.name, started=started, run_id=new_run_id,
         parent=parent, identity=d.core.identity,  # type: ignore[arg-type]
-        delay=backoff,
+        delay=backoff, schedule_id=run.schedule_id,
     )
 
 

@@ -25,6 +25,7 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify._dbos import commands as dbos_commands
 from dbosify._dbos import records
+from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._worker import liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
@@ -100,6 +101,7 @@ class WorkerCore(ActivitySide):
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
             if self.store.dbos_enabled:
                 self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
+            self._tasks.append(asyncio.create_task(self._schedules_loop()))
 
 
     async def validate(self) -> bytes:
@@ -379,6 +381,26 @@ class WorkerCore(ActivitySide):
             )
 
         await self._on_wake(f"dbos:{self.tq}", step, "carrying out DBOS commands")
+
+    async def _schedules_loop(self) -> None:
+        """Take the namespace's due schedule actions (any worker may: row locks decide who).
+
+        Sleeps until the next action is due or a schedule changes; no polling on an idle database.
+        """
+        await self._registered()
+        while not self.shutting_down:
+            fut = self.store.waiter(self.ns, [scheduler.WAKE_KEY, f"shutdown:{self.id}"])
+            try:
+                taken, next_due = await self.store.transact(self.ns, scheduler.fire_due)
+                if taken < scheduler.FIRE_BATCH:
+                    await self.store.wait_until(fut, next_due)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: taking schedule actions failed (%s); retrying", err)
+                await asyncio.sleep(0.5)
+            finally:
+                fut.cancel()
 
     async def _closed_query_loop(self) -> None:
         """Answer queries on closed runs of this task queue by replaying their history, like Temporal."""
