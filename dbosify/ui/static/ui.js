@@ -16,16 +16,27 @@ function runPage(run) {
   const history = document.getElementById("history");
   const live = document.getElementById("live");
   let last = parseInt(run.dataset.last, 10) || 0;
-  let refreshing = null;
+  let refreshing = false;
+  let again = false;
 
+  // One summary request at a time; a change seen meanwhile asks for one more afterwards, so the
+  // last refresh always starts after the last event (the close) was written.
   function refreshSummary() {
-    if (refreshing) return refreshing;
-    refreshing = fetch("/run/summary?" + ids).then((r) => r.text()).then((html) => {
+    if (refreshing) {
+      again = true;
+      return;
+    }
+    refreshing = true;
+    fetch("/run/summary?" + ids).then((r) => r.text()).then((html) => {
       document.getElementById("summary").innerHTML = html;
       bindActions();
-      refreshing = null;
+    }).finally(() => {
+      refreshing = false;
+      if (again) {
+        again = false;
+        refreshSummary();
+      }
     });
-    return refreshing;
   }
 
   function connect() {
