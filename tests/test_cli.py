@@ -242,3 +242,40 @@ async def test_custom_data_converter(tmp_path: Path, db_url: str) -> None:
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("reversing", None)
+
+
+async def test_schedule_verbs(cli: Cli) -> None:
+    async def sched(*args: str) -> Result:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dbosify", "schedule", *args, "--db", cli.db_url,
+            "-n", cli.client.namespace, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=cli.env,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return Result(proc.returncode or 0, out.decode(), err.decode())
+
+    created = await sched("create", "-s", "hourly", "--interval", "1h", "--type", "Steps",
+                          "-t", cli_app.TASK_QUEUE, "-w", "from-schedule", "-i", '"s"', "-i", "0",
+                          "--notes", "every hour")
+    assert created.rc == 0 and created.out.strip() == "Schedule created", created.err
+    listed = (await sched("list")).out.splitlines()
+    assert listed[0].split() == ["ScheduleId", "WorkflowType", "Paused", "NextRunTime", "Notes"]
+    assert listed[1].split()[:3] == ["hourly", "Steps", "no"] and "every hour" in listed[1]
+    described = await sched("describe", "-s", "hourly")
+    assert "WorkflowId    from-schedule" in described.out and "Paused        no" in described.out
+
+    assert (await sched("trigger", "-s", "hourly")).out.strip() == "Trigger schedule succeeded"
+    for _ in range(100):
+        if (await cli.client.count_workflows("TemporalScheduledById = 'hourly'")).count:
+            break
+        await asyncio.sleep(0.1)
+    assert "from-schedule" in await cli.ok("list", "-q", "TemporalScheduledById = 'hourly'")
+
+    assert (await sched("toggle", "-s", "hourly", "--pause", "--reason", "maintenance")).rc == 0
+    raw = json.loads((await sched("describe", "-s", "hourly", "-o", "json")).out)
+    assert raw["schedule"]["state"] == {"paused": True, "notes": "maintenance"}
+    assert (await sched("delete", "-s", "hourly")).out.strip() == "Schedule deleted"
+    gone = await sched("describe", "-s", "hourly")
+    assert gone.rc == 1 and gone.err.startswith("Error: failed describing schedule: ")
+    bad = await sched("create", "-s", "x", "--cron", "not a cron", "--type", "Steps", "-t", "q")
+    assert bad.rc == 1 and bad.err.startswith("Error: failed creating schedule: "), bad.err
