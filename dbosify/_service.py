@@ -30,7 +30,7 @@ from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
 from dbosify._native import core_logs
-from dbosify._server import schedules, search_attributes, visibility
+from dbosify._server import delete, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -283,6 +283,9 @@ class WorkflowService:
 
         await self.store.transact(req.namespace, fn)
         return rr.TerminateWorkflowExecutionResponse()
+
+    async def delete_workflow_execution(self, req: rr.DeleteWorkflowExecutionRequest) -> Message:
+        return await delete.delete_workflow_execution(self.store, req)
 
     # -- reading ------------------------------------------------------------------------------
 

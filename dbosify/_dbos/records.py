@@ -166,6 +166,15 @@ def on_close(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:
     )
 
 
+def on_delete(tx: Tx, run: h.Run) -> None:
+    """The run was deleted (DeleteWorkflowExecution): its DBOS workflow goes too."""
+    if not enabled(tx):
+        return
+    uuid = workflow_uuid(tx.namespace, run.workflow_id, run.run_id)
+    for name in ("workflow_output", "workflow_input", "workflow_status"):
+        tx.execute(f"DELETE FROM {table(tx, name)} WHERE workflow_uuid = %s", (uuid,))
+
+
 def _outcome(status: int, attrs: Any) -> tuple[str | None, str | None]:
     """(output, error) in DBOS's portable JSON."""
     if status == h.COMPLETED:

@@ -1,0 +1,189 @@
+"""The web view's HTML, rendered on the server; every value goes through `esc`."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from dbosify.cli.common import fmt_time
+from dbosify.cli.payloads import dumps
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def run_url(workflow_id: str, run_id: str | None = None) -> str:
+    params = {"wid": workflow_id, **({"rid": run_id} if run_id else {})}
+    return "/run?" + urlencode(params)
+
+
+def badge(status: str) -> str:
+    return f'<span class="status status-{esc(status.lower())}">{esc(status)}</span>'
+
+
+def layout(title: str, body: str, namespace: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)} · dbosify</title>
+<link rel="stylesheet" href="/static/ui.css">
+<script src="/static/ui.js" defer></script>
+</head><body>
+<header><a class="brand" href="/">dbosify</a><span class="ns">namespace {esc(namespace)}</span></header>
+<main>{body}</main>
+</body></html>"""
+
+
+# -- the run list ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    status: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    start: datetime | None
+    close: datetime | None
+
+
+def list_page(
+    namespace: str, query: str, rows: Sequence[Row], *, error: str | None,
+    next_token: str | None, first: bool, size: int,
+) -> str:
+    filt = f"""<form class="filter" method="get" action="/">
+<input type="text" name="q" value="{esc(query)}" size="60"
+ placeholder="List Filter, e.g. ExecutionStatus = 'Running' AND WorkflowType = 'Order'">
+<input type="hidden" name="size" value="{size}">
+<button type="submit">Filter</button>{'<a href="/">clear</a>' if query else ''}
+</form>"""
+    if error:
+        return layout("Runs", f'{filt}<p class="error" id="list-error">{esc(error)}</p>', namespace)
+    body_rows = "".join(
+        f"""<tr><td>{badge(r.status)}</td>
+<td><a class="wid" href="{esc(run_url(r.workflow_id, r.run_id))}">{esc(r.workflow_id)}</a></td>
+<td class="mono">{esc(r.run_id)}</td><td>{esc(r.workflow_type)}</td>
+<td>{esc(fmt_time(r.start))}</td><td>{esc(fmt_time(r.close))}</td></tr>"""
+        for r in rows
+    )
+    empty = '<p class="empty">No runs match.</p>' if not rows else ""
+    nav = []
+    if not first:
+        nav.append(f'<a href="/?{esc(urlencode({"q": query, "size": size}))}">First page</a>')
+    if next_token:
+        nav.append(
+            f'<a id="next-page" href="/?{esc(urlencode({"q": query, "size": size, "next": next_token}))}">'
+            "Next page</a>"
+        )
+    table = f"""<table class="runs" id="runs"><thead><tr><th>Status</th><th>Workflow ID</th>
+<th>Run ID</th><th>Type</th><th>Start</th><th>End</th></tr></thead><tbody>{body_rows}</tbody></table>"""
+    return layout("Runs", f'{filt}{table}{empty}<nav class="pages">{" ".join(nav)}</nav>', namespace)
+
+
+# -- the run page ------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str
+    task_queue: str
+    start: datetime | None
+    close: datetime | None
+    history_length: int
+    parent: tuple[str, str] | None
+    outcome: list[tuple[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _dl(pairs: Sequence[tuple[str, str]]) -> str:
+    return "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in pairs if v) + "</dl>"
+
+
+def summary_fragment(s: Summary) -> str:
+    parent = (
+        f'<a id="parent-link" href="{esc(run_url(*s.parent))}">{esc(s.parent[0])}</a>' if s.parent else ""
+    )
+    pairs = [
+        ("Status", badge(s.status)),
+        ("Workflow type", esc(s.workflow_type)),
+        ("Workflow ID", esc(s.workflow_id)),
+        ("Run ID", f'<span class="mono">{esc(s.run_id)}</span>'),
+        ("Task queue", esc(s.task_queue)),
+        ("Started", esc(fmt_time(s.start))),
+        ("Closed", esc(fmt_time(s.close))),
+        ("History events", esc(s.history_length)),
+        ("Parent", parent),
+    ]
+    out = f'<div id="summary-data" data-status="{esc(s.status)}">{_dl(pairs)}'
+    if s.outcome:
+        out += '<h3>Outcome</h3><dl id="outcome">' + "".join(
+            f"<dt>{esc(k)}</dt><dd><pre>{esc(v)}</pre></dd>" for k, v in s.outcome
+        ) + "</dl>"
+    if s.pending:
+        rows = "".join(
+            f"""<tr><td>{esc(p['activityId'])}</td><td>{esc(p['type'])}</td><td>{esc(p['state'])}</td>
+<td class="attempt">{esc(p['attempt'])}</td><td class="failure">{esc(p.get('lastFailure', ''))}</td></tr>"""
+            for p in s.pending
+        )
+        out += f"""<h3>Pending activities</h3><table id="pending"><thead><tr><th>ID</th><th>Type</th>
+<th>State</th><th>Attempt</th><th>Last failure</th></tr></thead><tbody>{rows}</tbody></table>"""
+    if s.status == "Running":
+        out += """<div class="actions" id="actions">
+<form id="signal-form"><input name="name" placeholder="signal name" required>
+<input name="input" placeholder='JSON input, e.g. "hi" (optional)'>
+<button type="submit" id="signal-button">Signal</button></form>
+<button id="cancel-button" class="warn">Cancel</button>
+<input id="terminate-reason" placeholder="termination reason">
+<button id="terminate-button" class="danger">Terminate</button>
+<span id="action-result" role="status"></span></div>"""
+    return out + "</div>"
+
+
+@dataclass
+class Event:
+    event_id: int
+    time: datetime
+    event_type: str
+    details: Any
+
+
+def event_item(ev: Event) -> str:
+    return f"""<li class="event" data-id="{ev.event_id}" data-type="{esc(ev.event_type)}">
+<details><summary><span class="eid">{ev.event_id}</span><span class="etime">{esc(fmt_time(ev.time))}</span>
+<span class="etype">{esc(ev.event_type)}</span></summary><pre>{esc(dumps(ev.details, indent=2))}</pre>
+</details></li>"""
+
+
+def child_link(workflow_id: str, run_id: str) -> str:
+    return f'<li><a class="child" href="{esc(run_url(workflow_id, run_id))}">{esc(workflow_id)}</a></li>'
+
+
+def run_page(
+    namespace: str, s: Summary, summary_html: str, events: Sequence[Event], inputs: Any,
+    children: Sequence[tuple[str, str]],
+) -> str:
+    last = events[-1].event_id if events else 0
+    body = f"""<section class="run" id="run" data-wid="{esc(s.workflow_id)}" data-rid="{esc(s.run_id)}"
+ data-last="{last}">
+<h1>{esc(s.workflow_type)} <small>{esc(s.workflow_id)}</small></h1>
+<div id="summary">{summary_html}</div>
+<h3>Input</h3><pre id="input">{esc(dumps(inputs, indent=2))}</pre>
+<h3>Children</h3><ul id="children">{"".join(child_link(w, r) for w, r in children)}</ul>
+<details id="stack"><summary>Stack trace (the <code>__stack_trace</code> query)</summary>
+<pre id="stack-trace">…</pre></details>
+<h3>History <span id="live" class="live"></span></h3>
+<ol class="timeline" id="history">{"".join(event_item(e) for e in events)}</ol>
+</section>"""
+    return layout(f"{s.workflow_type} {s.workflow_id}", body, namespace)
+
+
+def message_page(namespace: str, title: str, message: str, status: int = 404) -> str:
+    return layout(title, f'<h1>{esc(title)}</h1><p class="error">{esc(message)}</p>', namespace)
