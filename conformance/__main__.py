@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression")
     p.add_argument("--fast", action="store_true",
                    help=f"run the curated quick selection in {FAST_LIST.name} (for CI)")
+    p.add_argument("--strict", action="store_true",
+                   help="also fail (exit 1) when a test expected to fail passed: the expectations "
+                   "must match the run exactly (CI's gate on the fast selection)")
     p.add_argument("--workers", type=int, default=2,
                    help="pytest-xdist workers; 0 or 1 runs in one process (default: %(default)s)")
     p.add_argument("--report", metavar="DIR", type=Path, default=DEFAULT_REPORT_DIR,
@@ -414,6 +417,9 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
         return EXIT_RUNNER_ERROR
     if outcome.interrupted_by_user:
         return EXIT_RUNNER_ERROR
+    if args.strict and rep.newly_passing:
+        log("--strict: tests expected to fail passed; promote them with --update-expectations")
+        return EXIT_NEWLY_FAILING
     return EXIT_OK if rep.gate_ok else EXIT_NEWLY_FAILING
 
 

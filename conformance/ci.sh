@@ -15,4 +15,4 @@ if ! "$PY" -m conformance --check-upstream --no-clone >/dev/null 2>&1; then
     exit 0
 fi
 
-exec "$PY" -m conformance --fast --no-clone --quiet "$@"
+exec "$PY" -m conformance --fast --strict --no-clone --quiet "$@"
