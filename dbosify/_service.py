@@ -29,7 +29,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
-from dbosify._native import core_logs
+from dbosify._native import _core_logs as core_logs
 from dbosify._server import delete, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
@@ -453,6 +453,10 @@ class WorkflowService:
 
     async def list_schedule_matching_times(self, req: rr.ListScheduleMatchingTimesRequest) -> Message:
         return await schedules.matching_times(self.store, req)
+
+    async def reset_sticky_task_queue(self, req: rr.ResetStickyTaskQueueRequest) -> Message:
+        # No sticky queues here: a run that loses its worker is claimed by any other of its queue.
+        return rr.ResetStickyTaskQueueResponse()
 
     async def get_search_attributes(self, req: rr.GetSearchAttributesRequest) -> Message:
         resp = rr.GetSearchAttributesResponse()

@@ -49,9 +49,15 @@ class WorkerCore(ActivitySide):
         self.ns: str = config.namespace
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
-        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/core_logs.py)
+        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/_core_logs.py)
         self.payloads_warn_size = int(getattr(client.config, "payloads_warn_size", 0) or 512 * 1024)
         self.payload_error_limit = not getattr(config, "disable_payload_error_limit", False)
+        strategy = config.versioning_strategy
+        self.build_id: str = (
+            getattr(strategy, "build_id_no_versioning", "")
+            or getattr(getattr(strategy, "version", None), "build_id", "")
+            or getattr(strategy, "build_id_with_versioning", "")
+        )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         if LOCAL_TOKEN:
             self.id += f"@{LOCAL_TOKEN}"
