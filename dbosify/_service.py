@@ -28,7 +28,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
-from dbosify._server import activity_ops, schedules, search_attributes, visibility
+from dbosify._server import activity_ops, reset, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -653,6 +653,9 @@ class WorkflowService:
         )
         resp.responses.add().update_workflow.CopyFrom(ur)  # type: ignore
         return resp
+
+    async def reset_workflow_execution(self, req: rr.ResetWorkflowExecutionRequest) -> Message:
+        return await reset.reset_workflow_execution(self.store, req, self.identity)
 
     # -- operating on pending activities (dbosify._server.activity_ops) --------------------------
 
