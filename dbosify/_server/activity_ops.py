@@ -7,8 +7,8 @@ They follow the Temporal server's semantics, on the `activity_tasks` row of each
   cancels it with ``cancellation_details().paused``. If that attempt then fails (with any
   retryable failure), the attempt counts but the next one waits for the unpause, whatever the
   retry policy says of the attempts left; if it completes, the activity is done.
-- **Unpause.** The waiting attempt is scheduled at once (plus a random ``jitter``), optionally
-  from attempt 1 and without its heartbeat details.
+- **Unpause.** The waiting attempt is scheduled at once (after `DISPATCH_DELAY`, plus a random
+  ``jitter``), optionally from attempt 1 and without its heartbeat details.
 - **Reset.** The attempt count restarts at 1. An attempt that is running is told at its next
   heartbeat (``activity_reset``); it keeps its number, since its task token carries it (on
   Temporal its outcome would be refused and the activity would wait for a timeout), and its
@@ -110,9 +110,16 @@ def _targets(tx: Tx, run: h.Run, req: Any, all_field: str) -> list[_Task]:
     return chosen
 
 
+# On Temporal an unpaused or reset attempt is dispatched through the activity retry timer and
+# matching, so it starts a moment after the RPC returns, and describe() shows it unpaused but
+# not yet done; callers (the SDK's own test helpers among them) rely on that. Here it would be
+# claimed at once, so its dispatch waits this long, about Temporal's.
+DISPATCH_DELAY = 0.2
+
+
 def _jittered(now: float, jitter: Any) -> float:
     seconds = jitter.ToNanoseconds() / 1e9 if jitter is not None else 0.0
-    return now + (random.uniform(0.0, seconds) if seconds > 0 else 0.0)
+    return now + DISPATCH_DELAY + (random.uniform(0.0, seconds) if seconds > 0 else 0.0)
 
 
 def _schedule_now(tx: Tx, run_id: str, task: _Task, at: float) -> None:
