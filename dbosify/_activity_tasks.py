@@ -24,7 +24,7 @@ from dbosify import _history as h
 from dbosify._errors import ServiceError
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
-from dbosify._worker.liveness import owns_row
+from dbosify._worker.liveness import RETRY_SET, owns_row
 
 TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2
@@ -99,8 +99,8 @@ def claim(
         ):
             if (run_id, seq) not in running:
                 tx.execute(
-                    "UPDATE activity_tasks SET state = 'scheduled', owner = NULL,"
-                    " attempt = attempt + 1, available_at = %s WHERE run_id = %s AND seq = %s",
+                    f"UPDATE activity_tasks SET {RETRY_SET}, available_at = %s"
+                    " WHERE run_id = %s AND seq = %s",
                     (now, run_id, seq),
                 )
     lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
