@@ -23,12 +23,14 @@ from dbosify import _history as h
 from dbosify._errors import ServiceError
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
-from dbosify._worker.liveness import owns_row
+from dbosify._worker.liveness import RETRY_SET, owns_row
 
 TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2
 TIMEOUT_SCHEDULE_TO_CLOSE = 3
 TIMEOUT_HEARTBEAT = 4
+
+PAUSED_RECHECK = 5.0  # seconds between a run driver's looks at a paused activity's queue timeouts
 
 
 def make_token(run_id: str, seq: int, attempt: int) -> bytes:
@@ -96,20 +98,21 @@ def claim(
         ):
             if (run_id, seq) not in running:
                 tx.execute(
-                    "UPDATE activity_tasks SET state = 'scheduled', owner = NULL,"
-                    " attempt = attempt + 1, available_at = %s WHERE run_id = %s AND seq = %s",
+                    f"UPDATE activity_tasks SET {RETRY_SET}, available_at = %s"
+                    " WHERE run_id = %s AND seq = %s",
                     (now, run_id, seq),
                 )
     lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
     row = tx.one(
         "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at"
         " FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled' AND available_at <= %s"
-        f" ORDER BY available_at LIMIT 1{lock}",
+        f" AND paused = 0 ORDER BY available_at LIMIT 1{lock}",
         (task_queue, now),
     )
     if row is None:
         nxt = tx.one(
-            "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'",
+            "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'"
+            " AND paused = 0",
             (task_queue,),
         )
         return float(nxt[0]) if nxt and nxt[0] is not None else None
@@ -145,7 +148,8 @@ def claim(
             getattr(s, f).CopyFrom(getattr(attrs, f))
     s2c = _dur(attrs, "schedule_to_close_timeout")
     nxt = tx.one(
-        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'",
+        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'"
+        " AND paused = 0",
         (task_queue,),
     )
     return Claimed(
@@ -184,6 +188,21 @@ def _retry_delay(policy: common.RetryPolicy, attempt: int, failure: failure_pb.F
     return float(min(initial * coeff ** (attempt - 1), maximum))
 
 
+_CLEAR_DETAILS = ", details = NULL, heartbeat_at = NULL"  # a reset with reset_heartbeat asked for it
+
+
+def _retryable(policy: common.RetryPolicy, failure: failure_pb.Failure) -> bool:
+    """Whether a failure may be retried at all (attempts left and timing aside)."""
+    if failure.HasField("application_failure_info"):
+        info = failure.application_failure_info
+        return not (info.non_retryable or info.type in set(policy.non_retryable_error_types))
+    if failure.HasField("timeout_failure_info"):
+        return failure.timeout_failure_info.timeout_type not in (
+            TIMEOUT_SCHEDULE_TO_START, TIMEOUT_SCHEDULE_TO_CLOSE,
+        )
+    return True
+
+
 def timeout_failure(kind: int, last: failure_pb.Failure | None = None) -> failure_pb.Failure:
     names = {1: "StartToClose", 2: "ScheduleToStart", 3: "ScheduleToClose", 4: "Heartbeat"}
     f = failure_pb.Failure(message=f"activity {names.get(kind, '')} timeout", source="dbosify")
@@ -211,13 +230,15 @@ def finish(
     if lock:
         tx.execute("SELECT 1 FROM executions WHERE run_id = %s FOR UPDATE", (run_id,))
     row = tx.one(
-        "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue"
-        f" FROM activity_tasks WHERE run_id = %s AND seq = %s{lock}",
+        "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue, paused,"
+        f" reset_heartbeats, attempts_reset FROM activity_tasks WHERE run_id = %s AND seq = %s{lock}",
         (run_id, seq),
     )
     if row is None or row[0] != attempt or row[1] != "running":
         return False
-    _, _, sched_id, sched_time, details, task_queue = row
+    _, _, sched_id, sched_time, details, task_queue, paused, reset_heartbeats, attempts_reset = row
+    # A reset while this attempt ran restarts the count: its retry is attempt 2.
+    counted = 1 if attempts_reset else attempt
     now = tx.store.clock.now()
     if kind == "failed":
         assert isinstance(payload, failure_pb.Failure)
@@ -228,7 +249,18 @@ def finish(
                 payload.timeout_failure_info.last_heartbeat_details.CopyFrom(
                     common.Payloads.FromString(bytes(details))
                 )
-        delay = _retry_delay(attrs.retry_policy, attempt, payload)
+        if paused and _retryable(attrs.retry_policy, payload):
+            # Like Temporal: a paused activity's failed attempt counts, whatever the retry policy
+            # says of the attempts left, and the next one waits for the unpause.
+            tx.execute(
+                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL,"
+                " available_at = %s, last_failure = %s, reset_requested = 0, reset_heartbeats = 0,"
+                f" attempts_reset = 0{_CLEAR_DETAILS if reset_heartbeats else ''}"
+                " WHERE run_id = %s AND seq = %s",
+                (counted + 1, now, payload.SerializeToString(), run_id, seq),
+            )
+            return True
+        delay = _retry_delay(attrs.retry_policy, counted, payload)
         s2c = _dur(attrs, "schedule_to_close_timeout")
         retry_state = wfenums.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED if delay is None else 0
         if delay is not None and s2c and now + delay >= sched_time + s2c:
@@ -238,9 +270,11 @@ def finish(
             retry_state = wfenums.RETRY_STATE_NON_RETRYABLE_FAILURE
         if delay is not None:
             tx.execute(
-                "UPDATE activity_tasks SET attempt = attempt + 1, state = 'scheduled', owner = NULL,"
-                " available_at = %s, last_failure = %s WHERE run_id = %s AND seq = %s",
-                (now + delay, payload.SerializeToString(), run_id, seq),
+                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL,"
+                " available_at = %s, last_failure = %s, reset_requested = 0, reset_heartbeats = 0,"
+                f" attempts_reset = 0{_CLEAR_DETAILS if reset_heartbeats else ''}"
+                " WHERE run_id = %s AND seq = %s",
+                (counted + 1, now + delay, payload.SerializeToString(), run_id, seq),
             )
             tx.notify(f"act:{task_queue}")
             return True
@@ -289,13 +323,16 @@ def expire_if_queued(tx: Tx, run_id: str, seq: int, now: float) -> float | None:
     or schedule-to-close. Returns when to check again, or None if there is nothing to check.
     """
     row = tx.one(
-        "SELECT state, available_at, scheduled_time, scheduled_event_id FROM activity_tasks"
+        "SELECT state, available_at, scheduled_time, scheduled_event_id, paused FROM activity_tasks"
         " WHERE run_id = %s AND seq = %s",
         (run_id, seq),
     )
     if row is None:
         return None  # it has an outcome
-    state, available_at, sched_time, sched_id = row
+    state, available_at, sched_time, sched_id, paused = row
+    if paused:
+        # A paused activity has no timeouts (as on Temporal); look again later, for the unpause.
+        return now + PAUSED_RECHECK
     attrs = _scheduled_attrs(tx, run_id, sched_id)
     s2s = _dur(attrs, "schedule_to_start_timeout")
     s2c = _dur(attrs, "schedule_to_close_timeout")
@@ -352,25 +389,39 @@ async def finish_by_token(
     await store.transact(ns, fn, lane=FACT)
 
 
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """What a heartbeat's response tells the attempt (RecordActivityTaskHeartbeatResponse)."""
+
+    cancel_requested: bool = False
+    paused: bool = False
+    reset: bool = False
+
+    @property
+    def stop(self) -> bool:
+        return self.cancel_requested or self.paused or self.reset
+
+
 async def heartbeat_by_token(
     store: Store, ns: str, token: bytes, details: common.Payloads | None
-) -> bool:
-    """Store heartbeat details; returns whether cancellation was requested."""
+) -> HeartbeatAnswer:
+    """Store heartbeat details; returns whether the attempt was cancelled, paused or reset."""
     run_id, seq, attempt = parse_token(token)
 
-    def fn(tx: Tx) -> bool:
+    def fn(tx: Tx) -> HeartbeatAnswer:
         row = tx.one(
-            "SELECT attempt, cancel_requested FROM activity_tasks WHERE run_id = %s AND seq = %s",
+            "SELECT attempt, cancel_requested, paused, reset_requested, state FROM activity_tasks"
+            " WHERE run_id = %s AND seq = %s",
             (run_id, seq),
         )
-        if row is None or row[0] != attempt:
+        if row is None or row[0] != attempt or row[4] != "running":
             raise ServiceError.not_found("activity task not found")
         tx.execute(
             "UPDATE activity_tasks SET heartbeat_at = %s, details = COALESCE(%s, details)"
             " WHERE run_id = %s AND seq = %s",
             (tx.store.clock.now(), details.SerializeToString() if details is not None else None, run_id, seq),
         )
-        return bool(row[1])
+        return HeartbeatAnswer(bool(row[1]), bool(row[2]), bool(row[3]))
 
     return await store.transact(ns, fn)
 

@@ -30,7 +30,7 @@ from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
 from dbosify._native import _core_logs as core_logs
-from dbosify._server import delete, schedules, search_attributes, visibility
+from dbosify._server import activity_ops, delete, reset, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -300,7 +300,8 @@ class WorkflowService:
             vis = visibility.run_info(tx, run.run_id)
             pend = tx.all(
                 "SELECT t.seq, t.attempt, t.state, t.heartbeat_at, t.details, t.last_failure,"
-                " t.scheduled_event_id, e.event FROM activity_tasks t JOIN history e"
+                " t.scheduled_event_id, e.event, t.cancel_requested, t.paused, t.pause_info,"
+                " t.attempts_reset FROM activity_tasks t JOIN history e"
                 " ON e.run_id = t.run_id AND e.event_id = t.scheduled_event_id"
                 " WHERE t.run_id = %s ORDER BY t.seq",
                 (run.run_id,),
@@ -323,12 +324,20 @@ class WorkflowService:
             cfg.workflow_execution_timeout.CopyFrom(started.workflow_execution_timeout)
         if started.HasField("workflow_run_timeout"):
             cfg.workflow_run_timeout.CopyFrom(started.workflow_run_timeout)
-        for seq, attempt, state, hb_at, details, last_failure, sched_id, sched_event in pending:
+        for (
+            seq, attempt, state, hb_at, details, last_failure, sched_id, sched_event,
+            cancel_requested, paused, pause_info, attempts_reset,
+        ) in pending:
             sched = hist.HistoryEvent.FromString(bytes(sched_event)).activity_task_scheduled_event_attributes
-            pa = resp.pending_activities.add(activity_id=sched.activity_id or str(seq), attempt=attempt)
+            pa = resp.pending_activities.add(
+                activity_id=sched.activity_id or str(seq), attempt=1 if attempts_reset else attempt
+            )
             pa.activity_type.CopyFrom(sched.activity_type)
             del sched_id
-            pa.state = 2 if state == "running" else 1  # type: ignore[assignment]
+            activity_ops.describe_pending(
+                pa, state, bool(cancel_requested), bool(paused),
+                bytes(pause_info) if pause_info is not None else None,
+            )
             if hb_at:
                 pa.last_heartbeat_time.FromNanoseconds(int(hb_at * 1e9))
             if details:
@@ -678,21 +687,39 @@ class WorkflowService:
         resp.responses.add().update_workflow.CopyFrom(ur)  # type: ignore
         return resp
 
+    async def reset_workflow_execution(self, req: rr.ResetWorkflowExecutionRequest) -> Message:
+        return await reset.reset_workflow_execution(self.store, req, self.identity)
+
+    # -- operating on pending activities (dbosify._server.activity_ops) --------------------------
+
+    async def pause_activity(self, req: rr.PauseActivityRequest) -> Message:
+        return await activity_ops.pause(self.store, req)
+
+    async def unpause_activity(self, req: rr.UnpauseActivityRequest) -> Message:
+        return await activity_ops.unpause(self.store, req)
+
+    async def reset_activity(self, req: rr.ResetActivityRequest) -> Message:
+        return await activity_ops.reset(self.store, req)
+
     # -- async activity completion ---------------------------------------------------------------
 
     async def record_activity_task_heartbeat(self, req: Any) -> Message:
-        cancel = await acts.heartbeat_by_token(
+        a = await acts.heartbeat_by_token(
             self.store, req.namespace, req.task_token,
             req.details if req.HasField("details") else None,
         )
-        return rr.RecordActivityTaskHeartbeatResponse(cancel_requested=cancel)
+        return rr.RecordActivityTaskHeartbeatResponse(
+            cancel_requested=a.cancel_requested, activity_paused=a.paused, activity_reset=a.reset
+        )
 
     async def record_activity_task_heartbeat_by_id(self, req: Any) -> Message:
         token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
-        cancel = await acts.heartbeat_by_token(
+        a = await acts.heartbeat_by_token(
             self.store, req.namespace, token, req.details if req.HasField("details") else None
         )
-        return rr.RecordActivityTaskHeartbeatByIdResponse(cancel_requested=cancel)
+        return rr.RecordActivityTaskHeartbeatByIdResponse(
+            cancel_requested=a.cancel_requested, activity_paused=a.paused, activity_reset=a.reset
+        )
 
     async def _respond(self, ns: str, token: bytes, kind: str, payload: Message | None) -> None:
         await acts.finish_by_token(self.store, ns, token, kind, payload, self.identity)

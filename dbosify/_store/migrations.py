@@ -196,6 +196,25 @@ def _v4(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX executions_by_schedule ON executions (schedule_id, status)")
 
 
+def _v5(execute: Execute, is_sqlite: bool) -> None:
+    # Activity pause and reset (PauseActivity, UnpauseActivity, ResetActivity): a paused task is
+    # never claimed; a running attempt learns of a pause or reset at its next heartbeat.
+    blob = "BLOB" if is_sqlite else "BYTEA"
+    for column in (
+        "paused INTEGER NOT NULL DEFAULT 0",
+        f"pause_info {blob}",  # workflow.v1.PendingActivityInfo.PauseInfo
+        "pause_request_id TEXT",
+        "reset_requested INTEGER NOT NULL DEFAULT 0",  # the running attempt is told at its heartbeat
+        "reset_heartbeats INTEGER NOT NULL DEFAULT 0",  # the next attempt starts without details
+        "attempts_reset INTEGER NOT NULL DEFAULT 0",  # the running attempt's retry counts from 1
+    ):
+        execute(f"ALTER TABLE activity_tasks ADD COLUMN {column}")
+    # Workflow reset: the request that created a reset run (a repeated request returns it), and
+    # on the base run, the run its reset created.
+    execute("ALTER TABLE executions ADD COLUMN reset_request_id TEXT")
+    execute("ALTER TABLE executions ADD COLUMN reset_run_id TEXT")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -208,6 +227,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "claim generations, so that a stale owner's writes are refused", _v2),
     Migration(3, "visibility: search attributes, memo, and the system attributes filters use", _v3),
     Migration(4, "schedules; the schedule or cron string that started a run", _v4),
+    Migration(5, "activity pause and reset; workflow reset's request id and new run", _v5),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

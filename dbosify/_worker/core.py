@@ -30,7 +30,7 @@ from dbosify._store.clock import busy_task
 from dbosify._worker import liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.liveness import LOCAL_TOKEN, Member, owns_row
+from dbosify._worker.liveness import LOCAL_TOKEN, RETRY_SET, Member, owns_row
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
@@ -170,7 +170,7 @@ class WorkerCore(ActivitySide):
         )
         records.on_release(tx, [(str(w), str(r)) for w, r in released])
         tx.execute(
-            "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
+            f"UPDATE activity_tasks SET {RETRY_SET},"
             " available_at = %s WHERE owner = %s AND state = 'running'",
             (self.store.clock.now(), self.id),
         )
