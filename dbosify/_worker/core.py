@@ -208,6 +208,19 @@ class WorkerCore(ActivitySide):
             d.evict_requested = True
             self.store.hub.fire(f"{self.ns}\x00evict:{run_id}")
 
+    # -- nexus -------------------------------------------------------------------------------
+
+    async def poll_nexus_task(self) -> bytes:
+        """Nexus operations are not supported (docs/COMPATIBILITY.md): a worker with Nexus
+        handlers runs, but no Nexus task ever arrives; the poll ends at shutdown."""
+        self._ensure_started()
+        assert self._shutdown_event is not None
+        await self._shutdown_event.wait()
+        raise PollShutdownError()
+
+    async def complete_nexus_task(self, proto: bytes) -> None:
+        pass
+
     # -- workflows ---------------------------------------------------------------------------
 
     async def poll_workflow_activation(self) -> bytes:
