@@ -33,6 +33,7 @@ from dbosify._native import _core_logs as core_logs
 from dbosify._server import activity_ops, delete, reset, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
+from dbosify._worker import eager
 
 Handler = Callable[[Any], Awaitable[Message]]
 
@@ -98,7 +99,7 @@ class WorkflowService:
         c.supports_schedules = True
         c.encoded_failure_attributes = True
         c.upsert_memo = True
-        c.eager_workflow_start = False
+        c.eager_workflow_start = True
         c.sdk_metadata = True
         c.count_group_by_execution_status = True
         return resp
@@ -197,12 +198,32 @@ class WorkflowService:
     async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
         self._check_start(req)
         self._warn_memo_size(req)
-        res = await self.store.transact(req.namespace, lambda tx: self._start_in_tx(tx, req))
-        return rr.StartWorkflowExecutionResponse(
+        worker = (
+            eager.local_worker(self.store, req.namespace, req.task_queue.name)
+            if req.request_eager_execution else None
+        )
+        if worker is not None and not await eager.ready(worker):
+            worker = None
+
+        def fn(tx: Tx) -> tuple[_runs.StartResult, int | None]:
+            res = self._start_in_tx(tx, req)
+            gen = eager.claim(tx, worker, req.workflow_id, res.run_id) if worker and res.started else None
+            return res, gen
+
+        res, gen = await self.store.transact(req.namespace, fn)
+        resp = rr.StartWorkflowExecutionResponse(
             run_id=res.run_id,
             started=res.started,
             status=wfenums.WORKFLOW_EXECUTION_STATUS_RUNNING,
         )
+        if worker is not None and gen is not None:
+            eager.dispatch(worker, res.run_id, gen)
+            task = resp.eager_workflow_task
+            task.task_token = res.run_id.encode()
+            task.workflow_execution.workflow_id = req.workflow_id
+            task.workflow_execution.run_id = res.run_id
+            task.workflow_type.CopyFrom(req.workflow_type)
+        return resp
 
     async def signal_with_start_workflow_execution(
         self, req: rr.SignalWithStartWorkflowExecutionRequest

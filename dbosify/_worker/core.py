@@ -27,7 +27,7 @@ from dbosify._dbos import records
 from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
-from dbosify._worker import liveness
+from dbosify._worker import eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.liveness import LOCAL_TOKEN, RETRY_SET, Member, owns_row
@@ -99,6 +99,8 @@ class WorkerCore(ActivitySide):
             part for part, on in (("workflows", self.enable_workflows), ("activities", self.enable_activities))
             if on
         }
+        if self.enable_workflows:
+            eager.register(self)  # a start in this process may hand it its first task
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,6 +109,16 @@ class WorkerCore(ActivitySide):
         self._waiting_for.discard(part)
         if not self._waiting_for:
             self._starting.close()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def ensure_started(self) -> None:
+        self._ensure_started()
+
+    async def registered(self) -> None:
+        await self._registered()
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -153,6 +165,7 @@ class WorkerCore(ActivitySide):
             self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
 
     async def finalize_shutdown(self) -> None:
+        eager.unregister(self)
         for t in self._tasks:
             t.cancel()
         for t in list(self._drivers.values()):
@@ -348,6 +361,11 @@ class WorkerCore(ActivitySide):
                 )
                 return claimed, (float(more[0]) if more and more[0] is not None else None)
         return 0.0  # lost every race: look again
+
+    def start_driver(self, run_id: str, gen: int) -> None:
+        """Drive a run this worker has claimed (also one claimed at its start: `eager`)."""
+        if not self.shutting_down:
+            self._start_driver(run_id, gen)
 
     def _start_driver(self, run_id: str, gen: int) -> None:
         old = self._driver_objs.get(run_id)
