@@ -33,7 +33,6 @@ from dbosify._native import _core_logs as core_logs
 from dbosify._server import activity_ops, delete, reset, schedules, search_attributes, visibility
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
-from dbosify._worker import eager
 
 Handler = Callable[[Any], Awaitable[Message]]
 
@@ -69,6 +68,7 @@ class WorkflowService:
         self.store = store
         self.identity = identity
         self.runtime: Any = None  # the client's RuntimeRef (Core's logs)
+        self.eager: Any = None  # dbosify._worker.eager, once this client has a worker (new_worker)
         self.memo_warn_size = 2 * 1024
 
     async def call(self, rpc: str, req_bytes: bytes, timeout: float | None) -> bytes:
@@ -198,16 +198,17 @@ class WorkflowService:
     async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
         self._check_start(req)
         self._warn_memo_size(req)
+        eager = self.eager
         worker = (
             eager.local_worker(self.store, req.namespace, req.task_queue.name)
-            if req.request_eager_execution else None
+            if eager is not None and req.request_eager_execution else None
         )
         if worker is not None and not await eager.ready(worker):
             worker = None
 
         def fn(tx: Tx) -> tuple[_runs.StartResult, int | None]:
             res = self._start_in_tx(tx, req)
-            gen = eager.claim(tx, worker, req.workflow_id, res.run_id) if worker and res.started else None
+            gen = eager.claim(tx, worker, req.workflow_id, res.run_id) if worker is not None and res.started else None
             return res, gen
 
         res, gen = await self.store.transact(req.namespace, fn)
