@@ -400,8 +400,9 @@ def finish_batch(tx: Tx, outcomes: list[Outcome], identity: str) -> list[bool]:
     """Record many attempts' outcomes in one transaction (group commit); `finish` for each.
 
     On Postgres, completed attempts take two statements for the whole batch instead of about
-    eight each: under load, a worker's results are durable within milliseconds of their
-    return, which is what keeps a crash from re-running finished activities.
+    eight each, and in a coalesced transaction (`Store.transact_sync`) two waits for the server:
+    under load, a worker's results are durable within milliseconds of their return, which is
+    what keeps a crash from re-running finished activities.
     """
     done: dict[int, bool] = {}
     fast = [i for i, o in enumerate(outcomes) if o[3] == "completed"] if not tx.store.is_sqlite else []
@@ -484,7 +485,7 @@ def _finish_completed(
         out[i] = True
     # The events, the tasks' removal and the wake-ups (for other processes) in one statement.
     keys = sorted(tx.keys_to_fire - tx.published)
-    tx.execute(
+    tx.defer(  # with the COMMIT, when the transaction is coalesced
         "WITH ins AS (INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
         " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[], %s::text[], %s::bytea[])),"
         " del AS (DELETE FROM activity_tasks a USING unnest(%s::text[], %s::int[]) AS k(run_id, seq)"

@@ -118,7 +118,7 @@ class OneSquare:
 
 
 async def test_batch_records_only_the_current_attempt(client: Client) -> None:
-    """In one batch, a stale attempt's result is refused and the
+    """In one batch (coalesced on Postgres), a stale attempt's result is refused and the
     current attempt's is recorded; the same result again is refused."""
     tq = f"tq-{uuid.uuid4().hex[:8]}"
     store = get_store(client.service_client.config.target_host)
@@ -147,7 +147,7 @@ async def test_batch_records_only_the_current_attempt(client: Client) -> None:
         def record(attempts: list[int]) -> list[bool]:
             outcomes: list[acts.Outcome] = [(run_id, seq, a, "completed", result) for a in attempts]
             return store.transact_sync(
-                ns, lambda tx: acts.finish_batch(tx, outcomes, "test"), lane=FACT
+                ns, lambda tx: acts.finish_batch(tx, outcomes, "test"), lane=FACT, coalesced=True
             )
 
         assert await asyncio.to_thread(record, [1, 2, 3]) == [False, True, False]

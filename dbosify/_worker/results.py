@@ -57,7 +57,7 @@ class ResultRecorder:
                 acts.finish_batch, outcomes=[p[0] for p in batch], identity=self.identity
             )
             try:
-                current = self.store.transact_sync(self.ns, record, lane=FACT)
+                current = self.store.transact_sync(self.ns, record, lane=FACT, coalesced=True)
             except BaseException as err:
                 for _, loop, done in batch:  # each caller retries on its own
                     _resolve(loop, done, err)
