@@ -624,7 +624,7 @@ class WorkflowService:
             )
             state, outcome = row if row else ("closed", None)
             done = (
-                state in ("rejected", "completed", "closed")
+                state in ("rejected", "completed", "aborted", "closed")
                 or (state == "accepted" and not want_completed)
                 # No wait policy, or ADMITTED: answer with the stage reached so far, at once.
                 or stage
@@ -646,7 +646,7 @@ class WorkflowService:
         resp.update_ref.update_id = update_id
         if state == "closed":
             raise ServiceError.not_found("workflow execution already completed")
-        if state in ("rejected", "completed"):
+        if state in ("rejected", "completed", "aborted"):
             resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))  # type: ignore
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]
         elif state == "accepted":
