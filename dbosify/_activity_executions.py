@@ -455,7 +455,8 @@ def _expire(tx: Tx, run_id: str, now: float) -> None:
     if not due:
         set_check(tx, run_id, _next_check(row, t, now))
         return
-    kind = min(due)[1]
+    # On a tie (a schedule-to-start deduced from schedule-to-close), schedule-to-close it is.
+    kind = min(due, key=lambda d: (d[0], d[1] != acts.TIMEOUT_SCHEDULE_TO_CLOSE))[1]
     if t.state == "running":
         # As the worker's watchdog would: the attempt fails with the timeout (maybe retried).
         finish(tx, run_id, t.attempt, "failed", failure_pb.Failure(), "", timeout_kind=kind)
