@@ -46,7 +46,7 @@ _COLS = (
     "run_id, activity_id, activity_type, task_queue, status, request_id, start_time,"
     " execution_time, close_time, request, outcome, search_attributes, attempt, last_started,"
     " last_completed, last_identity, last_failure, last_details, last_heartbeat, cancel_reason,"
-    " cancel_request_id, terminate_request_id, transitions"
+    " cancel_request_id, terminate_request_id, transitions, heartbeats"
 )
 
 
@@ -75,6 +75,7 @@ class Row:
     cancel_request_id: str | None
     terminate_request_id: str | None
     transitions: int
+    heartbeats: int
 
     @property
     def running(self) -> bool:

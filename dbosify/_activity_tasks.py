@@ -406,6 +406,11 @@ async def heartbeat_by_token(
             " WHERE run_id = %s AND seq = %s",
             (time.time(), details.SerializeToString() if details is not None else None, run_id, seq),
         )
+        if seq == STANDALONE_SEQ:  # describe reports how many it has had
+            tx.execute(
+                "UPDATE activity_executions SET heartbeats = heartbeats + 1 WHERE run_id = %s",
+                (run_id,),
+            )
         return bool(row[1])
 
     return await store.transact(ns, fn)

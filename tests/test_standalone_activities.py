@@ -243,7 +243,8 @@ async def test_cancel_and_terminate(ns_client: Client) -> None:
             await _result(running)
         assert isinstance(err.value.cause, CancelledError)
         assert SEEN_CANCEL.get(f"{aid}-c")
-        assert (await running.describe()).status == ActivityExecutionStatus.CANCELED
+        desc = await running.describe()
+        assert desc.status == ActivityExecutionStatus.CANCELED and desc.total_heartbeat_count > 0
 
         # Terminated: closed at once; the attempt learns at its next heartbeat.
         doomed = await ns_client.start_activity(

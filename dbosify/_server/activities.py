@@ -225,6 +225,7 @@ def _describe(
         if r.HasField(f):
             getattr(info, f).CopyFrom(getattr(r, f))
     info.state_transition_count = row.transitions
+    info.total_heartbeat_count = row.heartbeats
     info.attempt = t.attempt if t is not None else row.attempt
     if t is not None:
         info.run_state = (

@@ -214,7 +214,7 @@ def _v5(execute: Execute, is_sqlite: bool) -> None:
         " last_started DOUBLE PRECISION, last_completed DOUBLE PRECISION, last_identity TEXT,"
         f" last_failure {blob}, last_details {blob}, last_heartbeat DOUBLE PRECISION,"
         " cancel_reason TEXT, cancel_request_id TEXT, terminate_request_id TEXT,"
-        " transitions INTEGER NOT NULL DEFAULT 1,"
+        " transitions INTEGER NOT NULL DEFAULT 1, heartbeats INTEGER NOT NULL DEFAULT 0,"
         " check_at DOUBLE PRECISION)"  # when a timeout may fall due: the sweep looks then
     )
     execute(
