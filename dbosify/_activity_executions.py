@@ -189,10 +189,13 @@ def set_check(tx: Tx, run_id: str, when: float | None) -> None:
 
 def claimed(
     tx: Tx, namespace: str, run_id: str, attempt: int, details: Any, avail: float, now: float
-) -> acts.Claimed:
-    """The attempt just claimed (its task row is locked and marked running): the task to run."""
+) -> acts.Claimed | None:
+    """The attempt just claimed (its task row is locked and marked running): the task to run.
+    None if the activity is gone or closed (its stray task row is removed)."""
     row = load(tx, run_id, lock=True)
-    assert row is not None and row.running
+    if row is None or not row.running:
+        tx.execute("DELETE FROM activity_tasks WHERE run_id = %s AND seq = 0", (run_id,))
+        return None
     req = row.request
     tx.execute(
         "UPDATE activity_executions SET last_started = %s, transitions = transitions + 1"

@@ -128,6 +128,8 @@ def claim(
         from dbosify import _activity_executions as standalone
 
         c = standalone.claimed(tx, namespace, run_id, attempt, details, avail, now)
+        if c is None:
+            return now  # nothing to run after all: look again
         c.next_ready = _next_ready(tx, task_queue)
         return c
     run = h.get_run(tx, run_id)
