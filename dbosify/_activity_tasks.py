@@ -29,6 +29,9 @@ TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2
 TIMEOUT_SCHEDULE_TO_CLOSE = 3
 TIMEOUT_HEARTBEAT = 4
+# The seq of a standalone activity's task row (see _activity_executions); a workflow's activities
+# are numbered from 1.
+STANDALONE_SEQ = 0
 
 PAUSED_RECHECK = 5.0  # seconds between a run driver's looks at a paused activity's queue timeouts
 
@@ -123,6 +126,14 @@ def claim(
         " WHERE run_id = %s AND seq = %s",
         (owner, now, run_id, seq),
     )
+    if seq == STANDALONE_SEQ:  # started by a client, not by a workflow
+        from dbosify import _activity_executions as standalone
+
+        c = standalone.claimed(tx, namespace, run_id, attempt, details, avail, now)
+        if c is None:
+            return now  # nothing to run after all: look again
+        c.next_ready = _next_ready(tx, task_queue)
+        return c
     run = h.get_run(tx, run_id)
     assert run is not None
     attrs = _scheduled_attrs(tx, run_id, sched_id)
@@ -147,11 +158,6 @@ def claim(
         if attrs.HasField(f):
             getattr(s, f).CopyFrom(getattr(attrs, f))
     s2c = _dur(attrs, "schedule_to_close_timeout")
-    nxt = tx.one(
-        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'"
-        " AND paused = 0",
-        (task_queue,),
-    )
     return Claimed(
         run_id,
         seq,
@@ -160,8 +166,17 @@ def claim(
         _dur(attrs, "start_to_close_timeout"),
         _dur(attrs, "heartbeat_timeout"),
         sched_time + s2c if s2c else None,
-        float(nxt[0]) if nxt and nxt[0] is not None else None,
+        _next_ready(tx, task_queue),
     )
+
+
+def _next_ready(tx: Tx, task_queue: str) -> float | None:
+    nxt = tx.one(
+        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'"
+        " AND paused = 0",
+        (task_queue,),
+    )
+    return float(nxt[0]) if nxt and nxt[0] is not None else None
 
 
 def _retry_delay(policy: common.RetryPolicy, attempt: int, failure: failure_pb.Failure | None) -> float | None:
@@ -224,6 +239,12 @@ def finish(
     timeout_kind: int = 0,
 ) -> bool:
     """Record an attempt's outcome. Returns False if the attempt is no longer current."""
+    if seq == STANDALONE_SEQ:
+        from dbosify import _activity_executions as standalone
+
+        return standalone.finish(
+            tx, run_id, attempt, kind, payload, identity, timeout_kind=timeout_kind
+        )
     # The rows stay locked until commit, so a takeover or timeout cannot slip in between; the
     # run's first, in the order drivers take them.
     lock = "" if tx.store.is_sqlite else " FOR UPDATE"
@@ -378,6 +399,17 @@ async def finish_by_token(
     store: Store, ns: str, token: bytes, kind: str, payload: Message | None, identity: str
 ) -> None:
     run_id, seq, attempt = parse_token(token)
+    if seq == STANDALONE_SEQ:
+        from dbosify import _activity_executions as standalone
+
+        def by_standalone(tx: Tx) -> None:
+            if kind == "canceled":
+                standalone.check_cancelable(tx, run_id)
+            if not standalone.finish(tx, run_id, attempt, kind, payload, identity):
+                raise ServiceError.not_found("activity task not found")
+
+        await store.transact(ns, by_standalone, lane=FACT)
+        return
 
     def fn(tx: Tx) -> None:
         run = h.get_run(tx, run_id, lock=True)
@@ -414,6 +446,11 @@ async def heartbeat_by_token(
             " WHERE run_id = %s AND seq = %s",
             (run_id, seq),
         )
+        if row is None and seq == STANDALONE_SEQ:
+            from dbosify import _activity_executions as standalone
+
+            if standalone.heartbeat_on_closed(tx, run_id):
+                return HeartbeatAnswer(True, False, False)  # closed (terminated, say): stop
         if row is None or row[0] != attempt or row[4] != "running":
             raise ServiceError.not_found("activity task not found")
         tx.execute(
@@ -421,6 +458,11 @@ async def heartbeat_by_token(
             " WHERE run_id = %s AND seq = %s",
             (tx.store.clock.now(), details.SerializeToString() if details is not None else None, run_id, seq),
         )
+        if seq == STANDALONE_SEQ:  # describe reports how many it has had
+            tx.execute(
+                "UPDATE activity_executions SET heartbeats = heartbeats + 1 WHERE run_id = %s",
+                (run_id,),
+            )
         return HeartbeatAnswer(bool(row[1]), bool(row[2]), bool(row[3]))
 
     return await store.transact(ns, fn)
@@ -455,7 +497,11 @@ def finish_batch(tx: Tx, outcomes: list[Outcome], identity: str) -> list[bool]:
     what keeps a crash from re-running finished activities.
     """
     done: dict[int, bool] = {}
-    fast = [i for i, o in enumerate(outcomes) if o[3] == "completed"] if not tx.store.is_sqlite else []
+    fast = (
+        [i for i, o in enumerate(outcomes) if o[3] == "completed" and o[1] != STANDALONE_SEQ]
+        if not tx.store.is_sqlite
+        else []
+    )
     if fast:
         done.update(_finish_completed(tx, [(i, outcomes[i]) for i in fast], identity))
     for i, (run_id, seq, attempt, kind, payload) in enumerate(outcomes):

@@ -30,7 +30,15 @@ from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
 from dbosify._native import _core_logs as core_logs
-from dbosify._server import activity_ops, delete, reset, schedules, search_attributes, visibility
+from dbosify._server import (
+    activities,
+    activity_ops,
+    delete,
+    reset,
+    schedules,
+    search_attributes,
+    visibility,
+)
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -723,7 +731,43 @@ class WorkflowService:
     async def reset_activity(self, req: rr.ResetActivityRequest) -> Message:
         return await activity_ops.reset(self.store, req)
 
+    # -- standalone activities (dbosify._server.activities) -------------------------------------
+
+    async def start_activity_execution(self, req: rr.StartActivityExecutionRequest) -> Message:
+        return await activities.start(self.store, req)
+
+    async def poll_activity_execution(self, req: rr.PollActivityExecutionRequest) -> Message:
+        return await activities.poll(self.store, req)
+
+    async def describe_activity_execution(self, req: rr.DescribeActivityExecutionRequest) -> Message:
+        return await activities.describe(self.store, req)
+
+    async def request_cancel_activity_execution(
+        self, req: rr.RequestCancelActivityExecutionRequest
+    ) -> Message:
+        return await activities.request_cancel(self.store, req)
+
+    async def terminate_activity_execution(self, req: rr.TerminateActivityExecutionRequest) -> Message:
+        return await activities.terminate(self.store, req)
+
+    async def delete_activity_execution(self, req: rr.DeleteActivityExecutionRequest) -> Message:
+        return await activities.delete(self.store, req)
+
+    async def list_activity_executions(self, req: rr.ListActivityExecutionsRequest) -> Message:
+        return await activities.list_executions(self.store, req)
+
+    async def count_activity_executions(self, req: rr.CountActivityExecutionsRequest) -> Message:
+        return await activities.count_executions(self.store, req)
+
     # -- async activity completion ---------------------------------------------------------------
+
+    async def _token_by_id(self, req: Any) -> bytes:
+        """A by-id request's task token: no workflow id names a standalone activity."""
+        if not req.workflow_id:
+            return await activities.token_by_id(self.store, req.namespace, req.activity_id, req.run_id)
+        return await acts.token_by_id(
+            self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id
+        )
 
     async def record_activity_task_heartbeat(self, req: Any) -> Message:
         a = await acts.heartbeat_by_token(
@@ -735,7 +779,7 @@ class WorkflowService:
         )
 
     async def record_activity_task_heartbeat_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         a = await acts.heartbeat_by_token(
             self.store, req.namespace, token, req.details if req.HasField("details") else None
         )
@@ -759,16 +803,16 @@ class WorkflowService:
         return rr.RespondActivityTaskCanceledResponse()
 
     async def respond_activity_task_completed_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         await self._respond(req.namespace, token, "completed", req.result)
         return rr.RespondActivityTaskCompletedByIdResponse()
 
     async def respond_activity_task_failed_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         await self._respond(req.namespace, token, "failed", req.failure)
         return rr.RespondActivityTaskFailedByIdResponse()
 
     async def respond_activity_task_canceled_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         await self._respond(req.namespace, token, "canceled", req.details)
         return rr.RespondActivityTaskCanceledByIdResponse()

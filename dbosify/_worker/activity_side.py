@@ -165,6 +165,26 @@ class ActivitySide:
                 self._cancel_waiter = None
                 await asyncio.sleep(1.0)
 
+    async def _standalone_timeouts_loop(self) -> None:
+        """Time out standalone activities that no worker watches (see `_activity_executions`):
+        sleeps until the earliest check is due or an earlier one is recorded; no polling."""
+        from dbosify import _activity_executions as standalone
+
+        await self._registered()
+        while not self.shutting_down:
+            fut = self.store.waiter(self.ns, [standalone.DUE_KEY, f"shutdown:{self.id}"])
+            try:
+                looked, next_due = await self.store.transact(self.ns, standalone.expire_due)
+                if looked < standalone.SWEEP_BATCH:
+                    await self.store.wait_until(fut, next_due)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: timing out standalone activities failed (%s); retrying", err)
+                await asyncio.sleep(0.5)
+            finally:
+                fut.cancel()
+
     def _tracked(self) -> set[tuple[str, int]]:
         """The (run id, seq) of every remote attempt this worker is running or recording."""
         return {

@@ -137,6 +137,8 @@ class WorkerCore(ActivitySide):
             if self.store.dbos_enabled:
                 self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
             self._tasks.append(busy_task(self.store.clock, self._schedules_loop))
+        if self.enable_activities:
+            self._tasks.append(busy_task(self.store.clock, self._standalone_timeouts_loop))
 
 
     async def validate(self) -> bytes:
