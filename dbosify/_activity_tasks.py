@@ -447,15 +447,16 @@ def _finish_completed(
     per_run: dict[str, int] = {}
     for _, o, _ in live:
         per_run[o[0]] = per_run.get(o[0], 0) + 2
-    first = {
-        str(r[0]): int(r[1])
-        for r in tx.all(
-            "UPDATE executions e SET next_event_id = e.next_event_id + k.n"
-            " FROM unnest(%s::text[], %s::int[]) AS k(run_id, n) WHERE e.run_id = k.run_id"
-            " RETURNING e.run_id, e.next_event_id - k.n",
-            (list(per_run), list(per_run.values())),
-        )
-    }
+    # A result is work for its run: a dormant one becomes claimable (as `_history.append` does).
+    appended = tx.all(
+        "UPDATE executions e SET next_event_id = e.next_event_id + k.n, dormant = 0"
+        " FROM unnest(%s::text[], %s::int[]) AS k(run_id, n) WHERE e.run_id = k.run_id"
+        " RETURNING e.run_id, e.next_event_id - k.n, e.owner IS NULL AND e.status = 1, e.task_queue",
+        (list(per_run), list(per_run.values())),
+    )
+    first = {str(r[0]): int(r[1]) for r in appended}
+    for q in {str(r[3]) for r in appended if r[2]}:
+        tx.notify(f"wf:{q}")
     now_ns = int(tx.store.clock.now() * 1e9)
     cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
     for i, (run_id, seq, attempt, _, payload), sched_id in live:

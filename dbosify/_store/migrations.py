@@ -196,6 +196,27 @@ def _v4(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX executions_by_schedule ON executions (schedule_id, status)")
 
 
+def _v5(execute: Execute, is_sqlite: bool) -> None:
+    # Dormant runs: evicted from every worker's cache, unowned, and claimed again only when they
+    # have work (an event, update or query clears `dormant`) or when `wake_at` (their earliest
+    # due timer or timeout) has passed. The driver of an owned run keeps `wake_at` too, so that
+    # a dead worker's idle runs go dormant instead of being replayed by the survivors.
+    execute("ALTER TABLE executions ADD COLUMN dormant INTEGER NOT NULL DEFAULT 0")
+    execute("ALTER TABLE executions ADD COLUMN wake_at DOUBLE PRECISION")
+    # What a claim looks at: ready runs, and dormant runs by due time (one index lookup each,
+    # however many runs sleep).
+    execute(
+        "CREATE INDEX executions_ready ON executions (task_queue, start_time)"
+        " WHERE status = 1 AND owner IS NULL AND dormant = 0"
+    )
+    execute(
+        "CREATE INDEX executions_wake ON executions (task_queue, wake_at)"
+        " WHERE status = 1 AND owner IS NULL AND dormant = 1"
+    )
+    # A dead worker's runs are checked for pending queries.
+    execute("CREATE INDEX queries_by_run ON queries (run_id, state)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -208,6 +229,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "claim generations, so that a stale owner's writes are refused", _v2),
     Migration(3, "visibility: search attributes, memo, and the system attributes filters use", _v3),
     Migration(4, "schedules; the schedule or cron string that started a run", _v4),
+    Migration(5, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v5),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
