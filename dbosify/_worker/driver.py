@@ -85,6 +85,7 @@ class RunDriver:
         self.idle = False  # parked with nothing to do and no local activity: may be evicted
         self.sleep_requested = False  # the worker's cache asks this run to go dormant
         self.wake_written: float | None = None  # the run's `wake_at` as last read or written
+        self.worked = False  # ran a workflow task or answered a query since it was claimed
         self.run: h.Run | None = None
         self.local_tasks: dict[int, asyncio.Task[None]] = {}
         # The replay's waiter and what it read, handed to the live loop.
@@ -358,12 +359,18 @@ class RunDriver:
                     # The waiter stays registered: the task's transaction ends with a fresh look, and
                     # only what others commit after the waiter was registered needs another.
                     fresh = await self._live_activation(inputs, snap.updates, last_seen=self.events[-1][0].event_id)
+                    self.worked = True
                     continue
                 if snap.queries:
                     fut.cancel()
                     await self._answer_queries(snap.queries)
+                    self.worked = True
                     continue
                 now = self.store.clock.now()
+                if self.worked and not self.core.cache.capacity and not self.local_tasks:
+                    # No cache: evicted after every workflow task or query, even with a timer due.
+                    fresh = await self._sleep(snap.run.run_deadline, now)
+                    continue
                 deadline = min(st.timers.values(), default=None)
                 run_deadline = snap.run.run_deadline
                 if run_deadline is not None and (deadline is None or run_deadline < deadline):
