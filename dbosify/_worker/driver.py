@@ -345,6 +345,12 @@ class RunDriver:
                         fut.cancel()
                     fut = self.store.waiter(self.ns, self._live_keys())
                     fresh = None
+                    if self.sleep_requested and not self.local_tasks and self.run is not None:
+                        # Asked to make room while parked: the sleep's transaction is the look.
+                        now = self.store.clock.now()
+                        wake = dormancy.wake_at(st, self.run.run_deadline, now)
+                        if wake is None or wake > now:
+                            fresh = await self._sleep(self.run.run_deadline, now)
                 last_seen = self.events[-1][0].event_id if self.events else 0
                 snap = fresh if fresh is not None else await self._load(last_seen)
                 fresh = None
