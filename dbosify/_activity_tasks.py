@@ -23,12 +23,17 @@ from dbosify import _history as h
 from dbosify._errors import ServiceError
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
-from dbosify._worker.liveness import owns_row
+from dbosify._worker.liveness import RETRY_SET, owns_row
 
 TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2
 TIMEOUT_SCHEDULE_TO_CLOSE = 3
 TIMEOUT_HEARTBEAT = 4
+# The seq of a standalone activity's task row (see _activity_executions); a workflow's activities
+# are numbered from 1.
+STANDALONE_SEQ = 0
+
+PAUSED_RECHECK = 5.0  # seconds between a run driver's looks at a paused activity's queue timeouts
 
 
 def make_token(run_id: str, seq: int, attempt: int) -> bytes:
@@ -96,20 +101,21 @@ def claim(
         ):
             if (run_id, seq) not in running:
                 tx.execute(
-                    "UPDATE activity_tasks SET state = 'scheduled', owner = NULL,"
-                    " attempt = attempt + 1, available_at = %s WHERE run_id = %s AND seq = %s",
+                    f"UPDATE activity_tasks SET {RETRY_SET}, available_at = %s"
+                    " WHERE run_id = %s AND seq = %s",
                     (now, run_id, seq),
                 )
     lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
     row = tx.one(
         "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at"
         " FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled' AND available_at <= %s"
-        f" ORDER BY available_at LIMIT 1{lock}",
+        f" AND paused = 0 ORDER BY available_at LIMIT 1{lock}",
         (task_queue, now),
     )
     if row is None:
         nxt = tx.one(
-            "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'",
+            "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'"
+            " AND paused = 0",
             (task_queue,),
         )
         return float(nxt[0]) if nxt and nxt[0] is not None else None
@@ -120,6 +126,14 @@ def claim(
         " WHERE run_id = %s AND seq = %s",
         (owner, now, run_id, seq),
     )
+    if seq == STANDALONE_SEQ:  # started by a client, not by a workflow
+        from dbosify import _activity_executions as standalone
+
+        c = standalone.claimed(tx, namespace, run_id, attempt, details, avail, now)
+        if c is None:
+            return now  # nothing to run after all: look again
+        c.next_ready = _next_ready(tx, task_queue)
+        return c
     run = h.get_run(tx, run_id)
     assert run is not None
     attrs = _scheduled_attrs(tx, run_id, sched_id)
@@ -144,10 +158,6 @@ def claim(
         if attrs.HasField(f):
             getattr(s, f).CopyFrom(getattr(attrs, f))
     s2c = _dur(attrs, "schedule_to_close_timeout")
-    nxt = tx.one(
-        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'",
-        (task_queue,),
-    )
     return Claimed(
         run_id,
         seq,
@@ -156,8 +166,17 @@ def claim(
         _dur(attrs, "start_to_close_timeout"),
         _dur(attrs, "heartbeat_timeout"),
         sched_time + s2c if s2c else None,
-        float(nxt[0]) if nxt and nxt[0] is not None else None,
+        _next_ready(tx, task_queue),
     )
+
+
+def _next_ready(tx: Tx, task_queue: str) -> float | None:
+    nxt = tx.one(
+        "SELECT min(available_at) FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled'"
+        " AND paused = 0",
+        (task_queue,),
+    )
+    return float(nxt[0]) if nxt and nxt[0] is not None else None
 
 
 def _retry_delay(policy: common.RetryPolicy, attempt: int, failure: failure_pb.Failure | None) -> float | None:
@@ -184,6 +203,21 @@ def _retry_delay(policy: common.RetryPolicy, attempt: int, failure: failure_pb.F
     return float(min(initial * coeff ** (attempt - 1), maximum))
 
 
+_CLEAR_DETAILS = ", details = NULL, heartbeat_at = NULL"  # a reset with reset_heartbeat asked for it
+
+
+def _retryable(policy: common.RetryPolicy, failure: failure_pb.Failure) -> bool:
+    """Whether a failure may be retried at all (attempts left and timing aside)."""
+    if failure.HasField("application_failure_info"):
+        info = failure.application_failure_info
+        return not (info.non_retryable or info.type in set(policy.non_retryable_error_types))
+    if failure.HasField("timeout_failure_info"):
+        return failure.timeout_failure_info.timeout_type not in (
+            TIMEOUT_SCHEDULE_TO_START, TIMEOUT_SCHEDULE_TO_CLOSE,
+        )
+    return True
+
+
 def timeout_failure(kind: int, last: failure_pb.Failure | None = None) -> failure_pb.Failure:
     names = {1: "StartToClose", 2: "ScheduleToStart", 3: "ScheduleToClose", 4: "Heartbeat"}
     f = failure_pb.Failure(message=f"activity {names.get(kind, '')} timeout", source="dbosify")
@@ -205,19 +239,27 @@ def finish(
     timeout_kind: int = 0,
 ) -> bool:
     """Record an attempt's outcome. Returns False if the attempt is no longer current."""
+    if seq == STANDALONE_SEQ:
+        from dbosify import _activity_executions as standalone
+
+        return standalone.finish(
+            tx, run_id, attempt, kind, payload, identity, timeout_kind=timeout_kind
+        )
     # The rows stay locked until commit, so a takeover or timeout cannot slip in between; the
     # run's first, in the order drivers take them.
     lock = "" if tx.store.is_sqlite else " FOR UPDATE"
     if lock:
         tx.execute("SELECT 1 FROM executions WHERE run_id = %s FOR UPDATE", (run_id,))
     row = tx.one(
-        "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue"
-        f" FROM activity_tasks WHERE run_id = %s AND seq = %s{lock}",
+        "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue, paused,"
+        f" reset_heartbeats, attempts_reset FROM activity_tasks WHERE run_id = %s AND seq = %s{lock}",
         (run_id, seq),
     )
     if row is None or row[0] != attempt or row[1] != "running":
         return False
-    _, _, sched_id, sched_time, details, task_queue = row
+    _, _, sched_id, sched_time, details, task_queue, paused, reset_heartbeats, attempts_reset = row
+    # A reset while this attempt ran restarts the count: its retry is attempt 2.
+    counted = 1 if attempts_reset else attempt
     now = tx.store.clock.now()
     if kind == "failed":
         assert isinstance(payload, failure_pb.Failure)
@@ -228,7 +270,18 @@ def finish(
                 payload.timeout_failure_info.last_heartbeat_details.CopyFrom(
                     common.Payloads.FromString(bytes(details))
                 )
-        delay = _retry_delay(attrs.retry_policy, attempt, payload)
+        if paused and _retryable(attrs.retry_policy, payload):
+            # Like Temporal: a paused activity's failed attempt counts, whatever the retry policy
+            # says of the attempts left, and the next one waits for the unpause.
+            tx.execute(
+                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL,"
+                " available_at = %s, last_failure = %s, reset_requested = 0, reset_heartbeats = 0,"
+                f" attempts_reset = 0{_CLEAR_DETAILS if reset_heartbeats else ''}"
+                " WHERE run_id = %s AND seq = %s",
+                (counted + 1, now, payload.SerializeToString(), run_id, seq),
+            )
+            return True
+        delay = _retry_delay(attrs.retry_policy, counted, payload)
         s2c = _dur(attrs, "schedule_to_close_timeout")
         retry_state = wfenums.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED if delay is None else 0
         if delay is not None and s2c and now + delay >= sched_time + s2c:
@@ -238,9 +291,11 @@ def finish(
             retry_state = wfenums.RETRY_STATE_NON_RETRYABLE_FAILURE
         if delay is not None:
             tx.execute(
-                "UPDATE activity_tasks SET attempt = attempt + 1, state = 'scheduled', owner = NULL,"
-                " available_at = %s, last_failure = %s WHERE run_id = %s AND seq = %s",
-                (now + delay, payload.SerializeToString(), run_id, seq),
+                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL,"
+                " available_at = %s, last_failure = %s, reset_requested = 0, reset_heartbeats = 0,"
+                f" attempts_reset = 0{_CLEAR_DETAILS if reset_heartbeats else ''}"
+                " WHERE run_id = %s AND seq = %s",
+                (counted + 1, now + delay, payload.SerializeToString(), run_id, seq),
             )
             tx.notify(f"act:{task_queue}")
             return True
@@ -289,13 +344,16 @@ def expire_if_queued(tx: Tx, run_id: str, seq: int, now: float) -> float | None:
     or schedule-to-close. Returns when to check again, or None if there is nothing to check.
     """
     row = tx.one(
-        "SELECT state, available_at, scheduled_time, scheduled_event_id FROM activity_tasks"
+        "SELECT state, available_at, scheduled_time, scheduled_event_id, paused FROM activity_tasks"
         " WHERE run_id = %s AND seq = %s",
         (run_id, seq),
     )
     if row is None:
         return None  # it has an outcome
-    state, available_at, sched_time, sched_id = row
+    state, available_at, sched_time, sched_id, paused = row
+    if paused:
+        # A paused activity has no timeouts (as on Temporal); look again later, for the unpause.
+        return now + PAUSED_RECHECK
     attrs = _scheduled_attrs(tx, run_id, sched_id)
     s2s = _dur(attrs, "schedule_to_start_timeout")
     s2c = _dur(attrs, "schedule_to_close_timeout")
@@ -341,6 +399,17 @@ async def finish_by_token(
     store: Store, ns: str, token: bytes, kind: str, payload: Message | None, identity: str
 ) -> None:
     run_id, seq, attempt = parse_token(token)
+    if seq == STANDALONE_SEQ:
+        from dbosify import _activity_executions as standalone
+
+        def by_standalone(tx: Tx) -> None:
+            if kind == "canceled":
+                standalone.check_cancelable(tx, run_id)
+            if not standalone.finish(tx, run_id, attempt, kind, payload, identity):
+                raise ServiceError.not_found("activity task not found")
+
+        await store.transact(ns, by_standalone, lane=FACT)
+        return
 
     def fn(tx: Tx) -> None:
         run = h.get_run(tx, run_id, lock=True)
@@ -352,25 +421,49 @@ async def finish_by_token(
     await store.transact(ns, fn, lane=FACT)
 
 
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """What a heartbeat's response tells the attempt (RecordActivityTaskHeartbeatResponse)."""
+
+    cancel_requested: bool = False
+    paused: bool = False
+    reset: bool = False
+
+    @property
+    def stop(self) -> bool:
+        return self.cancel_requested or self.paused or self.reset
+
+
 async def heartbeat_by_token(
     store: Store, ns: str, token: bytes, details: common.Payloads | None
-) -> bool:
-    """Store heartbeat details; returns whether cancellation was requested."""
+) -> HeartbeatAnswer:
+    """Store heartbeat details; returns whether the attempt was cancelled, paused or reset."""
     run_id, seq, attempt = parse_token(token)
 
-    def fn(tx: Tx) -> bool:
+    def fn(tx: Tx) -> HeartbeatAnswer:
         row = tx.one(
-            "SELECT attempt, cancel_requested FROM activity_tasks WHERE run_id = %s AND seq = %s",
+            "SELECT attempt, cancel_requested, paused, reset_requested, state FROM activity_tasks"
+            " WHERE run_id = %s AND seq = %s",
             (run_id, seq),
         )
-        if row is None or row[0] != attempt:
+        if row is None and seq == STANDALONE_SEQ:
+            from dbosify import _activity_executions as standalone
+
+            if standalone.heartbeat_on_closed(tx, run_id):
+                return HeartbeatAnswer(True, False, False)  # closed (terminated, say): stop
+        if row is None or row[0] != attempt or row[4] != "running":
             raise ServiceError.not_found("activity task not found")
         tx.execute(
             "UPDATE activity_tasks SET heartbeat_at = %s, details = COALESCE(%s, details)"
             " WHERE run_id = %s AND seq = %s",
             (tx.store.clock.now(), details.SerializeToString() if details is not None else None, run_id, seq),
         )
-        return bool(row[1])
+        if seq == STANDALONE_SEQ:  # describe reports how many it has had
+            tx.execute(
+                "UPDATE activity_executions SET heartbeats = heartbeats + 1 WHERE run_id = %s",
+                (run_id,),
+            )
+        return HeartbeatAnswer(bool(row[1]), bool(row[2]), bool(row[3]))
 
     return await store.transact(ns, fn)
 
@@ -398,12 +491,17 @@ Outcome = tuple[str, int, int, str, "Message | None"]  # run id, seq, attempt, k
 def finish_batch(tx: Tx, outcomes: list[Outcome], identity: str) -> list[bool]:
     """Record many attempts' outcomes in one transaction (group commit); `finish` for each.
 
-    On Postgres, completed attempts take five statements for the whole batch instead of about
-    eight each: under load, a worker's results are durable within milliseconds of their
-    return, which is what keeps a crash from re-running finished activities.
+    On Postgres, completed attempts take two statements for the whole batch instead of about
+    eight each, and in a coalesced transaction (`Store.transact_sync`) two waits for the server:
+    under load, a worker's results are durable within milliseconds of their return, which is
+    what keeps a crash from re-running finished activities.
     """
     done: dict[int, bool] = {}
-    fast = [i for i, o in enumerate(outcomes) if o[3] == "completed"] if not tx.store.is_sqlite else []
+    fast = (
+        [i for i, o in enumerate(outcomes) if o[3] == "completed" and o[1] != STANDALONE_SEQ]
+        if not tx.store.is_sqlite
+        else []
+    )
     if fast:
         done.update(_finish_completed(tx, [(i, outcomes[i]) for i in fast], identity))
     for i, (run_id, seq, attempt, kind, payload) in enumerate(outcomes):
@@ -419,44 +517,46 @@ def _finish_completed(
     outcome is already in history (a TRY_CANCEL resolved it)."""
     # The runs first, in a fixed order: drivers lock a run before its tasks, so do we.
     # One round trip: the runs' rows are locked (in the sub-plan that the filter needs before
-    # any attempt row is locked), then the attempts'. Every round trip counts under load: after
-    # each, this thread waits for the interpreter lock held by the busy event loop.
+    # any attempt row is locked), then the attempts'; the runs that record events take their
+    # event ids (two per attempt that is current and not yet in history). Every round trip
+    # counts under load: after each, this thread waits for the interpreter lock held by the
+    # busy event loop.
     runs = sorted({o[0] for _, o in items})
     rows = tx.all(
         "WITH e AS MATERIALIZED (SELECT run_id FROM executions WHERE run_id = ANY(%s)"
-        "  ORDER BY run_id FOR UPDATE)"
-        " SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id,"
-        " EXISTS (SELECT 1 FROM history h WHERE h.run_id = a.run_id"
-        "  AND h.dedup IN ('act-start:' || a.seq, 'act-done:' || a.seq))"
-        " FROM activity_tasks a JOIN unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
-        " ON a.run_id = k.run_id AND a.seq = k.seq WHERE (SELECT count(*) FROM e) >= 0"
-        " ORDER BY a.run_id, a.seq FOR UPDATE OF a",
-        (runs, [o[0] for _, o in items], [o[1] for _, o in items]),
+        "  ORDER BY run_id FOR UPDATE),"
+        " a AS MATERIALIZED (SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id,"
+        "  EXISTS (SELECT 1 FROM history h WHERE h.run_id = a.run_id"
+        "   AND h.dedup IN ('act-start:' || a.seq, 'act-done:' || a.seq)) AS recorded,"
+        "  k.attempt AS reported"
+        "  FROM activity_tasks a JOIN unnest(%s::text[], %s::int[], %s::int[]) AS k(run_id, seq, attempt)"
+        "  ON a.run_id = k.run_id AND a.seq = k.seq WHERE (SELECT count(*) FROM e) >= 0"
+        "  ORDER BY a.run_id, a.seq FOR UPDATE OF a),"
+        " n AS (SELECT run_id, 2 * count(*) AS n FROM a"
+        "  WHERE attempt = reported AND state = 'running' AND NOT recorded GROUP BY run_id),"
+        # A result is work for its run: a dormant one becomes claimable (as `_history.append` does).
+        " u AS (UPDATE executions x SET next_event_id = x.next_event_id + n.n, dormant = 0 FROM n"
+        "  WHERE x.run_id = n.run_id RETURNING x.run_id, x.next_event_id - n.n AS first,"
+        "  x.owner IS NULL AND x.status = 1 AS unowned, x.task_queue)"
+        " SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id, a.recorded,"
+        " a.reported, u.first, u.unowned, u.task_queue FROM a LEFT JOIN u ON u.run_id = a.run_id",
+        (runs, [o[0] for _, o in items], [o[1] for _, o in items], [o[2] for _, o in items]),
     )
-    found = {(r[0], int(r[1])): r for r in rows}
+    found = {(r[0], int(r[1]), int(r[6])): r for r in rows}
     out: dict[int, bool] = {}
     live: list[tuple[int, Outcome, int]] = []
+    first: dict[str, int] = {}
     for i, o in items:
-        r = found.get((o[0], o[1]))
+        r = found.get((o[0], o[1], o[2]))
         if r is None or r[2] != o[2] or r[3] != "running":
             out[i] = False  # no longer current: taken over, timed out or cancelled
         elif not r[5]:
             live.append((i, o, int(r[4])))
+            first.setdefault(o[0], int(r[7]))
+            if r[8]:
+                tx.notify(f"wf:{r[9]}")  # no worker holds the run: one of its queue claims it
     if not live:
         return out
-    per_run: dict[str, int] = {}
-    for _, o, _ in live:
-        per_run[o[0]] = per_run.get(o[0], 0) + 2
-    # A result is work for its run: a dormant one becomes claimable (as `_history.append` does).
-    appended = tx.all(
-        "UPDATE executions e SET next_event_id = e.next_event_id + k.n, dormant = 0"
-        " FROM unnest(%s::text[], %s::int[]) AS k(run_id, n) WHERE e.run_id = k.run_id"
-        " RETURNING e.run_id, e.next_event_id - k.n, e.owner IS NULL AND e.status = 1, e.task_queue",
-        (list(per_run), list(per_run.values())),
-    )
-    first = {str(r[0]): int(r[1]) for r in appended}
-    for q in {str(r[3]) for r in appended if r[2]}:
-        tx.notify(f"wf:{q}")
     now_ns = int(tx.store.clock.now() * 1e9)
     cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
     for i, (run_id, seq, attempt, _, payload), sched_id in live:
@@ -485,7 +585,7 @@ def _finish_completed(
         out[i] = True
     # The events, the tasks' removal and the wake-ups (for other processes) in one statement.
     keys = sorted(tx.keys_to_fire - tx.published)
-    tx.execute(
+    tx.defer(  # with the COMMIT, when the transaction is coalesced
         "WITH ins AS (INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
         " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[], %s::text[], %s::bytea[])),"
         " del AS (DELETE FROM activity_tasks a USING unnest(%s::text[], %s::int[]) AS k(run_id, seq)"

@@ -187,13 +187,14 @@ def close_run(
 
         scheduler.on_run_closed(tx, run, status, attrs)
     # Updates that never reached a handler fail like on Temporal once the run closes; those a
-    # handler accepted but did not finish fail with Temporal's AcceptedUpdateCompletedWorkflow.
+    # handler accepted but did not finish fail with Temporal's AcceptedUpdateCompletedWorkflow
+    # ('aborted': answered like a completed one, but not one an update-with-start attaches to).
     tx.execute(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
         (run.run_id,),
     )
     tx.execute(
-        "UPDATE updates SET state = 'completed', outcome = %s WHERE run_id = %s AND state = 'accepted'",
+        "UPDATE updates SET state = 'aborted', outcome = %s WHERE run_id = %s AND state = 'accepted'",
         (_ACCEPTED_UPDATE_OUTCOME, run.run_id),
     )
     # Queries still pending are answered by a worker replaying the closed run. (A query arriving

@@ -29,8 +29,16 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
-from dbosify._native import core_logs
-from dbosify._server import delete, schedules, search_attributes, visibility
+from dbosify._native import _core_logs as core_logs
+from dbosify._server import (
+    activities,
+    activity_ops,
+    delete,
+    reset,
+    schedules,
+    search_attributes,
+    visibility,
+)
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
@@ -68,6 +76,7 @@ class WorkflowService:
         self.store = store
         self.identity = identity
         self.runtime: Any = None  # the client's RuntimeRef (Core's logs)
+        self.eager: Any = None  # dbosify._worker.eager, once this client has a worker (new_worker)
         self.memo_warn_size = 2 * 1024
 
     async def call(self, rpc: str, req_bytes: bytes, timeout: float | None) -> bytes:
@@ -98,7 +107,7 @@ class WorkflowService:
         c.supports_schedules = True
         c.encoded_failure_attributes = True
         c.upsert_memo = True
-        c.eager_workflow_start = False
+        c.eager_workflow_start = True
         c.sdk_metadata = True
         c.count_group_by_execution_status = True
         return resp
@@ -197,12 +206,33 @@ class WorkflowService:
     async def start_workflow_execution(self, req: rr.StartWorkflowExecutionRequest) -> Message:
         self._check_start(req)
         self._warn_memo_size(req)
-        res = await self.store.transact(req.namespace, lambda tx: self._start_in_tx(tx, req))
-        return rr.StartWorkflowExecutionResponse(
+        eager = self.eager
+        worker = (
+            eager.local_worker(self.store, req.namespace, req.task_queue.name)
+            if eager is not None and req.request_eager_execution else None
+        )
+        if worker is not None and not await eager.ready(worker):
+            worker = None
+
+        def fn(tx: Tx) -> tuple[_runs.StartResult, int | None]:
+            res = self._start_in_tx(tx, req)
+            gen = eager.claim(tx, worker, req.workflow_id, res.run_id) if worker is not None and res.started else None
+            return res, gen
+
+        res, gen = await self.store.transact(req.namespace, fn)
+        resp = rr.StartWorkflowExecutionResponse(
             run_id=res.run_id,
             started=res.started,
             status=wfenums.WORKFLOW_EXECUTION_STATUS_RUNNING,
         )
+        if worker is not None and gen is not None:
+            eager.dispatch(worker, res.run_id, gen)
+            task = resp.eager_workflow_task
+            task.task_token = res.run_id.encode()
+            task.workflow_execution.workflow_id = req.workflow_id
+            task.workflow_execution.run_id = res.run_id
+            task.workflow_type.CopyFrom(req.workflow_type)
+        return resp
 
     async def signal_with_start_workflow_execution(
         self, req: rr.SignalWithStartWorkflowExecutionRequest
@@ -300,7 +330,8 @@ class WorkflowService:
             vis = visibility.run_info(tx, run.run_id)
             pend = tx.all(
                 "SELECT t.seq, t.attempt, t.state, t.heartbeat_at, t.details, t.last_failure,"
-                " t.scheduled_event_id, e.event FROM activity_tasks t JOIN history e"
+                " t.scheduled_event_id, e.event, t.cancel_requested, t.paused, t.pause_info,"
+                " t.attempts_reset FROM activity_tasks t JOIN history e"
                 " ON e.run_id = t.run_id AND e.event_id = t.scheduled_event_id"
                 " WHERE t.run_id = %s ORDER BY t.seq",
                 (run.run_id,),
@@ -323,12 +354,20 @@ class WorkflowService:
             cfg.workflow_execution_timeout.CopyFrom(started.workflow_execution_timeout)
         if started.HasField("workflow_run_timeout"):
             cfg.workflow_run_timeout.CopyFrom(started.workflow_run_timeout)
-        for seq, attempt, state, hb_at, details, last_failure, sched_id, sched_event in pending:
+        for (
+            seq, attempt, state, hb_at, details, last_failure, sched_id, sched_event,
+            cancel_requested, paused, pause_info, attempts_reset,
+        ) in pending:
             sched = hist.HistoryEvent.FromString(bytes(sched_event)).activity_task_scheduled_event_attributes
-            pa = resp.pending_activities.add(activity_id=sched.activity_id or str(seq), attempt=attempt)
+            pa = resp.pending_activities.add(
+                activity_id=sched.activity_id or str(seq), attempt=1 if attempts_reset else attempt
+            )
             pa.activity_type.CopyFrom(sched.activity_type)
             del sched_id
-            pa.state = 2 if state == "running" else 1  # type: ignore[assignment]
+            activity_ops.describe_pending(
+                pa, state, bool(cancel_requested), bool(paused),
+                bytes(pause_info) if pause_info is not None else None,
+            )
             if hb_at:
                 pa.last_heartbeat_time.FromNanoseconds(int(hb_at * 1e9))
             if details:
@@ -453,6 +492,10 @@ class WorkflowService:
 
     async def list_schedule_matching_times(self, req: rr.ListScheduleMatchingTimesRequest) -> Message:
         return await schedules.matching_times(self.store, req)
+
+    async def reset_sticky_task_queue(self, req: rr.ResetStickyTaskQueueRequest) -> Message:
+        # No sticky queues here: a run that loses its worker is claimed by any other of its queue.
+        return rr.ResetStickyTaskQueueResponse()
 
     async def get_search_attributes(self, req: rr.GetSearchAttributesRequest) -> Message:
         resp = rr.GetSearchAttributesResponse()
@@ -591,7 +634,7 @@ class WorkflowService:
             )
             state, outcome = row if row else ("closed", None)
             done = (
-                state in ("rejected", "completed", "closed")
+                state in ("rejected", "completed", "aborted", "closed")
                 or (state == "accepted" and not want_completed)
                 # No wait policy, or ADMITTED: answer with the stage reached so far, at once.
                 or stage
@@ -613,7 +656,7 @@ class WorkflowService:
         resp.update_ref.update_id = update_id
         if state == "closed":
             raise ServiceError.not_found("workflow execution already completed")
-        if state in ("rejected", "completed"):
+        if state in ("rejected", "completed", "aborted"):
             resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))  # type: ignore
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]
         elif state == "accepted":
@@ -677,21 +720,75 @@ class WorkflowService:
         resp.responses.add().update_workflow.CopyFrom(ur)  # type: ignore
         return resp
 
+    async def reset_workflow_execution(self, req: rr.ResetWorkflowExecutionRequest) -> Message:
+        return await reset.reset_workflow_execution(self.store, req, self.identity)
+
+    # -- operating on pending activities (dbosify._server.activity_ops) --------------------------
+
+    async def pause_activity(self, req: rr.PauseActivityRequest) -> Message:
+        return await activity_ops.pause(self.store, req)
+
+    async def unpause_activity(self, req: rr.UnpauseActivityRequest) -> Message:
+        return await activity_ops.unpause(self.store, req)
+
+    async def reset_activity(self, req: rr.ResetActivityRequest) -> Message:
+        return await activity_ops.reset(self.store, req)
+
+    # -- standalone activities (dbosify._server.activities) -------------------------------------
+
+    async def start_activity_execution(self, req: rr.StartActivityExecutionRequest) -> Message:
+        return await activities.start(self.store, req)
+
+    async def poll_activity_execution(self, req: rr.PollActivityExecutionRequest) -> Message:
+        return await activities.poll(self.store, req)
+
+    async def describe_activity_execution(self, req: rr.DescribeActivityExecutionRequest) -> Message:
+        return await activities.describe(self.store, req)
+
+    async def request_cancel_activity_execution(
+        self, req: rr.RequestCancelActivityExecutionRequest
+    ) -> Message:
+        return await activities.request_cancel(self.store, req)
+
+    async def terminate_activity_execution(self, req: rr.TerminateActivityExecutionRequest) -> Message:
+        return await activities.terminate(self.store, req)
+
+    async def delete_activity_execution(self, req: rr.DeleteActivityExecutionRequest) -> Message:
+        return await activities.delete(self.store, req)
+
+    async def list_activity_executions(self, req: rr.ListActivityExecutionsRequest) -> Message:
+        return await activities.list_executions(self.store, req)
+
+    async def count_activity_executions(self, req: rr.CountActivityExecutionsRequest) -> Message:
+        return await activities.count_executions(self.store, req)
+
     # -- async activity completion ---------------------------------------------------------------
 
+    async def _token_by_id(self, req: Any) -> bytes:
+        """A by-id request's task token: no workflow id names a standalone activity."""
+        if not req.workflow_id:
+            return await activities.token_by_id(self.store, req.namespace, req.activity_id, req.run_id)
+        return await acts.token_by_id(
+            self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id
+        )
+
     async def record_activity_task_heartbeat(self, req: Any) -> Message:
-        cancel = await acts.heartbeat_by_token(
+        a = await acts.heartbeat_by_token(
             self.store, req.namespace, req.task_token,
             req.details if req.HasField("details") else None,
         )
-        return rr.RecordActivityTaskHeartbeatResponse(cancel_requested=cancel)
+        return rr.RecordActivityTaskHeartbeatResponse(
+            cancel_requested=a.cancel_requested, activity_paused=a.paused, activity_reset=a.reset
+        )
 
     async def record_activity_task_heartbeat_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
-        cancel = await acts.heartbeat_by_token(
+        token = await self._token_by_id(req)
+        a = await acts.heartbeat_by_token(
             self.store, req.namespace, token, req.details if req.HasField("details") else None
         )
-        return rr.RecordActivityTaskHeartbeatByIdResponse(cancel_requested=cancel)
+        return rr.RecordActivityTaskHeartbeatByIdResponse(
+            cancel_requested=a.cancel_requested, activity_paused=a.paused, activity_reset=a.reset
+        )
 
     async def _respond(self, ns: str, token: bytes, kind: str, payload: Message | None) -> None:
         await acts.finish_by_token(self.store, ns, token, kind, payload, self.identity)
@@ -709,16 +806,16 @@ class WorkflowService:
         return rr.RespondActivityTaskCanceledResponse()
 
     async def respond_activity_task_completed_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         await self._respond(req.namespace, token, "completed", req.result)
         return rr.RespondActivityTaskCompletedByIdResponse()
 
     async def respond_activity_task_failed_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         await self._respond(req.namespace, token, "failed", req.failure)
         return rr.RespondActivityTaskFailedByIdResponse()
 
     async def respond_activity_task_canceled_by_id(self, req: Any) -> Message:
-        token = await acts.token_by_id(self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id)
+        token = await self._token_by_id(req)
         await self._respond(req.namespace, token, "canceled", req.details)
         return rr.RespondActivityTaskCanceledByIdResponse()

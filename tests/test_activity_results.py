@@ -12,13 +12,16 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from temporalio import activity, workflow
+from temporalio import activity, converter, workflow
+from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import Replayer, Worker
 
+from dbosify import _activity_tasks as acts
 from dbosify._store import get_store
+from dbosify._store.store import FACT
 
 FANOUT = 30
 RUNS = 6
@@ -103,3 +106,56 @@ async def test_failure_recorded_after_the_last_heartbeat(client: Client) -> None
         for _ in range(5):
             h = await client.start_workflow(CountsUp.run, id=f"cu-{uuid.uuid4().hex[:8]}", task_queue=tq)
             assert await h.result() == 36
+
+
+@workflow.defn
+class OneSquare:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        return await workflow.execute_activity(
+            square, n, start_to_close_timeout=timedelta(seconds=30)  # type: ignore[arg-type]
+        )
+
+
+async def test_batch_records_only_the_current_attempt(client: Client) -> None:
+    """In one batch (coalesced on Postgres), a stale attempt's result is refused and the
+    current attempt's is recorded; the same result again is refused."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    store = get_store(client.service_client.config.target_host)
+    ns = client.namespace
+    async with Worker(client, task_queue=tq, workflows=[OneSquare]):  # nobody runs the activity
+        h = await client.start_workflow(OneSquare.run, 7, id=f"one-{uuid.uuid4().hex[:8]}", task_queue=tq)
+        run_id = h.result_run_id
+        assert run_id
+        rows: list[tuple[int, int]] = []
+        for _ in range(200):
+            rows = await store.transact(
+                ns, lambda tx: tx.all("SELECT seq, attempt FROM activity_tasks WHERE run_id = %s", (run_id,))
+            )
+            if rows:
+                break
+            await asyncio.sleep(0.05)
+        [(seq, _)] = rows
+        # As if a worker had claimed the second attempt (the first one was taken over).
+        await store.transact(ns, lambda tx: tx.execute(
+            "UPDATE activity_tasks SET state = 'running', owner = 'someone', attempt = 2"
+            " WHERE run_id = %s AND seq = %s", (run_id, seq),
+        ))
+        [payload] = converter.default().payload_converter.to_payloads([49])
+        result = common.Payloads(payloads=[payload])
+
+        def record(attempts: list[int]) -> list[bool]:
+            outcomes: list[acts.Outcome] = [(run_id, seq, a, "completed", result) for a in attempts]
+            return store.transact_sync(
+                ns, lambda tx: acts.finish_batch(tx, outcomes, "test"), lane=FACT, coalesced=True
+            )
+
+        assert await asyncio.to_thread(record, [1, 2, 3]) == [False, True, False]
+        assert await asyncio.to_thread(record, [2]) == [False]
+        assert await h.result() == 49
+    history = await h.fetch_history()
+    assert [e.event_id for e in history.events] == list(range(1, len(history.events) + 1))
+    kinds = [e.event_type for e in history.events]
+    assert kinds.count(EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED) == 1
+    started = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
+    assert started.activity_task_started_event_attributes.attempt == 2

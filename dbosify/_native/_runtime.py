@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dbosify._native import core_logs
+from dbosify._native import _core_logs as core_logs
 from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM
 from dbosify._store.urls import parse_url
 

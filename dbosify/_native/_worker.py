@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dbosify._worker import eager
 from dbosify._worker.core import PollShutdownError, WorkerCore
 from dbosify._worker.replay import HistoryPusher, ReplayWorker
 
@@ -31,6 +32,7 @@ def new_worker(runtime_ref: Any, client: Any, config: Any) -> WorkerCore:
     _note_ignored(config)
     core = WorkerCore(client, config)
     core.runtime = runtime_ref
+    client.service.eager = eager  # this process runs workers: a start may hand one its run
     return core
 
 

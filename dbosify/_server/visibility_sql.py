@@ -142,13 +142,52 @@ _STATUSES = (
     "Unspecified", "Running", "Completed", "Failed", "Canceled", "Terminated", "ContinuedAsNew",
     "TimedOut",
 )  # fmt: skip
-_STATUS_VALUES: Mapping[str, int] = {
-    **{name: i for i, name in enumerate(_STATUSES)},
-    **{
-        "WORKFLOW_EXECUTION_STATUS_" + re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): i
-        for i, name in enumerate(_STATUSES)
+# A standalone activity's statuses (temporalio's ActivityExecutionStatus).
+_ACTIVITY_STATUSES = (
+    "Unspecified", "Running", "Completed", "Failed", "Canceled", "Terminated", "TimedOut", "Paused",
+)  # fmt: skip
+
+
+def _status_values(names: tuple[str, ...], prefix: str) -> Mapping[str, int]:
+    return {
+        **{name: i for i, name in enumerate(names)},
+        **{prefix + re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): i for i, name in enumerate(names)},
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a filter lists: the system attributes kept as columns (of the table aliased ``e``,
+    whose ``run_id`` keys its rows of search_attributes) and the status names."""
+
+    columns: Mapping[str, _Column]
+    statuses: tuple[str, ...]
+    status_values: Mapping[str, int]
+
+    @property
+    def system(self) -> Mapping[str, int]:
+        return {**{name: col.type for name, col in self.columns.items()}, **_SERVER_SET}
+
+
+WORKFLOWS = Target(_COLUMNS, _STATUSES, _status_values(_STATUSES, "WORKFLOW_EXECUTION_STATUS_"))
+# Standalone activities (table activity_executions), with the attributes Temporal indexes for them.
+ACTIVITIES = Target(
+    {
+        "ActivityId": _Column("e.activity_id", KEYWORD),
+        "RunId": _Column("e.run_id", KEYWORD),
+        "ActivityType": _Column("e.activity_type", KEYWORD),
+        "TaskQueue": _Column("e.task_queue", KEYWORD),
+        "ExecutionStatus": _Column("e.status", KEYWORD, kind="status"),
+        "StartTime": _Column("e.start_time", DATETIME),
+        "CloseTime": _Column("e.close_time", DATETIME, nullable=True),
+        "ExecutionTime": _Column("e.execution_time", DATETIME),
+        "ExecutionDuration": _Column(
+            "(e.close_time - e.execution_time)", INT, nullable=True, kind="duration"
+        ),
     },
-}
+    _ACTIVITY_STATUSES,
+    _status_values(_ACTIVITY_STATUSES, "ACTIVITY_EXECUTION_STATUS_"),
+)
 
 _WORD = re.compile(r"\w+")
 
@@ -176,9 +215,10 @@ class _Attr:
     column: _Column | None  # None: rows of search_attributes
 
 
-def _resolve(name: Name, registry: Mapping[str, int]) -> _Attr:
+def _resolve(name: Name, registry: Mapping[str, int], target: Target = WORKFLOWS) -> _Attr:
     alias = name.text
-    if alias not in SYSTEM_ATTRIBUTES and alias in registry:
+    system = SYSTEM_ATTRIBUTES if target is WORKFLOWS else target.system
+    if alias not in system and alias in registry:
         value_type = int(registry[alias])
         if value_type not in TYPE_NAMES:
             raise query_error(
@@ -186,10 +226,10 @@ def _resolve(name: Name, registry: Mapping[str, int]) -> _Attr:
             )
         return _Attr(alias, alias, value_type, None)
     resolved = alias
-    if resolved not in SYSTEM_ATTRIBUTES:
+    if resolved not in system:
         resolved = alias[len("Temporal") :] if alias.startswith("Temporal") else "Temporal" + alias
-    if resolved in SYSTEM_ATTRIBUTES:
-        return _Attr(alias, resolved, SYSTEM_ATTRIBUTES[resolved], _COLUMNS.get(resolved))
+    if resolved in system:
+        return _Attr(alias, resolved, system[resolved], target.columns.get(resolved))
     raise query_error(INVALID, f"column name '{alias}' is not a valid search attribute", name.pos)
 
 
@@ -255,15 +295,15 @@ def _type_error(attr: _Attr, v: Value) -> Exception:
     )
 
 
-def _convert(attr: _Attr, v: Value) -> Any:
+def _convert(attr: _Attr, v: Value, target: Target = WORKFLOWS) -> Any:
     """The parameter a literal becomes for this attribute, or an error saying why it cannot."""
     x = v.value
     kind = attr.column.kind if attr.column else "plain"
     if kind == "status":
-        if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < len(_STATUSES):
+        if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < len(target.statuses):
             return x
-        if isinstance(x, str) and x in _STATUS_VALUES:
-            return _STATUS_VALUES[x]
+        if isinstance(x, str) and x in target.status_values:
+            return target.status_values[x]
         raise query_error(INVALID, f"invalid ExecutionStatus value {v.source}", v.pos)
     if kind == "duration":
         nanos = x if isinstance(x, int) and not isinstance(x, bool) else None
@@ -363,9 +403,10 @@ def _like_prefix(prefix: str) -> str:
 
 
 class _Translator:
-    def __init__(self, registry: Mapping[str, int], sqlite: bool) -> None:
+    def __init__(self, registry: Mapping[str, int], sqlite: bool, target: Target) -> None:
         self.registry = registry
         self.sqlite = sqlite
+        self.target = target
         self.params: list[Any] = []
 
     def param(self, value: Any) -> str:
@@ -382,7 +423,7 @@ class _Translator:
         return self.predicate(x, negated)
 
     def predicate(self, p: Predicate, negated: bool) -> str:
-        attr = _resolve(p.name, self.registry)
+        attr = _resolve(p.name, self.registry, self.target)
         values: list[Any]
         if isinstance(p, IsNull):
             op = "is not null" if p.negated else "is null"
@@ -395,7 +436,7 @@ class _Translator:
             else:
                 op, raw = ("not between" if p.negated else "between"), [p.low, p.high]
             _check_operator(attr, op, p.name.pos)
-            values = [_convert(attr, v) for v in raw]
+            values = [_convert(attr, v, self.target) for v in raw]
             if attr.type == TEXT:
                 tokens = text_tokens(values[0])
                 if not tokens:
@@ -461,10 +502,12 @@ class _Translator:
         return f"EXISTS ({sql})"
 
 
-def translate(query: str, registry: Mapping[str, int], *, sqlite: bool) -> Translated:
+def translate(
+    query: str, registry: Mapping[str, int], *, sqlite: bool, target: Target = WORKFLOWS
+) -> Translated:
     """Parse and translate a list filter; raises ``ServiceError`` (INVALID_ARGUMENT) if it is bad."""
     parsed: Query = parse(query)
-    t = _Translator(registry, sqlite)
+    t = _Translator(registry, sqlite, target)
     where = "1 = 1" if parsed.where is None else t.expr(parsed.where, False)
     group_by_status = False
     if len(parsed.group_by) > 1:
@@ -472,7 +515,7 @@ def translate(query: str, registry: Mapping[str, int], *, sqlite: bool) -> Trans
             UNSUPPORTED, "'GROUP BY' clause supports only a single field", parsed.group_by[1].pos
         )
     for name in parsed.group_by:
-        attr = _resolve(name, registry)
+        attr = _resolve(name, registry, target)
         if attr.name != "ExecutionStatus":
             raise query_error(
                 UNSUPPORTED,
@@ -482,7 +525,7 @@ def translate(query: str, registry: Mapping[str, int], *, sqlite: bool) -> Trans
         group_by_status = True
     order: list[str] = []
     for item in parsed.order_by:
-        attr = _resolve(item.name, registry)
+        attr = _resolve(item.name, registry, target)
         if attr.type == TEXT:
             raise query_error(
                 UNSUPPORTED, "unable to sort by search attribute type Text", item.name.pos

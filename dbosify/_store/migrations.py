@@ -197,6 +197,55 @@ def _v4(execute: Execute, is_sqlite: bool) -> None:
 
 
 def _v5(execute: Execute, is_sqlite: bool) -> None:
+    # Activity pause and reset (PauseActivity, UnpauseActivity, ResetActivity): a paused task is
+    # never claimed; a running attempt learns of a pause or reset at its next heartbeat.
+    blob = "BLOB" if is_sqlite else "BYTEA"
+    for column in (
+        "paused INTEGER NOT NULL DEFAULT 0",
+        f"pause_info {blob}",  # workflow.v1.PendingActivityInfo.PauseInfo
+        "pause_request_id TEXT",
+        "reset_requested INTEGER NOT NULL DEFAULT 0",  # the running attempt is told at its heartbeat
+        "reset_heartbeats INTEGER NOT NULL DEFAULT 0",  # the next attempt starts without details
+        "attempts_reset INTEGER NOT NULL DEFAULT 0",  # the running attempt's retry counts from 1
+    ):
+        execute(f"ALTER TABLE activity_tasks ADD COLUMN {column}")
+    # Workflow reset: the request that created a reset run (a repeated request returns it), and
+    # on the base run, the run its reset created.
+    execute("ALTER TABLE executions ADD COLUMN reset_request_id TEXT")
+    execute("ALTER TABLE executions ADD COLUMN reset_run_id TEXT")
+
+
+def _v6(execute: Execute, is_sqlite: bool) -> None:
+    # Standalone activities (started by a client, not a workflow): one row per run of an activity
+    # id. Its attempts are rows of activity_tasks (seq 0), so workers claim them with the same
+    # query as workflows' activities, and the reaper hands a dead worker's attempts out again.
+    blob = "BLOB" if is_sqlite else "BYTEA"
+    execute(
+        "CREATE TABLE activity_executions (run_id TEXT PRIMARY KEY, activity_id TEXT NOT NULL,"
+        " activity_type TEXT NOT NULL, task_queue TEXT NOT NULL,"
+        " status INTEGER NOT NULL,"  # temporalio's ActivityExecutionStatus
+        " request_id TEXT, start_time DOUBLE PRECISION NOT NULL,"
+        " execution_time DOUBLE PRECISION NOT NULL,"  # start time + start delay
+        " close_time DOUBLE PRECISION,"
+        f" request {blob} NOT NULL,"  # the normalised StartActivityExecutionRequest
+        f" outcome {blob}, search_attributes {blob},"
+        " attempt INTEGER NOT NULL DEFAULT 1,"  # the last attempt, once closed
+        " last_started DOUBLE PRECISION, last_completed DOUBLE PRECISION, last_identity TEXT,"
+        f" last_failure {blob}, last_details {blob}, last_heartbeat DOUBLE PRECISION,"
+        " cancel_reason TEXT, cancel_request_id TEXT, terminate_request_id TEXT,"
+        " transitions INTEGER NOT NULL DEFAULT 1, heartbeats INTEGER NOT NULL DEFAULT 0,"
+        " check_at DOUBLE PRECISION)"  # when a timeout may fall due: the sweep looks then
+    )
+    execute(
+        "CREATE UNIQUE INDEX activity_executions_one_running ON activity_executions (activity_id)"
+        " WHERE status = 1"
+    )
+    execute("CREATE INDEX activity_executions_by_id ON activity_executions (activity_id, start_time)")
+    execute("CREATE INDEX activity_executions_by_start ON activity_executions (start_time, run_id)")
+    execute("CREATE INDEX activity_executions_check ON activity_executions (check_at)")
+
+
+def _v7(execute: Execute, is_sqlite: bool) -> None:
     # Dormant runs: evicted from every worker's cache, unowned, and claimed again only when they
     # have work (an event, update or query clears `dormant`) or when `wake_at` (their earliest
     # due timer or timeout) has passed. The driver of an owned run keeps `wake_at` too, so that
@@ -229,7 +278,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "claim generations, so that a stale owner's writes are refused", _v2),
     Migration(3, "visibility: search attributes, memo, and the system attributes filters use", _v3),
     Migration(4, "schedules; the schedule or cron string that started a run", _v4),
-    Migration(5, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v5),
+    Migration(5, "activity pause and reset; workflow reset's request id and new run", _v5),
+    Migration(6, "standalone activities (started by a client, not by a workflow)", _v6),
+    Migration(7, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v7),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

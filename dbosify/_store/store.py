@@ -63,22 +63,59 @@ class Tx:
         self.namespace = namespace
         self._conn = conn
         self._cur = conn.cursor()
+        self._last = self._cur  # the cursor of the latest statement
         self.keys_to_fire: set[str] = set()
         self.published: set[str] = set()  # keys already sent to other processes (pg_notify)
         # An earlier attempt of this transaction lost its connection, maybe after its COMMIT
         # reached the server: what it wrote may be there already.
         self.commit_may_have_landed = False
+        # Coalesced (`Store.transact_sync(..., coalesced=True)`): statements rendered with their
+        # values, waiting to go out in one message with the next statement or the COMMIT.
+        self.coalesced = False
+        self._deferred: list[str] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.store.is_sqlite:
             sql = sql.replace("%s", "?")
+        if self._deferred:
+            return self._send_deferred(sql, params)
         self._cur.execute(sql, tuple(params))
+        self._last = self._cur
         return self._cur
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if self.store.is_sqlite:
             sql = sql.replace("%s", "?")
+        if self._deferred:
+            self._send_deferred("SELECT 1", ())  # what was deferred goes first
         self._cur.executemany(sql, [tuple(r) for r in rows])
+
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """A statement whose answer is not needed. In a coalesced transaction it goes out with
+        the next statement or the COMMIT (so its error, if any, surfaces there); otherwise now."""
+        if not self.coalesced:
+            self.execute(sql, params)
+            return
+        self._deferred.append(self._render(sql, params))
+
+    def _send_deferred(self, sql: str, params: Sequence[Any]) -> Any:
+        """The deferred statements and this one in one message (the simple query protocol, so
+        values are rendered here); the cursor is left on this statement's result."""
+        from psycopg import ClientCursor
+
+        text = "; ".join([*self._deferred, self._render(sql, params)])
+        self._deferred.clear()
+        cur = ClientCursor(self._conn)
+        cur.execute(text)
+        while cur.nextset():
+            pass
+        self._last = cur
+        return cur
+
+    def _render(self, sql: str, params: Sequence[Any]) -> str:
+        from psycopg import ClientCursor
+
+        return ClientCursor(self._conn).mogrify(sql, tuple(params)) if params else sql
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.execute(sql, params).fetchone()
@@ -88,7 +125,7 @@ class Tx:
 
     @property
     def rowcount(self) -> int:
-        return int(self._cur.rowcount)
+        return int(self._last.rowcount)
 
     def lease(self) -> None:
         """Mark this transaction as taking a lease (e.g. claiming an activity attempt).
@@ -372,7 +409,9 @@ class Store:
 
     # -- transactions ------------------------------------------------------------------------
 
-    def transact_sync(self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK) -> T:
+    def transact_sync(
+        self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK, *, coalesced: bool = False
+    ) -> T:
         """Run ``fn`` in one transaction on the calling thread.
 
         Transient errors never reach the caller while they last: deadlocks, serialisation
@@ -381,8 +420,14 @@ class Store:
         restarting) on a new connection for up to `PG_RECONNECT_SECONDS`, then raised as a
         `StoreError` naming the host. Each kind is logged once per store. ``fn`` must be safe to
         run again: a failed attempt's transaction was rolled back.
+
+        ``coalesced`` (Postgres): BEGIN and the search path travel with ``fn``'s first
+        statement, and what ``fn`` defers (`Tx.defer`) with the next statement or the COMMIT,
+        so the thread waits for the server less often. Under load each wait costs more than the
+        round trip: the thread then waits for the interpreter lock held by the busy event loop.
         """
-        tx, result = self._retrying(lambda lost: self._transact_once(namespace, fn, lane, lost))
+        once = self._transact_coalesced if coalesced and not self.is_sqlite else self._transact_once
+        tx, result = self._retrying(lambda lost: once(namespace, fn, lane, lost))
         for key in tx.keys_to_fire:
             self.hub.fire(f"{namespace}\x00{key}")
         return result
@@ -406,6 +451,33 @@ class Store:
                 except Exception:
                     pass
                 raise
+        return tx, result
+
+    def _transact_coalesced(
+        self, namespace: str, fn: Callable[[Tx], T], lane: str, lost_before: bool
+    ) -> tuple[Tx, T]:
+        ident = self.ident(namespace)
+        with self._pg_connection(lane) as conn:  # connecting can fail too
+            # Autocommit: the transaction is our own BEGIN ... COMMIT, so psycopg sends no BEGIN
+            # of its own. (A connection that failed is closed, never pooled.)
+            conn.autocommit = True
+            tx = Tx(self, conn, namespace)
+            tx.commit_may_have_landed = lost_before
+            tx.coalesced = True
+            try:
+                tx.defer("BEGIN")
+                tx.defer(f'SET LOCAL search_path TO "{ident}"')
+                result = fn(tx)
+                if tx.keys_to_fire:
+                    delivery.publish(self, tx, namespace)
+                tx.execute("COMMIT")
+            except BaseException:
+                try:
+                    conn.rollback()
+                except Exception:
+                    pass
+                raise
+            conn.autocommit = False
         return tx, result
 
     def _log_retry(self, kind: str, err: BaseException) -> None:

@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
+from temporalio.api.enums.v1 import failed_cause_pb2 as failed_cause
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.child_workflow import child_workflow_pb2 as cw
@@ -39,17 +40,32 @@ INPUT_EVENT_TYPES = {
     E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
 }
 
+RESET_WORKFLOW = failed_cause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
+
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 PATCH_MARKER = "core_patch"
 
 
+def is_reset_point(event: hist.HistoryEvent) -> bool:
+    """The workflow task a reset failed: the new run's workflow gets a new random seed there."""
+    return (
+        event.event_type == E.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        and event.workflow_task_failed_event_attributes.cause == RESET_WORKFLOW
+    )
+
+
 def is_input(event: hist.HistoryEvent) -> bool:
-    if event.event_type in INPUT_EVENT_TYPES:
+    if event.event_type in INPUT_EVENT_TYPES or is_reset_point(event):
         return True
     return (
         event.event_type == E.EVENT_TYPE_MARKER_RECORDED
         and event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
     )
+
+
+def randomness_seed(run_id: str) -> int:
+    """Deterministic per run and different across runs (run ids share their time prefix)."""
+    return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "little")
 
 
 def initialize_job(run_id: str, started: hist.HistoryEvent, patches: list[str]) -> wa.InitializeWorkflow:
@@ -64,8 +80,9 @@ def initialize_job(run_id: str, started: hist.HistoryEvent, patches: list[str]) 
         attempt=a.attempt or 1,
         cron_schedule=a.cron_schedule,
         original_execution_run_id=a.original_execution_run_id,
-        # Deterministic per run and different across runs (run ids share their time prefix).
-        randomness_seed=int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:8], "little"),
+        # From the original run id, as Core does: a reset run replays its base run's random
+        # choices up to the reset point, then gets a new seed (see `is_reset_point`).
+        randomness_seed=randomness_seed(a.original_execution_run_id or run_id),
     )
     init.arguments.extend(a.input.payloads)
     for k, v in a.header.fields.items():
@@ -179,6 +196,13 @@ def jobs_for(
             )
         elif t == E.EVENT_TYPE_TIMER_FIRED:
             rest.append(wa.WorkflowActivationJob(fire_timer=wa.FireTimer(seq=seq or 0)))
+        elif is_reset_point(event):
+            new_run_id = event.workflow_task_failed_event_attributes.new_run_id
+            rest.append(
+                wa.WorkflowActivationJob(
+                    update_random_seed=wa.UpdateRandomSeed(randomness_seed=randomness_seed(new_run_id))
+                )
+            )
         elif t in _ACTIVITY_OUTCOMES:
             assert seq is not None
             sched = scheduled.get(seq)

@@ -29,6 +29,8 @@ logger = logging.getLogger("dbosify")
 CANCEL_REASON_CANCELLED = 1
 CANCEL_REASON_TIMED_OUT = 2
 CANCEL_REASON_WORKER_SHUTDOWN = 3
+CANCEL_REASON_PAUSED = 4
+CANCEL_REASON_RESET = 5
 
 
 class PollShutdownError(Exception):
@@ -163,6 +165,26 @@ class ActivitySide:
                 self._cancel_waiter = None
                 await asyncio.sleep(1.0)
 
+    async def _standalone_timeouts_loop(self) -> None:
+        """Time out standalone activities that no worker watches (see `_activity_executions`):
+        sleeps until the earliest check is due or an earlier one is recorded; no polling."""
+        from dbosify import _activity_executions as standalone
+
+        await self._registered()
+        while not self.shutting_down:
+            fut = self.store.waiter(self.ns, [standalone.DUE_KEY, f"shutdown:{self.id}"])
+            try:
+                looked, next_due = await self.store.transact(self.ns, standalone.expire_due)
+                if looked < standalone.SWEEP_BATCH:
+                    await self.store.wait_until(fut, next_due)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                logger.warning("dbosify: timing out standalone activities failed (%s); retrying", err)
+                await asyncio.sleep(0.5)
+            finally:
+                fut.cancel()
+
     def _tracked(self) -> set[tuple[str, int]]:
         """The (run id, seq) of every remote attempt this worker is running or recording."""
         return {
@@ -211,7 +233,9 @@ class ActivitySide:
             clock.release(c.task.task_token)  # over for the engine (its code may still run)
             return
 
-    def _send_cancel(self, token: bytes, reason: int) -> None:
+    def _send_cancel(
+        self, token: bytes, reason: int, answer: acts.HeartbeatAnswer | None = None
+    ) -> None:
         ra = self._running.get(token)
         if ra is None or ra.cancel_sent or self._activity_queue is None:
             return
@@ -221,6 +245,11 @@ class ActivitySide:
         cancel.details.is_cancelled = reason == CANCEL_REASON_CANCELLED
         cancel.details.is_timed_out = reason == CANCEL_REASON_TIMED_OUT
         cancel.details.is_worker_shutdown = reason == CANCEL_REASON_WORKER_SHUTDOWN
+        if answer is not None:
+            # A heartbeat's answer: every flag it carried, as Core reports them.
+            cancel.details.is_cancelled = answer.cancel_requested
+            cancel.details.is_paused = answer.paused
+            cancel.details.is_reset = answer.reset
         self._activity_queue.put_nowait(at.ActivityTask(task_token=token, cancel=cancel))
         self.store.hub.fire(f"{self.ns}\x00local:{self.id}")
 
@@ -327,11 +356,16 @@ class ActivitySide:
             if previous is not None:  # in the order they were reported
                 await asyncio.wait([previous])
             try:
-                cancel = await acts.heartbeat_by_token(self.store, self.ns, token, details)
+                answer = await acts.heartbeat_by_token(self.store, self.ns, token, details)
             except Exception:
                 return
-            if cancel:
-                self._send_cancel(token, CANCEL_REASON_CANCELLED)
+            if answer.stop:
+                reason = (
+                    CANCEL_REASON_CANCELLED if answer.cancel_requested
+                    else CANCEL_REASON_PAUSED if answer.paused
+                    else CANCEL_REASON_RESET
+                )
+                self._send_cancel(token, reason, answer)
 
         def chain() -> None:
             ra.heartbeat_write = self.loop.create_task(write(ra.heartbeat_write))

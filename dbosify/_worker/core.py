@@ -27,10 +27,10 @@ from dbosify._dbos import records
 from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
-from dbosify._worker import dormancy, liveness
+from dbosify._worker import dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.liveness import LOCAL_TOKEN, Member, owns_row
+from dbosify._worker.liveness import LOCAL_TOKEN, RETRY_SET, Member, owns_row
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
@@ -49,9 +49,15 @@ class WorkerCore(ActivitySide):
         self.ns: str = config.namespace
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
-        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/core_logs.py)
+        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/_core_logs.py)
         self.payloads_warn_size = int(getattr(client.config, "payloads_warn_size", 0) or 512 * 1024)
         self.payload_error_limit = not getattr(config, "disable_payload_error_limit", False)
+        strategy = config.versioning_strategy
+        self.build_id: str = (
+            getattr(strategy, "build_id_no_versioning", "")
+            or getattr(getattr(strategy, "version", None), "build_id", "")
+            or getattr(strategy, "build_id_with_versioning", "")
+        )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         if LOCAL_TOKEN:
             self.id += f"@{LOCAL_TOKEN}"
@@ -96,6 +102,8 @@ class WorkerCore(ActivitySide):
             part for part, on in (("workflows", self.enable_workflows), ("activities", self.enable_activities))
             if on
         }
+        if self.enable_workflows:
+            eager.register(self)  # a start in this process may hand it its first task
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -104,6 +112,16 @@ class WorkerCore(ActivitySide):
         self._waiting_for.discard(part)
         if not self._waiting_for:
             self._starting.close()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def ensure_started(self) -> None:
+        self._ensure_started()
+
+    async def registered(self) -> None:
+        await self._registered()
 
     def _ensure_started(self) -> None:
         if self._started:
@@ -122,6 +140,8 @@ class WorkerCore(ActivitySide):
             if self.store.dbos_enabled:
                 self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
             self._tasks.append(busy_task(self.store.clock, self._schedules_loop))
+        if self.enable_activities:
+            self._tasks.append(busy_task(self.store.clock, self._standalone_timeouts_loop))
 
 
     async def validate(self) -> bytes:
@@ -150,6 +170,7 @@ class WorkerCore(ActivitySide):
             self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
 
     async def finalize_shutdown(self) -> None:
+        eager.unregister(self)
         for t in self._tasks:
             t.cancel()
         for t in list(self._drivers.values()):
@@ -162,7 +183,7 @@ class WorkerCore(ActivitySide):
         tx.execute("DELETE FROM workers WHERE worker_id = %s", (self.id,))
         dormancy.release(tx, "owner = %s", (self.id,))
         tx.execute(
-            "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
+            f"UPDATE activity_tasks SET {RETRY_SET},"
             " available_at = %s WHERE owner = %s AND state = 'running'",
             (self.store.clock.now(), self.id),
         )
@@ -199,6 +220,19 @@ class WorkerCore(ActivitySide):
         if d is not None:
             d.evict_requested = True
             self.store.hub.fire(f"{self.ns}\x00evict:{run_id}")
+
+    # -- nexus -------------------------------------------------------------------------------
+
+    async def poll_nexus_task(self) -> bytes:
+        """Nexus operations are not supported (docs/COMPATIBILITY.md): a worker with Nexus
+        handlers runs, but no Nexus task ever arrives; the poll ends at shutdown."""
+        self._ensure_started()
+        assert self._shutdown_event is not None
+        await self._shutdown_event.wait()
+        raise PollShutdownError()
+
+    async def complete_nexus_task(self, proto: bytes) -> None:
+        pass
 
     # -- workflows ---------------------------------------------------------------------------
 
@@ -340,6 +374,11 @@ class WorkerCore(ActivitySide):
         )
         times = [float(t) for t in (got or ()) if t is not None]
         return min(times, default=None)
+
+    def start_driver(self, run_id: str, gen: int) -> None:
+        """Drive a run this worker has claimed (also one claimed at its start: `eager`)."""
+        if not self.shutting_down:
+            self._start_driver(run_id, gen)
 
     def _start_driver(self, run_id: str, gen: int) -> None:
         old = self._driver_objs.get(run_id)

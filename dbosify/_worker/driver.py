@@ -29,7 +29,7 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
-from dbosify._native import core_logs
+from dbosify._native import _core_logs as core_logs
 from dbosify._store import Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker import activations as A
@@ -92,6 +92,7 @@ class RunDriver:
         self._first_look: tuple[asyncio.Future[None], Snapshot] | None = None
         # The last workflow task's time: a query sees it as workflow.now(), as on Temporal.
         self.task_time: float | None = None
+        self.task_build_id = ""  # the build id of the worker that completed the current task
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -311,6 +312,7 @@ class RunDriver:
                 self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
             )
             ts = self.task_time = ev.event_time.ToNanoseconds() / 1e9
+            self.task_build_id = _build_id_of(ev.workflow_task_completed_event_attributes)
             st.flags.update(flags)
             completion = await self._activate_task(jobs, ts, replaying=True, history_length=consumed)
             self._check_completion(completion)
@@ -479,6 +481,7 @@ class RunDriver:
             st.scheduled, st.activity_cancelled,
         )
         ts = self.task_time = self.store.clock.now()
+        self.task_build_id = self.core.build_id
         completion = await self._activate_task(jobs, ts, replaying=False, history_length=consumed)
         if completion.HasField("failed"):
             await self._record_task_failure(
@@ -551,6 +554,9 @@ class RunDriver:
             act.continue_as_new_suggested = True
             act.suggest_continue_as_new_reasons.append(1)  # type: ignore[arg-type]  # TOO_MANY_HISTORY_EVENTS
         act.timestamp.FromNanoseconds(int(ts * 1e9))
+        # workflow.info().get_current_build_id(): the worker's for a new task; on replay and for
+        # queries, that of the worker that completed the last task, as Core reports it.
+        act.deployment_version_for_current_task.build_id = self.task_build_id
         act.jobs.extend(jobs)
         self.in_cache = True
         if self.gen is not None:
@@ -663,6 +669,8 @@ class RunDriver:
             wft = hist.WorkflowTaskCompletedEventAttributes(
                 identity=self.core.identity, started_event_id=consumed, scheduled_event_id=sched_id
             )
+            if self.core.build_id:
+                wft.worker_version.build_id = self.core.build_id
             wft.sdk_metadata.lang_used_flags.extend(sorted(st.flags | set(completion.successful.used_internal_flags)))
             wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=ts)
             assert wft_id is not None
@@ -745,6 +753,10 @@ class RunDriver:
         except Fenced:
             self.fence()  # the driver notices at its next step
         self.local_tasks.pop(seq, None)
+
+
+def _build_id_of(wft: hist.WorkflowTaskCompletedEventAttributes) -> str:
+    return wft.deployment_version.build_id or wft.worker_version.build_id
 
 
 class WorkflowTaskFailed(Exception):

@@ -30,6 +30,15 @@ from dbosify._store import Store, Tx
 from dbosify._store.store import BEAT, REAP
 from dbosify._worker import dormancy
 
+# An attempt handed back to the queue (its worker died or lost its claim) is followed by the next
+# attempt; a reset asked of the attempt while it ran applies to that one instead.
+RETRY_SET = (
+    "state = 'scheduled', owner = NULL,"
+    " attempt = CASE WHEN attempts_reset = 1 THEN 2 ELSE attempt + 1 END,"
+    " details = CASE WHEN reset_heartbeats = 1 THEN NULL ELSE details END,"
+    " reset_requested = 0, reset_heartbeats = 0, attempts_reset = 0"
+)
+
 logger = logging.getLogger("dbosify")
 
 LIVENESS_INTERVAL = 1.0
@@ -237,7 +246,7 @@ def reap(tx: Tx, own: set[str]) -> None:
         # Its runs with nothing due go dormant: survivors claim only the runs that have work.
         released = dormancy.release(tx, "owner = %s", (worker_id,))
         rescheduled = tx.all(
-            "UPDATE activity_tasks SET state = 'scheduled', owner = NULL, attempt = attempt + 1,"
+            f"UPDATE activity_tasks SET {RETRY_SET},"
             " available_at = %s WHERE owner = %s AND state = 'running' RETURNING task_queue",
             (now, worker_id),
         )

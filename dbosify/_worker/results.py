@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dbosify import _activity_tasks as acts
@@ -57,29 +58,36 @@ class ResultRecorder:
                 acts.finish_batch, outcomes=[p[0] for p in batch], identity=self.identity
             )
             try:
-                current = self.store.transact_sync(self.ns, record, lane=FACT)
+                current = self.store.transact_sync(self.ns, record, lane=FACT, coalesced=True)
             except BaseException as err:
-                for _, loop, done in batch:  # each caller retries on its own
-                    _resolve(loop, done, err)
+                _resolve(batch, [err] * len(batch))  # each caller retries on its own
                 if not isinstance(err, Exception):
                     with self._lock:
                         self._drainers -= 1
                     raise
                 continue
-            for (_, loop, done), ok in zip(batch, current, strict=True):
-                _resolve(loop, done, ok)
+            _resolve(batch, current)
 
 
-def _resolve(loop: asyncio.AbstractEventLoop, done: asyncio.Future[bool], value: object) -> None:
-    def settle() -> None:
+def _resolve(batch: list[_Pending], values: Sequence[object]) -> None:
+    """Settle the callers' futures: one wake-up per event loop, not one per result (each wake-up
+    writes to the loop's socket, which lets the busy loop take the interpreter lock back before
+    this thread can go on to the next batch)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], object]]] = {}
+    for (_, loop, done), value in zip(batch, values, strict=True):
+        by_loop.setdefault(loop, []).append((done, value))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:
+            pass  # that loop has closed: nobody waits for these results any more
+
+
+def _settle(settled: list[tuple[asyncio.Future[bool], object]]) -> None:
+    for done, value in settled:
         if done.done():
-            return
+            continue
         if isinstance(value, BaseException):
             done.set_exception(value)
         else:
             done.set_result(bool(value))
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:
-        pass  # that loop has closed: nobody waits for this result any more
