@@ -164,8 +164,12 @@ async def test_cache_bounds_the_workflows_in_memory(client: Client, db_url: str)
             assert time.monotonic() < deadline, (dormant, owned)
             await asyncio.sleep(0.05)
         assert owned == 5
+        # temporalio drops an evicted instance when it handles the eviction job, a moment after
+        # the run went dormant in the database.
         instances = w._workflow_worker._running_workflows  # type: ignore[union-attr]
-        assert len(instances) <= 5
+        while len(instances) > 5:
+            assert time.monotonic() < deadline, len(instances)
+            await asyncio.sleep(0.05)
         # Every run still gets its signal, dormant or not, and the cache stays bounded.
         for i, h in enumerate(handles):
             await h.signal(Waiter.give, f"v{i}")
