@@ -534,10 +534,12 @@ def _finish_completed(
         "  ORDER BY a.run_id, a.seq FOR UPDATE OF a),"
         " n AS (SELECT run_id, 2 * count(*) AS n FROM a"
         "  WHERE attempt = reported AND state = 'running' AND NOT recorded GROUP BY run_id),"
-        " u AS (UPDATE executions x SET next_event_id = x.next_event_id + n.n FROM n"
-        "  WHERE x.run_id = n.run_id RETURNING x.run_id, x.next_event_id - n.n AS first)"
+        # A result is work for its run: a dormant one becomes claimable (as `_history.append` does).
+        " u AS (UPDATE executions x SET next_event_id = x.next_event_id + n.n, dormant = 0 FROM n"
+        "  WHERE x.run_id = n.run_id RETURNING x.run_id, x.next_event_id - n.n AS first,"
+        "  x.owner IS NULL AND x.status = 1 AS unowned, x.task_queue)"
         " SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id, a.recorded,"
-        " a.reported, u.first FROM a LEFT JOIN u ON u.run_id = a.run_id",
+        " a.reported, u.first, u.unowned, u.task_queue FROM a LEFT JOIN u ON u.run_id = a.run_id",
         (runs, [o[0] for _, o in items], [o[1] for _, o in items], [o[2] for _, o in items]),
     )
     found = {(r[0], int(r[1]), int(r[6])): r for r in rows}
@@ -551,6 +553,8 @@ def _finish_completed(
         elif not r[5]:
             live.append((i, o, int(r[4])))
             first.setdefault(o[0], int(r[7]))
+            if r[8]:
+                tx.notify(f"wf:{r[9]}")  # no worker holds the run: one of its queue claims it
     if not live:
         return out
     now_ns = int(tx.store.clock.now() * 1e9)

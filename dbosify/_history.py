@@ -81,6 +81,9 @@ class Run:
     claim_gen: int  # incremented by every claim: the fence a driver's writes check
     schedule_id: str | None = None  # the schedule whose action started this run (and its chain)
     cron_schedule: str | None = None  # the start option: when the run closes, the next one starts
+    dormant: int = 0  # evicted and unowned: claimed again when it has work or wake_at passes
+    wake_at: float | None = None  # its earliest due timer or timeout, as its driver last recorded
+
 
     @property
     def running(self) -> bool:
@@ -91,8 +94,41 @@ RUN_COLUMNS = (
     "run_id, workflow_id, workflow_type, task_queue, status, first_execution_run_id, start_time,"
     " close_time, next_event_id, owner, parent_namespace, parent_workflow_id, parent_run_id,"
     " parent_seq, request_id, wft_failure, wft_attempt, execution_deadline, run_deadline, not_before,"
-    " claim_gen, schedule_id, cron_schedule"
+    " claim_gen, schedule_id, cron_schedule, dormant, wake_at"
 )
+
+# Events that give a run work: appending one clears `dormant`, so a live worker claims it again.
+WAKING_EVENT_TYPES = frozenset({
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+    et.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+    et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    et.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+    et.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+    et.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+    et.EVENT_TYPE_TIMER_FIRED,
+    et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
+    et.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED,
+    et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED,
+    et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED,
+    et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED,
+    et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT,
+    et.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED,
+    et.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
+    et.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_SIGNALED,
+    et.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
+    et.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+    et.EVENT_TYPE_MARKER_RECORDED,
+})
+
+
+def wake(tx: Tx, run: Run) -> None:
+    """``run`` (read under its row lock) has new work that is not an event (an update, a query):
+    if it is dormant, make it claimable; if no worker owns it, wake its task queue's workers."""
+    if run.dormant:
+        tx.execute("UPDATE executions SET dormant = 0 WHERE run_id = %s", (run.run_id,))
+    if run.owner is None and run.running:
+        tx.notify(f"wf:{run.task_queue}")
 
 
 def _run(row: Any) -> Run | None:
@@ -168,12 +204,24 @@ def append(
     size = _ENVELOPE_BYTES + (attrs.ByteSize() if attrs is not None else 0)
     if metadata is not None:
         size += metadata.ByteSize()
-    row = tx.one(
-        "UPDATE executions SET next_event_id = next_event_id + 1,"
-        " history_size_bytes = history_size_bytes + %s WHERE run_id = %s"
-        " RETURNING next_event_id - 1",
-        (size, run_id),
-    )
+    if event_type in WAKING_EVENT_TYPES:
+        # Work for the run: a dormant one becomes claimable, in the same statement; the claim
+        # loops of its task queue are woken when no worker owns it (a driver hears `run:`).
+        row = tx.one(
+            "UPDATE executions SET next_event_id = next_event_id + 1, dormant = 0,"
+            " history_size_bytes = history_size_bytes + %s WHERE run_id = %s"
+            " RETURNING next_event_id - 1, owner IS NULL AND status = 1, task_queue",
+            (size, run_id),
+        )
+        if row is not None and row[1]:
+            tx.notify(f"wf:{row[2]}")
+    else:
+        row = tx.one(
+            "UPDATE executions SET next_event_id = next_event_id + 1,"
+            " history_size_bytes = history_size_bytes + %s WHERE run_id = %s"
+            " RETURNING next_event_id - 1",
+            (size, run_id),
+        )
     if row is None:
         raise KeyError(run_id)
     event_id = int(row[0])

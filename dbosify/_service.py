@@ -528,6 +528,7 @@ class WorkflowService:
                 (query_id, run.run_id, req.query.SerializeToString()),
             )
             tx.notify(f"q:{run.run_id}" if run.running else f"q-tq:{run.task_queue}")
+            h.wake(tx, run)  # an evicted run is claimed and replayed to answer, as on Temporal
             return run
 
         run = await self.store.transact(ns, fn)
@@ -591,6 +592,7 @@ class WorkflowService:
                     (run.run_id, update_id, req.request.SerializeToString()),
                 )
                 tx.notify(f"u:{run.run_id}")
+                h.wake(tx, run)
             return run
 
         run = await self.store.transact(ns, fn)
@@ -694,6 +696,7 @@ class WorkflowService:
                     (run.run_id, update_id, update.request.SerializeToString()),
                 )
                 tx.notify(f"u:{run.run_id}")
+                h.wake(tx, run)
             return res, run
 
         try:

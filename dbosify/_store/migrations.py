@@ -245,6 +245,27 @@ def _v6(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX activity_executions_check ON activity_executions (check_at)")
 
 
+def _v7(execute: Execute, is_sqlite: bool) -> None:
+    # Dormant runs: evicted from every worker's cache, unowned, and claimed again only when they
+    # have work (an event, update or query clears `dormant`) or when `wake_at` (their earliest
+    # due timer or timeout) has passed. The driver of an owned run keeps `wake_at` too, so that
+    # a dead worker's idle runs go dormant instead of being replayed by the survivors.
+    execute("ALTER TABLE executions ADD COLUMN dormant INTEGER NOT NULL DEFAULT 0")
+    execute("ALTER TABLE executions ADD COLUMN wake_at DOUBLE PRECISION")
+    # What a claim looks at: ready runs, and dormant runs by due time (one index lookup each,
+    # however many runs sleep).
+    execute(
+        "CREATE INDEX executions_ready ON executions (task_queue, start_time)"
+        " WHERE status = 1 AND owner IS NULL AND dormant = 0"
+    )
+    execute(
+        "CREATE INDEX executions_wake ON executions (task_queue, wake_at)"
+        " WHERE status = 1 AND owner IS NULL AND dormant = 1"
+    )
+    # A dead worker's runs are checked for pending queries.
+    execute("CREATE INDEX queries_by_run ON queries (run_id, state)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -259,6 +280,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "schedules; the schedule or cron string that started a run", _v4),
     Migration(5, "activity pause and reset; workflow reset's request id and new run", _v5),
     Migration(6, "standalone activities (started by a client, not by a workflow)", _v6),
+    Migration(7, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v7),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -27,7 +27,7 @@ from dbosify._dbos import records
 from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
-from dbosify._worker import eager, liveness
+from dbosify._worker import dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.liveness import LOCAL_TOKEN, RETRY_SET, Member, owns_row
@@ -67,6 +67,9 @@ class WorkerCore(ActivitySide):
         slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
         self.max_activities: int = int(slots) if slots else 1000
         self.max_cached: int = int(config.max_cached_workflows)
+        self.cache = dormancy.Cache(self.max_cached)  # which idle runs to evict (dormancy.py)
+        self._claim_next_at: float | None = None  # when the claim loop looks again by itself
+        self._claim_looking = True  # the claim loop is looking (what it reads may be outdated)
         self.graceful_shutdown = float(config.graceful_shutdown_period_millis) / 1000
         self.shutting_down = False
         self._started = False
@@ -178,12 +181,7 @@ class WorkerCore(ActivitySide):
 
     def _unregister(self, tx: Tx) -> None:
         tx.execute("DELETE FROM workers WHERE worker_id = %s", (self.id,))
-        released = tx.all(
-            "UPDATE executions SET owner = NULL WHERE owner = %s AND status = 1"
-            " RETURNING workflow_id, run_id",
-            (self.id,),
-        )
-        records.on_release(tx, [(str(w), str(r)) for w, r in released])
+        dormancy.release(tx, "owner = %s", (self.id,))
         tx.execute(
             f"UPDATE activity_tasks SET {RETRY_SET},"
             " available_at = %s WHERE owner = %s AND state = 'running'",
@@ -281,6 +279,7 @@ class WorkerCore(ActivitySide):
                         if fut is not None:
                             fut.cancel()
                         fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
+                        self._claim_looking = True
                         got = await self.store.transact(self.ns, self._claim_run)
                         if isinstance(got, tuple):
                             claimed, next_at = got
@@ -289,7 +288,9 @@ class WorkerCore(ActivitySide):
                             idle = next_at is None or next_at > self.store.clock.now()
                             continue
                         idle, next_at = True, got
-                    # Nothing ready: sleep until woken, or until a delayed run becomes due.
+                    # Nothing ready: sleep until woken, or until a delayed run or a dormant
+                    # run's timer becomes due.
+                    self._claim_next_at, self._claim_looking = next_at, False
                     await self.store.wait_until(fut, next_at)
                     if not fut.done():
                         idle = False
@@ -329,23 +330,23 @@ class WorkerCore(ActivitySide):
             if mine:
                 return mine, now
         for _ in range(8):
+            # Ready runs, then dormant runs whose wake-up time has passed (each by its index).
             rows = tx.all(
-                "SELECT run_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
-                " AND (not_before IS NULL OR not_before <= %s) ORDER BY start_time LIMIT %s",
-                (self.tq, now, CLAIM_BATCH),
-            )
+                "SELECT run_id FROM (SELECT run_id FROM executions WHERE task_queue = %s"
+                " AND status = 1 AND owner IS NULL AND dormant = 0"
+                " AND (not_before IS NULL OR not_before <= %s) ORDER BY start_time LIMIT %s) ready"
+                " UNION ALL SELECT run_id FROM (SELECT run_id FROM executions WHERE task_queue = %s"
+                " AND status = 1 AND owner IS NULL AND dormant = 1 AND wake_at <= %s"
+                " ORDER BY wake_at LIMIT %s) due",
+                (self.tq, now, CLAIM_BATCH, self.tq, now, CLAIM_BATCH),
+            )[:CLAIM_BATCH]
             if not rows:
-                nxt = tx.one(
-                    "SELECT min(not_before) FROM executions WHERE task_queue = %s AND status = 1"
-                    " AND owner IS NULL AND not_before > %s",
-                    (self.tq, now),
-                )
-                return float(nxt[0]) if nxt and nxt[0] is not None else None
+                return self._next_ready(tx, now)
             claimed: list[tuple[str, int]] = []
             workflows: list[tuple[str, str]] = []
             for (run_id,) in rows:
                 got = tx.one(
-                    "UPDATE executions SET owner = %s, claim_gen = claim_gen + 1"
+                    "UPDATE executions SET owner = %s, claim_gen = claim_gen + 1, dormant = 0"
                     " WHERE run_id = %s AND owner IS NULL AND status = 1"
                     " RETURNING run_id, claim_gen, workflow_id",
                     (self.id, run_id),
@@ -356,13 +357,23 @@ class WorkerCore(ActivitySide):
             if claimed:
                 records.on_claim(tx, workflows, self.id)
                 self._replay_priority.update(priorities(tx, [r for r, _ in claimed]))
-                more = tx.one(
-                    "SELECT min(COALESCE(not_before, 0)) FROM executions"
-                    " WHERE task_queue = %s AND status = 1 AND owner IS NULL",
-                    (self.tq,),
-                )
-                return claimed, (float(more[0]) if more and more[0] is not None else None)
+                return claimed, self._next_ready(tx, None)
         return 0.0  # lost every race: look again
+
+    def _next_ready(self, tx: Tx, after: float | None) -> float | None:
+        """When the next unclaimed run becomes ready (0 if one is ready now), if any: a delayed
+        start, or a dormant run's wake-up time. ``after``: when none is ready before it."""
+        delayed = "COALESCE(not_before, 0)" if after is None else "not_before"
+        later = "" if after is None else f" AND {delayed} > %s"
+        got = tx.one(
+            f"SELECT (SELECT min({delayed}) FROM executions WHERE task_queue = %s AND status = 1"
+            f" AND owner IS NULL AND dormant = 0{later}),"
+            " (SELECT min(wake_at) FROM executions WHERE task_queue = %s AND status = 1"
+            " AND owner IS NULL AND dormant = 1)",
+            (self.tq, *([] if after is None else [after]), self.tq),
+        )
+        times = [float(t) for t in (got or ()) if t is not None]
+        return min(times, default=None)
 
     def start_driver(self, run_id: str, gen: int) -> None:
         """Drive a run this worker has claimed (also one claimed at its start: `eager`)."""
@@ -379,13 +390,30 @@ class WorkerCore(ActivitySide):
             return
         driver = RunDriver(self, run_id, gen)
         self._driver_objs[run_id] = driver
+        self._driver_idle(None)  # a full cache makes room: its least recently used idle run sleeps
         # Busy from now, not from the task's first step: this loop may wait before that.
         task = busy_task(self.store.clock, driver.drive)
         self._drivers[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))  # type: ignore
 
+    def _driver_idle(self, driver: RunDriver | None) -> None:
+        """``driver`` has nothing to do (or a driver was added): over capacity, the least
+        recently used idle runs are asked to go dormant (``driver`` itself sees its flag)."""
+        for d in self.cache.to_evict(self._driver_objs):
+            if d is not driver:
+                self.store.hub.fire(f"{self.ns}\x00evict:{d.run_id}")
+
+    def _run_sleeps(self, wake: float | None) -> None:
+        """A run of this worker went dormant until ``wake``: the claim loop must look by then."""
+        if wake is None:
+            return
+        if self._claim_looking or self._claim_next_at is None or wake < self._claim_next_at:
+            self._claim_next_at = wake
+            self.store.hub.fire(f"{self.ns}\x00wf:{self.tq}")
+
     def _driver_done(self, run_id: str) -> None:
         self._drivers.pop(run_id, None)
+        self.cache.forget(run_id)
         driver = self._driver_objs.pop(run_id, None)
         gen = self._restart_after.pop(run_id, None)
         if gen is not None and not self.shutting_down:
@@ -408,14 +436,9 @@ class WorkerCore(ActivitySide):
                 self._activations.put_nowait(wa.WorkflowActivation(run_id=""))
 
     def _release(self, tx: Tx, run_id: str, gen: int) -> None:
-        """Hand a run back (this worker shuts down) so that another worker continues it."""
-        got = tx.all(
-            "UPDATE executions SET owner = NULL WHERE run_id = %s AND owner = %s AND claim_gen = %s"
-            " RETURNING workflow_id",
-            (run_id, self.id, gen),
-        )
-        records.on_release(tx, [(str(w), run_id) for (w,) in got])
-        tx.notify(f"wf:{self.tq}")
+        """Hand a run back (this worker shuts down): dormant if it has nothing to do until its
+        next due time, else for another worker to continue at once."""
+        dormancy.release(tx, "run_id = %s AND owner = %s AND claim_gen = %s", (run_id, self.id, gen))
 
     async def _on_wake(self, key: str, step: Callable[[], Awaitable[None]], what: str) -> None:
         """Run ``step`` now, then again after each wake-up on ``key``, until shutdown."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
@@ -34,7 +34,8 @@ from dbosify._store import Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
-from dbosify._worker import payload_limits, queries
+from dbosify._worker import dormancy, payload_limits, queries, tracking
+from dbosify._worker.tracking import DriverState
 
 if TYPE_CHECKING:
     from dbosify._worker.core import WorkerCore
@@ -55,31 +56,16 @@ class Fenced(Exception):
     """This driver's claim is no longer the run's current one: another worker drives it now."""
 
 
+class Dormant(Exception):
+    """The run was evicted to make room in the cache, and gave up its claim (see dormancy.py)."""
+
+
 @dataclass
 class Snapshot:
     run: h.Run
     events: list[tuple[hist.HistoryEvent, int | None]]
     updates: list[upd_pb.Request]
     queries: list[tuple[str, query_pb.WorkflowQuery]]
-
-
-@dataclass
-class DriverState:
-    consumed: int = 0
-    timers: dict[int, float] = field(default_factory=dict)
-    activity_cancel_type: dict[int, int] = field(default_factory=dict)
-    activity_cancelled: set[int] = field(default_factory=set)  # cancelled with TRY_CANCEL / ABANDON
-    # Activities with a schedule-to-start or schedule-to-close timeout: when to check whether the
-    # task is still waiting in its queue (a running attempt's timeouts are its worker's watchdog's).
-    queued_checks: dict[int, float] = field(default_factory=dict)
-    activity_open: set[int] = field(default_factory=set)
-    scheduled: dict[int, Any] = field(default_factory=dict)
-    local_pending: dict[int, wc.ScheduleLocalActivity] = field(default_factory=dict)
-    local_done: set[int] = field(default_factory=set)
-    local_meta: dict[int, Any] = field(default_factory=dict)
-    patches: list[str] = field(default_factory=list)
-    flags: set[int] = field(default_factory=set)
-    children: dict[int, str] = field(default_factory=dict)  # seq -> child workflow id
 
 
 class RunDriver:
@@ -96,6 +82,10 @@ class RunDriver:
         self.events: list[tuple[hist.HistoryEvent, int | None]] = []
         self.in_cache = False
         self.evict_requested = False
+        self.idle = False  # parked with nothing to do and no local activity: may be evicted
+        self.sleep_requested = False  # the worker's cache asks this run to go dormant
+        self.wake_written: float | None = None  # the run's `wake_at` as last read or written
+        self.worked = False  # ran a workflow task or answered a query since it was claimed
         self.run: h.Run | None = None
         self.local_tasks: dict[int, asyncio.Task[None]] = {}
         # The replay's waiter and what it read, handed to the live loop.
@@ -124,6 +114,12 @@ class RunDriver:
                 return
             except RunClosed:
                 await self._evict("workflow closed")
+                return
+            except Dormant:
+                await self._evict(
+                    "evicted to make room in the workflow cache (max_cached_workflows)",
+                    reason=dormancy.CACHE_FULL,
+                )
                 return
             except Fenced:
                 logger.info(
@@ -281,6 +277,7 @@ class RunDriver:
         if fut is not None:
             self._first_look = (fut, Snapshot(snap.run, [], snap.updates, snap.queries))
         self.run = snap.run
+        self.wake_written = snap.run.wake_at
         self.events = list(snap.events)
         st = self.state
         # Patches recorded anywhere in history are announced with the first activation.
@@ -310,7 +307,7 @@ class RunDriver:
                         (e.workflow_execution_update_accepted_event_attributes.accepted_request, False)
                     )
             flags = list(ev.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
-            self._track_inputs(inputs)
+            tracking.inputs(self.state, inputs)
             jobs = A.jobs_for(
                 self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
             )
@@ -319,47 +316,11 @@ class RunDriver:
             st.flags.update(flags)
             completion = await self._activate_task(jobs, ts, replaying=True, history_length=consumed)
             self._check_completion(completion)
-            self._track_commands(completion, ts, ev.event_id, live=False)
+            tracking.commands(st, completion, ts)
             st.consumed = consumed
         # Timers and activities recorded in history but started after the last boundary
         # (i.e. by this run's last live activation) are tracked from their events.
-        self._track_history_outputs()
-
-    def _track_history_outputs(self) -> None:
-        st = self.state
-        for ev, seq in self.events:
-            t = ev.event_type
-            if t == E.EVENT_TYPE_TIMER_STARTED and seq is not None:
-                dur = ev.timer_started_event_attributes.start_to_fire_timeout.ToNanoseconds() / 1e9
-                st.timers.setdefault(seq, ev.event_time.ToNanoseconds() / 1e9 + dur)
-            elif t in (E.EVENT_TYPE_TIMER_FIRED, E.EVENT_TYPE_TIMER_CANCELED) and seq is not None:
-                st.timers.pop(seq, None)
-            elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and seq is not None:
-                st.scheduled[seq] = ev.activity_task_scheduled_event_attributes
-                st.activity_open.add(seq)
-            elif t in (
-                E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-                E.EVENT_TYPE_ACTIVITY_TASK_FAILED,
-                E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
-                E.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
-            ) and seq is not None:
-                st.activity_open.discard(seq)
-            elif t == E.EVENT_TYPE_MARKER_RECORDED and seq is not None:
-                st.local_done.add(seq)
-                st.local_pending.pop(seq, None)
-            elif t == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED and seq is not None:
-                st.children[seq] = ev.start_child_workflow_execution_initiated_event_attributes.workflow_id
-
-    def _track_inputs(self, inputs: list[tuple[hist.HistoryEvent, int | None]]) -> None:
-        st = self.state
-        for ev, seq in inputs:
-            if ev.event_type == E.EVENT_TYPE_TIMER_FIRED and seq is not None:
-                st.timers.pop(seq, None)
-            elif ev.event_type == E.EVENT_TYPE_MARKER_RECORDED and seq is not None:
-                st.local_done.add(seq)
-                st.local_pending.pop(seq, None)
-            elif A.is_activity_outcome(ev) and seq is not None:
-                st.queued_checks.pop(seq, None)
+        tracking.history_outputs(st, self.events)
 
     # -- live ----------------------------------------------------------------------------------
 
@@ -386,6 +347,12 @@ class RunDriver:
                         fut.cancel()
                     fut = self.store.waiter(self.ns, self._live_keys())
                     fresh = None
+                    if self.sleep_requested and not self.local_tasks and self.run is not None:
+                        # Asked to make room while parked: the sleep's transaction is the look.
+                        now = self.store.clock.now()
+                        wake = dormancy.wake_at(st, self.run.run_deadline, now)
+                        if wake is None or wake > now:
+                            fresh = await self._sleep(self.run.run_deadline, now)
                 last_seen = self.events[-1][0].event_id if self.events else 0
                 snap = fresh if fresh is not None else await self._load(last_seen)
                 fresh = None
@@ -400,12 +367,18 @@ class RunDriver:
                     # The waiter stays registered: the task's transaction ends with a fresh look, and
                     # only what others commit after the waiter was registered needs another.
                     fresh = await self._live_activation(inputs, snap.updates, last_seen=self.events[-1][0].event_id)
+                    self.worked = True
                     continue
                 if snap.queries:
                     fut.cancel()
                     await self._answer_queries(snap.queries)
+                    self.worked = True
                     continue
                 now = self.store.clock.now()
+                if self.worked and not self.core.cache.capacity and not self.local_tasks:
+                    # No cache: evicted after every workflow task or query, even with a timer due.
+                    fresh = await self._sleep(snap.run.run_deadline, now)
+                    continue
                 deadline = min(st.timers.values(), default=None)
                 run_deadline = snap.run.run_deadline
                 if run_deadline is not None and (deadline is None or run_deadline < deadline):
@@ -420,12 +393,34 @@ class RunDriver:
                     fut.cancel()
                     await self._fire_due(now)
                     continue
-                await self.store.wait_until(fut, deadline)
+                self.idle = not self.local_tasks
+                try:
+                    self.core._driver_idle(self)
+                    if self.sleep_requested and self.idle:
+                        self.idle = False
+                        fresh = await self._sleep(snap.run.run_deadline, now)
+                        continue  # something arrived meanwhile: handle it, then try again
+                    await self.store.wait_until(fut, deadline)
+                finally:
+                    self.idle = False
                 if not fut.done():
                     fut.cancel()  # a deadline passed: look again
         finally:
             if fut is not None:
                 fut.cancel()
+
+    async def _sleep(self, run_deadline: float | None, now: float) -> Snapshot:
+        """Give up the claim (the run becomes dormant) and raise `Dormant`; or, if something
+        arrived since the last look, return the fresh snapshot instead."""
+        last_seen = self.events[-1][0].event_id if self.events else 0
+        wake = dormancy.wake_at(self.state, run_deadline, now)
+        snap = await self.store.transact(
+            self.ns, lambda tx: dormancy.put_to_sleep(tx, self, last_seen, wake)
+        )
+        if snap is not None:
+            return snap  # type: ignore[no-any-return]
+        self.core._run_sleeps(wake)
+        raise Dormant()
 
     async def _expire_queued(self, now: float) -> None:
         """Time out activities still waiting in their queue past schedule-to-start/-close.
@@ -479,7 +474,7 @@ class RunDriver:
         """Run one workflow task; returns the run as read at the end of its transaction."""
         st = self.state
         consumed = max([e.event_id for e, _ in inputs] + [st.consumed])
-        self._track_inputs(inputs)
+        tracking.inputs(self.state, inputs)
         jobs = A.jobs_for(
             self.run_id, inputs, [(u, True) for u in updates],
             st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
@@ -564,19 +559,21 @@ class RunDriver:
         act.deployment_version_for_current_task.build_id = self.task_build_id
         act.jobs.extend(jobs)
         self.in_cache = True
+        if self.gen is not None:
+            self.core.cache.touch(self.run_id)
         return await self.core.activate(act)
 
     def _check_completion(self, completion: wcomp.WorkflowActivationCompletion) -> None:
         if completion.HasField("failed"):
             raise WorkflowTaskFailed(completion.failed.failure.message)
 
-    async def _evict(self, message: str) -> None:
+    async def _evict(self, message: str, reason: int = 0) -> None:
         if not self.in_cache:
             return
         self.in_cache = False
         act = wa.WorkflowActivation(run_id=self.run_id)
         act.timestamp.FromNanoseconds(int(self.store.clock.now() * 1e9))
-        act.jobs.add(remove_from_cache=wa.RemoveFromCache(message=message))
+        act.jobs.add(remove_from_cache=wa.RemoveFromCache(message=message, reason=reason))  # type: ignore[arg-type]
         for task in self.local_tasks.values():
             task.cancel()
         self.local_tasks.clear()
@@ -632,41 +629,6 @@ class RunDriver:
 
     # -- commands ----------------------------------------------------------------------------------
 
-    def _track_commands(
-        self, completion: wcomp.WorkflowActivationCompletion, ts: float, wft_event_id: int, *, live: bool
-    ) -> None:
-        """Update in-memory state from commands (live and replayed alike)."""
-        st = self.state
-        for cmd in completion.successful.commands:
-            if cmd.HasField("start_timer"):
-                st.timers[cmd.start_timer.seq] = ts + cmd.start_timer.start_to_fire_timeout.ToNanoseconds() / 1e9
-            elif cmd.HasField("cancel_timer"):
-                st.timers.pop(cmd.cancel_timer.seq, None)
-            elif cmd.HasField("schedule_activity"):
-                sa = cmd.schedule_activity
-                st.activity_cancel_type[sa.seq] = sa.cancellation_type
-                st.activity_open.add(sa.seq)
-                limits = [
-                    d.ToNanoseconds() / 1e9
-                    for d in (sa.schedule_to_start_timeout, sa.schedule_to_close_timeout)
-                    if d.ToNanoseconds() > 0
-                ]
-                if limits:
-                    st.queued_checks[sa.seq] = ts + min(limits)
-            elif cmd.HasField("schedule_local_activity"):
-                la = cmd.schedule_local_activity
-                if la.seq not in st.local_done:
-                    st.local_pending[la.seq] = la
-                    if cmd.HasField("user_metadata"):
-                        st.local_meta[la.seq] = cmd.user_metadata
-            elif cmd.HasField("request_cancel_activity"):
-                seq = cmd.request_cancel_activity.seq
-                if st.activity_cancel_type.get(seq, ACTIVITY_CANCEL_TRY) != ACTIVITY_CANCEL_WAIT:
-                    st.activity_cancelled.add(seq)
-            elif cmd.HasField("request_cancel_local_activity"):
-                pass
-        st.flags.update(completion.successful.used_internal_flags)
-
     async def _apply(
         self,
         completion: wcomp.WorkflowActivationCompletion,
@@ -679,6 +641,8 @@ class RunDriver:
         commands = A.closing_last(completion.successful.commands)
         delivered = {u.meta.update_id: u for u in updates}
         scheduled_now: dict[int, Any] = {}
+        closing = any(c.HasField(f) for c in commands for f in A.CLOSING_COMMANDS)  # type: ignore
+        wrote: list[float | None] = []
 
         def fn(tx: Tx) -> Snapshot:
             run = self._owned(tx)
@@ -723,13 +687,20 @@ class RunDriver:
             applying = commands_.Applying(self, tx, run, wft_id, ts, delivered, scheduled_now)
             for cmd in commands:
                 commands_.apply(applying, cmd)
+            # The run's next due time, kept for a takeover (see dormancy.py); written when it moves.
+            wake = None if closing else dormancy.wake_after_commands(st, commands, ts, run.run_deadline)
+            if wake != self.wake_written and not closing:
+                tx.execute("UPDATE executions SET wake_at = %s WHERE run_id = %s", (wake, self.run_id))
+            wrote[:] = [wake]
             # This driver reads what it wrote right here; waking itself would cost another look.
             tx.keys_to_fire.discard(f"run:{self.run_id}")
             return self._snapshot(tx, last_seen)
 
         snap = await self.store.transact(self.ns, fn)
+        if wrote and not closing:
+            self.wake_written = wrote[0]
         st.scheduled.update(scheduled_now)
-        self._track_commands(completion, ts, 0, live=True)
+        tracking.commands(st, completion, ts)
         return snap
 
     # -- local activities ------------------------------------------------------------------------

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dbosify._dbos import records
 from dbosify._store import Store, Tx
 from dbosify._store.store import BEAT, REAP
+from dbosify._worker import dormancy
 
 # An attempt handed back to the queue (its worker died or lost its claim) is followed by the next
 # attempt; a reset asked of the attempt while it ran applies to that one instead.
@@ -243,12 +243,8 @@ def reap(tx: Tx, own: set[str]) -> None:
         if tx.rowcount == 0:
             continue  # another reaper got there first, or it is alive after all
         logger.info("dbosify: worker %s %s; taking over its work", worker_id, why)
-        released = tx.all(
-            "UPDATE executions SET owner = NULL WHERE owner = %s AND status = 1"
-            " RETURNING task_queue, workflow_id, run_id",
-            (worker_id,),
-        )
-        records.on_release(tx, [(str(r[1]), str(r[2])) for r in released])
+        # Its runs with nothing due go dormant: survivors claim only the runs that have work.
+        released = dormancy.release(tx, "owner = %s", (worker_id,))
         rescheduled = tx.all(
             f"UPDATE activity_tasks SET {RETRY_SET},"
             " available_at = %s WHERE owner = %s AND state = 'running' RETURNING task_queue",
