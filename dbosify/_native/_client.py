@@ -72,10 +72,16 @@ class ClientRef:
         except StoreError as err:
             raise RPCError(14, str(err), b"") from None  # UNAVAILABLE
 
+    def _same_process(self) -> None:
+        if self.runtime is not None:
+            self.runtime.assert_same_process("use client")
+
     def call_workflow_service(self, call: Any) -> Any:
+        self._same_process()
         return self._call("workflow", call)
 
     def call_operator_service(self, call: Any) -> Any:
+        self._same_process()
         return self._call("operator", call)
 
     def call_cloud_service(self, call: Any) -> Any:
@@ -96,6 +102,8 @@ async def connect_client(runtime_ref: Any, config: Any) -> ClientRef:
     does for an invalid target URL; a database that cannot be reached, a `RuntimeError`
     ("Failed client connect: ..."). Neither shows a password.
     """
+    if runtime_ref is not None:
+        runtime_ref.assert_same_process("create client")
     url = resolve_url(getattr(config, "target_url", None))  # InvalidURL, a ValueError
     store = get_store(url)
     try:

@@ -26,6 +26,15 @@ class RuntimeRef:
     def __init__(self, options: Any) -> None:
         self.options = options
         self.log_forwarder = core_logs.Forwarder.of(options)
+        self.pid = os.getpid()
+
+    def assert_same_process(self, action: str) -> None:
+        """Like Core: a runtime, and its clients and workers, belong to the process that made it
+        (after os.fork the child has none of its threads or connections)."""
+        if self.pid != os.getpid():
+            raise AssertionError(
+                f"Cannot {action} across forks (original runtime PID is {self.pid}, current is {os.getpid()})"
+            )
 
     def retrieve_buffered_metrics(self, durations_as_seconds: bool) -> Sequence[Any]:
         return []

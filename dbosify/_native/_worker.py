@@ -29,6 +29,8 @@ def _note_ignored(config: Any) -> None:
 
 
 def new_worker(runtime_ref: Any, client: Any, config: Any) -> WorkerCore:
+    if runtime_ref is not None:
+        runtime_ref.assert_same_process("create worker")
     _note_ignored(config)
     core = WorkerCore(client, config)
     core.runtime = runtime_ref

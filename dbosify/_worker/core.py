@@ -144,7 +144,12 @@ class WorkerCore(ActivitySide):
             self._tasks.append(busy_task(self.store.clock, self._standalone_timeouts_loop))
 
 
+    def _same_process(self) -> None:
+        if self.runtime is not None:
+            self.runtime.assert_same_process("use worker")
+
     async def validate(self) -> bytes:
+        self._same_process()
         await asyncio.get_running_loop().run_in_executor(None, self.store.check)
         from temporalio.bridge.proto import NamespaceInfo
 
@@ -226,6 +231,7 @@ class WorkerCore(ActivitySide):
     async def poll_nexus_task(self) -> bytes:
         """Nexus operations are not supported (docs/COMPATIBILITY.md): a worker with Nexus
         handlers runs, but no Nexus task ever arrives; the poll ends at shutdown."""
+        self._same_process()
         self._ensure_started()
         assert self._shutdown_event is not None
         await self._shutdown_event.wait()
@@ -237,6 +243,7 @@ class WorkerCore(ActivitySide):
     # -- workflows ---------------------------------------------------------------------------
 
     async def poll_workflow_activation(self) -> bytes:
+        self._same_process()
         self._ensure_started()
         assert self._activations is not None
         while True:
