@@ -33,9 +33,7 @@ from dbosify._native import _core_logs as core_logs
 from dbosify._server import (
     activities,
     activity_ops,
-    delete,
-    reset,
-    schedules,
+    routes,
     search_attributes,
     visibility,
 )
@@ -81,6 +79,9 @@ class WorkflowService:
 
     async def call(self, rpc: str, req_bytes: bytes, timeout: float | None) -> bytes:
         method = getattr(self, rpc, None)
+        route = routes.ROUTES.get(rpc)
+        if method is None and route is not None:
+            method = lambda req, route=route: route(self.store, req, self.identity)  # noqa: E731
         req_type = getattr(rr, _camel(rpc) + "Request", None)
         if method is None or req_type is None:
             raise ServiceError.unimplemented(
@@ -314,9 +315,6 @@ class WorkflowService:
         await self.store.transact(req.namespace, fn)
         return rr.TerminateWorkflowExecutionResponse()
 
-    async def delete_workflow_execution(self, req: rr.DeleteWorkflowExecutionRequest) -> Message:
-        return await delete.delete_workflow_execution(self.store, req)
-
     # -- reading ------------------------------------------------------------------------------
 
     async def describe_workflow_execution(
@@ -460,38 +458,6 @@ class WorkflowService:
         for (ev,) in rows:
             resp.history.events.add().ParseFromString(bytes(ev))
         return resp
-
-    async def list_workflow_executions(self, req: rr.ListWorkflowExecutionsRequest) -> Message:
-        return await visibility.list_executions(self.store, req)
-
-    async def scan_workflow_executions(self, req: rr.ScanWorkflowExecutionsRequest) -> Message:
-        return await visibility.list_executions(self.store, req)
-
-    async def count_workflow_executions(self, req: rr.CountWorkflowExecutionsRequest) -> Message:
-        return await visibility.count_executions(self.store, req)
-
-    # -- schedules (dbosify._server.schedules) -------------------------------------------------
-
-    async def create_schedule(self, req: rr.CreateScheduleRequest) -> Message:
-        return await schedules.create(self.store, req, self.identity)
-
-    async def describe_schedule(self, req: rr.DescribeScheduleRequest) -> Message:
-        return await schedules.describe(self.store, req)
-
-    async def update_schedule(self, req: rr.UpdateScheduleRequest) -> Message:
-        return await schedules.update(self.store, req)
-
-    async def patch_schedule(self, req: rr.PatchScheduleRequest) -> Message:
-        return await schedules.patch(self.store, req)
-
-    async def delete_schedule(self, req: rr.DeleteScheduleRequest) -> Message:
-        return await schedules.delete(self.store, req)
-
-    async def list_schedules(self, req: rr.ListSchedulesRequest) -> Message:
-        return await schedules.list_schedules(self.store, req)
-
-    async def list_schedule_matching_times(self, req: rr.ListScheduleMatchingTimesRequest) -> Message:
-        return await schedules.matching_times(self.store, req)
 
     async def reset_sticky_task_queue(self, req: rr.ResetStickyTaskQueueRequest) -> Message:
         # No sticky queues here: a run that loses its worker is claimed by any other of its queue.
@@ -719,48 +685,6 @@ class WorkflowService:
         )
         resp.responses.add().update_workflow.CopyFrom(ur)  # type: ignore
         return resp
-
-    async def reset_workflow_execution(self, req: rr.ResetWorkflowExecutionRequest) -> Message:
-        return await reset.reset_workflow_execution(self.store, req, self.identity)
-
-    # -- operating on pending activities (dbosify._server.activity_ops) --------------------------
-
-    async def pause_activity(self, req: rr.PauseActivityRequest) -> Message:
-        return await activity_ops.pause(self.store, req)
-
-    async def unpause_activity(self, req: rr.UnpauseActivityRequest) -> Message:
-        return await activity_ops.unpause(self.store, req)
-
-    async def reset_activity(self, req: rr.ResetActivityRequest) -> Message:
-        return await activity_ops.reset(self.store, req)
-
-    # -- standalone activities (dbosify._server.activities) -------------------------------------
-
-    async def start_activity_execution(self, req: rr.StartActivityExecutionRequest) -> Message:
-        return await activities.start(self.store, req)
-
-    async def poll_activity_execution(self, req: rr.PollActivityExecutionRequest) -> Message:
-        return await activities.poll(self.store, req)
-
-    async def describe_activity_execution(self, req: rr.DescribeActivityExecutionRequest) -> Message:
-        return await activities.describe(self.store, req)
-
-    async def request_cancel_activity_execution(
-        self, req: rr.RequestCancelActivityExecutionRequest
-    ) -> Message:
-        return await activities.request_cancel(self.store, req)
-
-    async def terminate_activity_execution(self, req: rr.TerminateActivityExecutionRequest) -> Message:
-        return await activities.terminate(self.store, req)
-
-    async def delete_activity_execution(self, req: rr.DeleteActivityExecutionRequest) -> Message:
-        return await activities.delete(self.store, req)
-
-    async def list_activity_executions(self, req: rr.ListActivityExecutionsRequest) -> Message:
-        return await activities.list_executions(self.store, req)
-
-    async def count_activity_executions(self, req: rr.CountActivityExecutionsRequest) -> Message:
-        return await activities.count_executions(self.store, req)
 
     # -- async activity completion ---------------------------------------------------------------
 

@@ -8,9 +8,7 @@ a default retry policy, id reuse and conflict policies) and shapes the answers.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import time
 from typing import Any
 
@@ -25,12 +23,12 @@ from dbosify import _activity_executions as ax
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify._errors import ServiceError
+from dbosify._server import listing
 from dbosify._server import search_attributes as sa
-from dbosify._server.visibility_sql import ACTIVITIES, translate
+from dbosify._server.visibility_sql import ACTIVITIES, Translated, translate
 from dbosify._store import Store, Tx
 
 POLL_SECONDS = 20.0  # a result poll answers empty after this long; the client asks again
-_DEFAULT_PAGE = 1000
 _BAD_ENDINGS = {ax.FAILED, ax.CANCELED, ax.TERMINATED, ax.TIMED_OUT}
 STATUS_NAMES = {
     ax.RUNNING: "Running", ax.COMPLETED: "Completed", ax.FAILED: "Failed", ax.CANCELED: "Canceled",
@@ -323,49 +321,21 @@ async def delete(store: Store, req: rr.DeleteActivityExecutionRequest) -> Messag
 # -- list and count ----------------------------------------------------------------------------
 
 
-def _token(data: dict[str, Any]) -> bytes:
-    return base64.urlsafe_b64encode(json.dumps(data).encode())
-
-
-def _untoken(token: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token))
-        if isinstance(data, dict):
-            return data
-    except ValueError:
-        pass
-    raise ServiceError.invalid("invalid next page token")
-
-
 _LIST_COLS = ", ".join("e." + c.strip() for c in ax._COLS.split(","))
+
+
+def _translate(tx: Tx, query: str) -> Translated:
+    return translate(query, sa.registry(tx), sqlite=tx.store.is_sqlite, target=ACTIVITIES)
 
 
 async def list_executions(store: Store, req: rr.ListActivityExecutionsRequest) -> Message:
     """Newest first, paged by keyset (start time, run id); an ORDER BY pages by offset."""
-    page = req.page_size if req.page_size > 0 else _DEFAULT_PAGE
-    after = _untoken(req.next_page_token) if req.next_page_token else None
+    size = req.page_size if req.page_size > 0 else listing.DEFAULT_PAGE
+    after = listing.read_token(req.next_page_token)
 
     def fn(tx: Tx) -> tuple[list[ax.Row], dict[str, int], bool]:
-        q = translate(req.query, sa.registry(tx), sqlite=tx.store.is_sqlite, target=ACTIVITIES)
-        if q.group_by_status:
-            raise ServiceError.invalid("invalid query: GROUP BY is only supported by count")
-        where, params = q.where, list(q.params)
-        if q.order_by:
-            offset = int(after.get("o", 0)) if after else 0
-            rows = tx.all(
-                f"SELECT {_LIST_COLS} FROM activity_executions e WHERE {where}"
-                f" ORDER BY {q.order_by}, e.run_id LIMIT %s OFFSET %s",
-                (*params, page, offset),
-            )
-        else:
-            if after is not None:
-                where = f"({where}) AND (e.start_time < %s OR (e.start_time = %s AND e.run_id < %s))"
-                params += [after["s"], after["s"], after["r"]]
-            rows = tx.all(
-                f"SELECT {_LIST_COLS} FROM activity_executions e WHERE {where}"
-                " ORDER BY e.start_time DESC, e.run_id DESC LIMIT %s",
-                (*params, page),
-            )
+        q = _translate(tx, req.query)
+        rows = listing.page(tx, "activity_executions", _LIST_COLS, q, size, after)
         return [ax._row(r) for r in rows], sa.writable(tx), bool(q.order_by)
 
     rows, types, ordered = await store.transact(req.namespace, fn)
@@ -375,36 +345,18 @@ async def list_executions(store: Store, req: rr.ListActivityExecutionsRequest) -
         _list_info(info, row, types)
         if not row.running:
             info.state_transition_count = row.transitions
-    if len(rows) == page:
-        if ordered:
-            resp.next_page_token = _token({"o": (int(after.get("o", 0)) if after else 0) + page})
-        else:
-            resp.next_page_token = _token({"s": rows[-1].start_time, "r": rows[-1].run_id})
+    if rows:
+        resp.next_page_token = listing.next_token(
+            len(rows), size, ordered, after, rows[-1].start_time, rows[-1].run_id
+        )
     return resp
 
 
 async def count_executions(store: Store, req: rr.CountActivityExecutionsRequest) -> Message:
-    def fn(tx: Tx) -> Any:
-        q = translate(req.query, sa.registry(tx), sqlite=tx.store.is_sqlite, target=ACTIVITIES)
-        if not q.group_by_status:
-            return tx.one(f"SELECT count(*) FROM activity_executions e WHERE {q.where}", q.params)
-        return tx.all(
-            f"SELECT e.status, count(*) FROM activity_executions e WHERE {q.where}"
-            " GROUP BY e.status ORDER BY e.status",
-            q.params,
-        )
-
-    result = await store.transact(req.namespace, fn)
-    if not isinstance(result, list):
-        return rr.CountActivityExecutionsResponse(count=int(result[0]))
-    resp = rr.CountActivityExecutionsResponse(count=sum(int(r[1]) for r in result))
-    for status, n in result:
-        group = resp.groups.add(count=int(n))
-        group.group_values.add(
-            metadata={"encoding": b"json/plain", "type": b"Keyword"},
-            data=json.dumps(STATUS_NAMES.get(int(status), "Unspecified")).encode(),
-        )
-    return resp
+    result = await store.transact(
+        req.namespace, lambda tx: listing.count(tx, "activity_executions", _translate(tx, req.query))
+    )
+    return listing.fill_count(rr.CountActivityExecutionsResponse(), result, STATUS_NAMES)
 
 
 # -- asynchronous completion by id (no workflow id: a standalone activity) ---------------------

@@ -17,12 +17,10 @@ from temporalio.api.schedule.v1 import message_pb2 as sched
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from dbosify._errors import ServiceError
-from dbosify._server import schedule_spec, scheduler
+from dbosify._server import listing, schedule_spec, scheduler
 from dbosify._server import search_attributes as sa
 from dbosify._server.visibility_sql import translate
 from dbosify._store import Store, Tx
-
-_DEFAULT_PAGE = 1000
 
 
 def token_bytes(token: int) -> bytes:
@@ -246,7 +244,7 @@ _AS_RUNS = (
 
 
 async def list_schedules(store: Store, req: rr.ListSchedulesRequest) -> Message:
-    page = req.maximum_page_size if req.maximum_page_size > 0 else _DEFAULT_PAGE
+    page = req.maximum_page_size if req.maximum_page_size > 0 else listing.DEFAULT_PAGE
     after = req.next_page_token.decode() if req.next_page_token else ""
 
     def fn(tx: Tx) -> rr.ListSchedulesResponse:

@@ -8,8 +8,6 @@ for the default order, an offset for an explicit ORDER BY.
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 from google.protobuf.message import Message
@@ -17,7 +15,7 @@ from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.workflow.v1 import message_pb2 as wf
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify._errors import ServiceError
+from dbosify._server import listing
 from dbosify._server import search_attributes as sa
 from dbosify._server.visibility_sql import Translated, translate
 from dbosify._store import Store, Tx
@@ -28,7 +26,6 @@ _COLUMNS = (
     " e.parent_run_id, e.root_workflow_id, e.root_run_id, e.first_execution_run_id, e.memo,"
     " e.search_attributes"
 )
-_DEFAULT_PAGE = 1000
 STATUS_NAMES = {
     1: "Running", 2: "Completed", 3: "Failed", 4: "Canceled", 5: "Terminated",
     6: "ContinuedAsNew", 7: "TimedOut",
@@ -77,44 +74,14 @@ def _translate(tx: Tx, query: str) -> Translated:
     return translate(query, sa.registry(tx), sqlite=tx.store.is_sqlite)
 
 
-def _token(data: dict[str, Any]) -> bytes:
-    return base64.urlsafe_b64encode(json.dumps(data).encode())
-
-
-def _untoken(token: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token))
-        if isinstance(data, dict):
-            return data
-    except ValueError:
-        pass
-    raise ServiceError.invalid("invalid next page token")
-
-
 async def list_executions(store: Store, req: Any) -> Message:
     """ListWorkflowExecutions and ScanWorkflowExecutions (same request shape)."""
-    page = req.page_size if req.page_size > 0 else _DEFAULT_PAGE
-    after = _untoken(req.next_page_token) if req.next_page_token else None
+    size = req.page_size if req.page_size > 0 else listing.DEFAULT_PAGE
+    after = listing.read_token(req.next_page_token)
 
     def fn(tx: Tx) -> tuple[list[Any], dict[str, int], bool]:
         q = _translate(tx, req.query)
-        if q.group_by_status:
-            raise ServiceError.invalid("invalid query: GROUP BY is only supported by count")
-        where, params = q.where, list(q.params)
-        if q.order_by:
-            offset = int(after.get("o", 0)) if after else 0
-            sql = f"SELECT {_COLUMNS} FROM executions e WHERE {where} ORDER BY {q.order_by}, e.run_id"
-            rows = tx.all(sql + " LIMIT %s OFFSET %s", (*params, page, offset))
-        else:
-            if after is not None:
-                where = f"({where}) AND (e.start_time < %s OR (e.start_time = %s AND e.run_id < %s))"
-                params += [after["s"], after["s"], after["r"]]
-            rows = tx.all(
-                f"SELECT {_COLUMNS} FROM executions e WHERE {where}"
-                " ORDER BY e.start_time DESC, e.run_id DESC LIMIT %s",
-                (*params, page),
-            )
-        return rows, sa.writable(tx), bool(q.order_by)
+        return listing.page(tx, "executions", _COLUMNS, q, size, after), sa.writable(tx), bool(q.order_by)
 
     rows, types, ordered = await store.transact(req.namespace, fn)
     resp = (
@@ -124,32 +91,11 @@ async def list_executions(store: Store, req: Any) -> Message:
     )
     for row in rows:
         resp.executions.add().CopyFrom(_info(row, types))
-    if len(rows) == page:
-        if ordered:
-            resp.next_page_token = _token({"o": (int(after.get("o", 0)) if after else 0) + page})
-        else:
-            resp.next_page_token = _token({"s": rows[-1][5], "r": rows[-1][0]})
+    if rows:
+        resp.next_page_token = listing.next_token(len(rows), size, ordered, after, rows[-1][5], rows[-1][0])
     return resp
 
 
 async def count_executions(store: Store, req: rr.CountWorkflowExecutionsRequest) -> Message:
-    def fn(tx: Tx) -> Any:
-        q = _translate(tx, req.query)
-        if not q.group_by_status:
-            return tx.one(f"SELECT count(*) FROM executions e WHERE {q.where}", q.params)
-        return tx.all(
-            f"SELECT e.status, count(*) FROM executions e WHERE {q.where}"
-            " GROUP BY e.status ORDER BY e.status",
-            q.params,
-        )
-
-    result = await store.transact(req.namespace, fn)
-    if not isinstance(result, list):
-        return rr.CountWorkflowExecutionsResponse(count=int(result[0]))
-    resp = rr.CountWorkflowExecutionsResponse(count=sum(int(r[1]) for r in result))
-    for status, n in result:
-        group = resp.groups.add(count=int(n))
-        name = STATUS_NAMES.get(int(status), "Unspecified")
-        group.group_values.add(metadata={"encoding": b"json/plain", "type": b"Keyword"},
-                               data=json.dumps(name).encode())
-    return resp
+    result = await store.transact(req.namespace, lambda tx: listing.count(tx, "executions", _translate(tx, req.query)))
+    return listing.fill_count(rr.CountWorkflowExecutionsResponse(), result, STATUS_NAMES)
