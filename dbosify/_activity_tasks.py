@@ -7,7 +7,7 @@ final failure. Heartbeat details live on the task row so they survive a crash.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,7 @@ class Claimed:
     heartbeat_timeout: float | None
     deadline: float | None  # schedule-to-close
     next_ready: float | None = None  # when the queue's next task is ready (now or later), if any
+    scheduled_event_id: int | None = None  # of a workflow's activity (None: not known here)
 
 
 def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskScheduledEventAttributes:
@@ -167,6 +168,7 @@ def claim(
         _dur(attrs, "heartbeat_timeout"),
         sched_time + s2c if s2c else None,
         _next_ready(tx, task_queue),
+        int(sched_id),
     )
 
 
@@ -488,111 +490,34 @@ async def token_by_id(store: Store, ns: str, workflow_id: str, run_id: str, acti
 Outcome = tuple[str, int, int, str, "Message | None"]  # run id, seq, attempt, kind, payload
 
 
-def finish_batch(tx: Tx, outcomes: list[Outcome], identity: str) -> list[bool]:
+def finish_batch(
+    tx: Tx, outcomes: list[Outcome], identity: str, scheduled: Sequence[int | None] | None = None
+) -> list[bool]:
     """Record many attempts' outcomes in one transaction (group commit); `finish` for each.
 
-    On Postgres, completed attempts take two statements for the whole batch instead of about
-    eight each, and in a coalesced transaction (`Store.transact_sync`) two waits for the server:
-    under load, a worker's results are durable within milliseconds of their return, which is
-    what keeps a crash from re-running finished activities.
+    On Postgres, completed attempts of workflows whose scheduled event id is known (``scheduled``,
+    by position) take one statement for the whole batch (`completed_results`).
     """
     done: dict[int, bool] = {}
-    fast = (
-        [i for i, o in enumerate(outcomes) if o[3] == "completed" and o[1] != STANDALONE_SEQ]
-        if not tx.store.is_sqlite
-        else []
-    )
-    if fast:
-        done.update(_finish_completed(tx, [(i, outcomes[i]) for i in fast], identity))
+    if not tx.store.is_sqlite and scheduled is not None:
+        from dbosify._worker import completed_results  # (it imports this module's neighbours)
+
+        fast = [
+            i for i, o in enumerate(outcomes)
+            if o[3] == "completed" and o[1] != STANDALONE_SEQ and scheduled[i] is not None
+        ]
+        now_ns = int(tx.store.clock.now() * 1e9)
+        items = [
+            completed_results.build(
+                outcomes[i][0], outcomes[i][1], outcomes[i][2], int(scheduled[i] or 0),
+                outcomes[i][4], identity, now_ns,  # type: ignore[arg-type]
+            )
+            for i in fast
+        ]
+        for i, verdict in zip(fast, completed_results.record_in(tx, items) if items else [], strict=True):
+            if verdict is not None:
+                done[i] = verdict
     for i, (run_id, seq, attempt, kind, payload) in enumerate(outcomes):
         if i not in done:
             done[i] = finish(tx, run_id, seq, attempt, kind, payload, identity)
     return [done[i] for i in range(len(outcomes))]
-
-
-def _finish_completed(
-    tx: Tx, items: list[tuple[int, Outcome]], identity: str
-) -> dict[int, bool]:
-    """Postgres: completed attempts in a few statements; leaves out (for `finish`) any whose
-    outcome is already in history (a TRY_CANCEL resolved it)."""
-    # The runs first, in a fixed order: drivers lock a run before its tasks, so do we.
-    # One round trip: the runs' rows are locked (in the sub-plan that the filter needs before
-    # any attempt row is locked), then the attempts'; the runs that record events take their
-    # event ids (two per attempt that is current and not yet in history). Every round trip
-    # counts under load: after each, this thread waits for the interpreter lock held by the
-    # busy event loop.
-    runs = sorted({o[0] for _, o in items})
-    rows = tx.all(
-        "WITH e AS MATERIALIZED (SELECT run_id FROM executions WHERE run_id = ANY(%s)"
-        "  ORDER BY run_id FOR UPDATE),"
-        " a AS MATERIALIZED (SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id,"
-        "  EXISTS (SELECT 1 FROM history h WHERE h.run_id = a.run_id"
-        "   AND h.dedup IN ('act-start:' || a.seq, 'act-done:' || a.seq)) AS recorded,"
-        "  k.attempt AS reported"
-        "  FROM activity_tasks a JOIN unnest(%s::text[], %s::int[], %s::int[]) AS k(run_id, seq, attempt)"
-        "  ON a.run_id = k.run_id AND a.seq = k.seq WHERE (SELECT count(*) FROM e) >= 0"
-        "  ORDER BY a.run_id, a.seq FOR UPDATE OF a),"
-        " n AS (SELECT run_id, 2 * count(*) AS n FROM a"
-        "  WHERE attempt = reported AND state = 'running' AND NOT recorded GROUP BY run_id),"
-        # A result is work for its run: a dormant one becomes claimable (as `_history.append` does).
-        " u AS (UPDATE executions x SET next_event_id = x.next_event_id + n.n, dormant = 0 FROM n"
-        "  WHERE x.run_id = n.run_id RETURNING x.run_id, x.next_event_id - n.n AS first,"
-        "  x.owner IS NULL AND x.status = 1 AS unowned, x.task_queue)"
-        " SELECT a.run_id, a.seq, a.attempt, a.state, a.scheduled_event_id, a.recorded,"
-        " a.reported, u.first, u.unowned, u.task_queue FROM a LEFT JOIN u ON u.run_id = a.run_id",
-        (runs, [o[0] for _, o in items], [o[1] for _, o in items], [o[2] for _, o in items]),
-    )
-    found = {(r[0], int(r[1]), int(r[6])): r for r in rows}
-    out: dict[int, bool] = {}
-    live: list[tuple[int, Outcome, int]] = []
-    first: dict[str, int] = {}
-    for i, o in items:
-        r = found.get((o[0], o[1], o[2]))
-        if r is None or r[2] != o[2] or r[3] != "running":
-            out[i] = False  # no longer current: taken over, timed out or cancelled
-        elif not r[5]:
-            live.append((i, o, int(r[4])))
-            first.setdefault(o[0], int(r[7]))
-            if r[8]:
-                tx.notify(f"wf:{r[9]}")  # no worker holds the run: one of its queue claims it
-    if not live:
-        return out
-    now_ns = int(tx.store.clock.now() * 1e9)
-    cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
-    for i, (run_id, seq, attempt, _, payload), sched_id in live:
-        eid = first[run_id]
-        first[run_id] = eid + 2
-        started = hist.ActivityTaskStartedEventAttributes(
-            scheduled_event_id=sched_id, identity=identity, attempt=attempt
-        )
-        completed = hist.ActivityTaskCompletedEventAttributes(
-            scheduled_event_id=sched_id, identity=identity
-        )
-        if payload is not None:
-            completed.result.CopyFrom(payload)  # type: ignore[arg-type]
-        for event_id, event_type, attrs, ev_seq, dedup in (
-            (eid, et.EVENT_TYPE_ACTIVITY_TASK_STARTED, started, None, f"act-start:{seq}"),
-            (eid + 1, et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, completed, seq, f"act-done:{seq}"),
-        ):
-            event = hist.HistoryEvent(event_id=event_id)
-            event.event_time.FromNanoseconds(now_ns)
-            h.set_attrs(event, event_type, attrs)
-            values = (run_id, event_id, int(event_type), ev_seq, dedup, event.SerializeToString())
-            for col, value in zip(cols, values, strict=True):
-                col.append(value)
-        tx.notify(f"run:{run_id}")  # the run's driver
-        tx.notify(f"hist:{run_id}")  # history long-polls
-        out[i] = True
-    # The events, the tasks' removal and the wake-ups (for other processes) in one statement.
-    keys = sorted(tx.keys_to_fire - tx.published)
-    tx.defer(  # with the COMMIT, when the transaction is coalesced
-        "WITH ins AS (INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
-        " SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[], %s::text[], %s::bytea[])),"
-        " del AS (DELETE FROM activity_tasks a USING unnest(%s::text[], %s::int[]) AS k(run_id, seq)"
-        " WHERE a.run_id = k.run_id AND a.seq = k.seq)"
-        " SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k",
-        (*cols, [o[0] for _, o, _ in live], [o[1] for _, o, _ in live],
-         tx.store.ident(tx.namespace), keys),
-    )
-    tx.published.update(keys)
-    return out

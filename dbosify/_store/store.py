@@ -210,6 +210,14 @@ class Store:
         with self._lock:
             return set(self._own_pids.values())
 
+    def track_backend(self, conn: Any, pid: int | None) -> None:
+        """A connection made elsewhere is ours too (None: it is gone)."""
+        with self._lock:
+            if pid is None:
+                self._own_pids.pop(id(conn), None)
+            else:
+                self._own_pids[id(conn)] = pid
+
     # -- connections -------------------------------------------------------------------------
 
     def describe(self) -> str:
@@ -259,14 +267,20 @@ class Store:
     def _new_pg_conn(self) -> Any:
         import psycopg
 
-        conn = psycopg.connect(
-            self._pg_url, connect_timeout=10, options=self._pg_options, **self._pg_app_name
-        )
+        conn = psycopg.connect(**self.pg_connect_args())
         # Connections move between threads; server-side prepared statements would then clash.
         conn.prepare_threshold = None
         with self._lock:
             self._own_pids[id(conn)] = conn.info.backend_pid
         return conn
+
+    def pg_connect_args(self) -> dict[str, Any]:
+        """What our Postgres sessions connect with (for a connection made elsewhere, such as an
+        asynchronous one on a worker's event loop)."""
+        return {
+            "conninfo": self._pg_url, "connect_timeout": 10, "options": self._pg_options,
+            **self._pg_app_name,
+        }
 
     def _close_pg(self, conn: Any) -> None:
         with self._lock:

@@ -318,7 +318,10 @@ class ActivitySide:
             delay = 0.5
             while True:
                 try:
-                    current = await self._results.record((run_id, seq, attempt, k, payload))
+                    current = await self._results.record(
+                        (run_id, seq, attempt, k, payload),
+                        ra.claimed.scheduled_event_id if ra is not None else None,
+                    )
                     if not current:
                         # Like a stale task token on Temporal: the attempt timed out, was
                         # cancelled, or was taken over (this worker was presumed dead).

@@ -180,6 +180,7 @@ class WorkerCore(ActivitySide):
             t.cancel()
         for t in list(self._drivers.values()):
             t.cancel()
+        await self._results.close()
         if self._started:
             liveness.leave(self.store, self.ns, self.id)
             await self.store.transact(self.ns, self._unregister)

@@ -1,5 +1,7 @@
 """Activity results, group-committed: what finishes together is recorded in one transaction.
 
+(Completed attempts of workflows on Postgres go a shorter way first: `completed_results`.)
+
 A worker's activities tend to finish in bursts. Recording each in its own transaction makes the
 last of a burst wait behind the others, and an attempt whose result is not yet durable when the
 worker dies is run again. Here each result joins a queue, and up to one drainer per thread of
@@ -19,9 +21,10 @@ from typing import TYPE_CHECKING
 from dbosify import _activity_tasks as acts
 from dbosify._store import Store
 from dbosify._store.store import FACT, LANES
+from dbosify._worker import completed_results
 
 if TYPE_CHECKING:  # (at run time this module may load while _activity_tasks is importing)
-    _Pending = tuple[acts.Outcome, asyncio.AbstractEventLoop, asyncio.Future[bool]]
+    _Pending = tuple[acts.Outcome, int | None, asyncio.AbstractEventLoop, asyncio.Future[bool]]
 
 
 class ResultRecorder:
@@ -32,13 +35,31 @@ class ResultRecorder:
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._drainers = 0
+        self._direct = None if store.is_sqlite else completed_results.DirectWriter(store, namespace)
 
-    async def record(self, outcome: acts.Outcome) -> bool:
-        """Record one attempt's outcome; False if the attempt is no longer current."""
+    async def record(self, outcome: acts.Outcome, scheduled_event_id: int | None = None) -> bool:
+        """Record one attempt's outcome; False if the attempt is no longer current.
+
+        On Postgres a completed attempt of a workflow, whose scheduled event is known, is sent
+        straight from this event loop (`completed_results`); the rest, and what that path
+        cannot settle, are group-committed on the results lane's threads.
+        """
+        run_id, seq, attempt, kind, payload = outcome
+        if (
+            self._direct is not None and kind == "completed" and seq != acts.STANDALONE_SEQ
+            and scheduled_event_id is not None
+        ):
+            item = completed_results.build(
+                run_id, seq, attempt, scheduled_event_id, payload,  # type: ignore[arg-type]
+                self.identity, int(self.store.clock.now() * 1e9),
+            )
+            verdict = await self._direct.record(item)
+            if verdict is not None:
+                return verdict
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         with self._lock:
-            self._queue.append((outcome, loop, done))
+            self._queue.append((outcome, scheduled_event_id, loop, done))
             start = self._drainers < LANES[FACT]
             if start:
                 self._drainers += 1
@@ -55,7 +76,8 @@ class ResultRecorder:
                     return
                 batch, self._queue = self._queue, []
             record = functools.partial(
-                acts.finish_batch, outcomes=[p[0] for p in batch], identity=self.identity
+                acts.finish_batch, outcomes=[p[0] for p in batch], identity=self.identity,
+                scheduled=[p[1] for p in batch],
             )
             try:
                 current = self.store.transact_sync(self.ns, record, lane=FACT, coalesced=True)
@@ -69,12 +91,17 @@ class ResultRecorder:
             _resolve(batch, current)
 
 
+    async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
+
+
 def _resolve(batch: list[_Pending], values: Sequence[object]) -> None:
     """Settle the callers' futures: one wake-up per event loop, not one per result (each wake-up
     writes to the loop's socket, which lets the busy loop take the interpreter lock back before
     this thread can go on to the next batch)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], object]]] = {}
-    for (_, loop, done), value in zip(batch, values, strict=True):
+    for (_, _, loop, done), value in zip(batch, values, strict=True):
         by_loop.setdefault(loop, []).append((done, value))
     for loop, settled in by_loop.items():
         try:
