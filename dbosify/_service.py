@@ -76,6 +76,7 @@ class WorkflowService:
         self.runtime: Any = None  # the client's RuntimeRef (Core's logs)
         self.eager: Any = None  # dbosify._worker.eager, once this client has a worker (new_worker)
         self.memo_warn_size = 2 * 1024
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def call(self, rpc: str, req_bytes: bytes, timeout: float | None) -> bytes:
         method = getattr(self, rpc, None)
@@ -497,35 +498,50 @@ class WorkflowService:
             h.wake(tx, run)  # an evicted run is claimed and replayed to answer, as on Temporal
             return run
 
-        run = await self.store.transact(ns, fn)
+        # Waiting before the query is recorded: its answer's wake-up cannot be missed, and a
+        # small answer comes with it, so the usual query takes one transaction here.
+        key = f"qr:{query_id}"
+        fut = self.store.waiter(ns, [key])
+        try:
+            run = await self.store.transact(ns, fn)
+        except BaseException:
+            fut.cancel()
+            raise
         cond = req.query_reject_condition
         if (cond == query_enums.QUERY_REJECT_CONDITION_NOT_OPEN and not run.running) or (
             cond == query_enums.QUERY_REJECT_CONDITION_NOT_COMPLETED_CLEANLY
             and run.status not in (h.RUNNING, h.COMPLETED)
         ):
+            fut.cancel()
             resp = rr.QueryWorkflowResponse()
             resp.query_rejected.status = run.status  # type: ignore[assignment]
             return resp
+        row = None
+        deleted = False
         try:
             while True:
-                fut = self.store.waiter(ns, [f"qr:{query_id}"])
-                row = await self.store.transact(
-                    ns,
-                    lambda tx: tx.one(
-                        "SELECT state, response FROM queries WHERE query_id = %s", (query_id,)
-                    ),
-                )
-                if row is not None and row[0] != "pending":
-                    fut.cancel()
-                    break
                 try:
                     await self.store.wait_future(fut)
                 finally:
                     fut.cancel()
+                answer = self.store.take_value(ns, key)
+                if answer is not None:
+                    row = ("answered", answer)
+                    break
+                # Woken without the answer (a large one, or a re-check after a reconnect).
+                fut = self.store.waiter(ns, [key])
+                row = await self.store.transact(ns, lambda tx: tx.one(
+                    "DELETE FROM queries WHERE query_id = %s AND state <> 'pending'"
+                    " RETURNING state, response", (query_id,),
+                ))
+                if row is not None:
+                    fut.cancel()
+                    deleted = True
+                    break
         finally:
-            await self.store.transact(
-                ns, lambda tx: tx.execute("DELETE FROM queries WHERE query_id = %s", (query_id,))
-            )
+            self.store.take_value(ns, key)
+            if not deleted:
+                self._forget_query(ns, query_id)  # off the caller's path
         state, response = row
         if state == "answered":
             result = query_pb.WorkflowQueryResult.FromString(bytes(response))
@@ -537,6 +553,14 @@ class WorkflowService:
         if state == "closed":
             raise ServiceError(9, "workflow closed before the query was answered")
         raise ServiceError(9, bytes(response).decode() if response else "query failed")
+
+    def _forget_query(self, ns: str, query_id: str) -> None:
+        """Delete a query's row in the background (its caller has the answer, or has gone)."""
+        task = asyncio.get_running_loop().create_task(self.store.transact(
+            ns, lambda tx: tx.execute("DELETE FROM queries WHERE query_id = %s", (query_id,))
+        ))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- updates ------------------------------------------------------------------------------
 

@@ -587,6 +587,10 @@ class Store:
         self._delivery.ensure(namespace)
         return self.hub.waiter([f"{namespace}\x00{k}" for k in keys])
 
+    def take_value(self, namespace: str, key: str) -> bytes | None:
+        """What the wake-up of ``key`` carried (`wakeups.with_value`), if it did."""
+        return self.hub.take_value(f"{namespace}\x00{key}")
+
     async def wait_future(self, fut: asyncio.Future[None], timeout: float | None = None) -> None:
         """Wait for a future from `waiter`, or until ``timeout`` seconds have passed."""
         try:

@@ -1,12 +1,27 @@
-"""In-process wake-ups by key: a transaction's keys fire its waiters as soon as it commits."""
+"""In-process wake-ups by key: a transaction's keys fire its waiters as soon as it commits.
+
+A key may carry a small value (`with_value`): the waiter's process then has it without reading
+the database (a query's answer travels this way, in the NOTIFY payload across processes).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
+
+VALUE_SEP = "\x1f"  # between a key and its value; never in a key
+MAX_VALUE_BYTES = 5000  # Postgres caps a NOTIFY payload at 8000 bytes; base64 takes 4 per 3
+
+
+def with_value(key: str, data: bytes) -> str:
+    """``key`` carrying ``data`` when it is small enough to travel with the wake-up."""
+    if len(data) > MAX_VALUE_BYTES:
+        return key  # the waiter reads it from the database
+    return f"{key}{VALUE_SEP}{base64.b64encode(data).decode()}"
 
 
 class Tracker(Protocol):
@@ -26,10 +41,14 @@ class Hub:
             defaultdict(set)
         )
         self.tracker: Tracker | None = None  # set by a time-skipping environment only
+        self._values: dict[str, str] = {}  # values of fired keys, until their waiter takes them
 
     def fire(self, key: str) -> None:
+        key, sep, value = key.partition(VALUE_SEP)
         with self._lock:
             waiters = self._waiters.pop(key, None)
+            if waiters and sep:
+                self._values[key] = value
         if not waiters:
             return
         tracker = self.tracker
@@ -44,6 +63,12 @@ class Hub:
             except RuntimeError:
                 if tracker is not None:
                     tracker.delivered()  # loop closed
+
+    def take_value(self, key: str) -> bytes | None:
+        """The value that the last `fire` of ``key`` carried to its waiters, once."""
+        with self._lock:
+            value = self._values.pop(key, None)
+        return None if value is None else base64.b64decode(value)
 
     def fire_all(self) -> None:
         """Wake every waiter, to re-check (e.g. notifications may have been missed)."""

@@ -2,7 +2,7 @@
 
 Queries are never in history: a driver answers them from the workflow's current state (a live
 run's, or a closed run's after a full replay), and the answers go to the `queries` table, where
-the client's query call is waiting.
+the client's query call is waiting; a small answer also travels with the wake-up.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._store import Tx
+from dbosify._store.wakeups import with_value
 
 Pending = list[tuple[str, query_pb.WorkflowQuery]]  # (query id, request)
 
@@ -60,9 +61,10 @@ def record(tx: Tx, query_ids: list[str], results: dict[str, query_pb.WorkflowQue
     """Store the answers (a query without one fails as unanswered) and wake their callers."""
     for qid in query_ids:
         res = results.get(qid) or failed("query not answered")
+        data = res.SerializeToString()
         tx.execute(
             "UPDATE queries SET state = 'answered', response = %s WHERE query_id = %s"
             " AND state = 'pending'",
-            (res.SerializeToString(), qid),
+            (data, qid),
         )
-        tx.notify(f"qr:{qid}")
+        tx.notify(with_value(f"qr:{qid}", data))  # the caller needs no read for a small answer
