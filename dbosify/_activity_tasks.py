@@ -85,17 +85,18 @@ def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskSch
 
 def claim(
     tx: Tx, task_queue: str, owner: str, namespace: str,
-    tracked: Callable[[], set[tuple[str, int]]],
+    tracked: Callable[[], set[tuple[str, int]]], *, recheck: bool = False,
 ) -> Claimed | float | None:
     """Claim one ready task; else the time the next one becomes ready (or None).
 
-    ``tracked`` gives the attempts the claimer is running: after a lost connection, a claim
-    that committed unseen is handed back to the queue as the next attempt.
+    ``tracked`` gives the attempts the claimer is running: after a lost connection (or with
+    ``recheck``: an eager hand-off whose commit went unseen), attempts it owns but does not
+    run are handed back to the queue as their next attempt.
     """
     now = tx.store.clock.now()
     if not owns_row(tx, owner):
         return now + 0.5  # presumed dead a moment ago: look again once its beat re-registers it
-    if tx.commit_may_have_landed:
+    if tx.commit_may_have_landed or recheck:
         running = tracked()
         for run_id, seq in tx.all(
             "SELECT run_id, seq FROM activity_tasks WHERE owner = %s AND state = 'running'", (owner,)
@@ -137,13 +138,40 @@ def claim(
         return c
     run = h.get_run(tx, run_id)
     assert run is not None
-    attrs = _scheduled_attrs(tx, run_id, sched_id)
-    task = at.ActivityTask(task_token=make_token(run_id, seq, attempt))
+    return _claimed(
+        namespace, run, seq, attempt, details, int(sched_id), _scheduled_attrs(tx, run_id, sched_id),
+        sched_time, avail, now, _next_ready(tx, task_queue),
+    )
+
+
+def schedule_eager(
+    tx: Tx, run: h.Run, seq: int, event_id: int, attrs: hist.ActivityTaskScheduledEventAttributes,
+    now: float, owner: str, namespace: str,
+) -> Claimed:
+    """Schedule a workflow's activity already started by ``owner`` (eager dispatch, as Core
+    asks of Temporal for an activity on its own task queue when it has a free slot): the
+    workflow task's transaction hands the attempt to its worker, with no claim of its own."""
+    tx.execute(
+        "INSERT INTO activity_tasks (run_id, seq, task_queue, attempt, state, available_at,"
+        " scheduled_event_id, scheduled_time, owner, started_at)"
+        " VALUES (%s, %s, %s, 1, 'running', %s, %s, %s, %s, %s)",
+        (run.run_id, seq, attrs.task_queue.name, now, event_id, now, owner, now),
+    )
+    return _claimed(namespace, run, seq, 1, None, event_id, attrs, now, now, now, None)
+
+
+def _claimed(
+    namespace: str, run: h.Run, seq: int, attempt: int, details: Any, sched_id: int,
+    attrs: hist.ActivityTaskScheduledEventAttributes, sched_time: float, avail: float, now: float,
+    next_ready: float | None,
+) -> Claimed:
+    """The attempt as the SDK's activity worker receives it."""
+    task = at.ActivityTask(task_token=make_token(run.run_id, seq, attempt))
     s = task.start
     s.workflow_namespace = namespace
     s.workflow_type = run.workflow_type
     s.workflow_execution.workflow_id = run.workflow_id
-    s.workflow_execution.run_id = run_id
+    s.workflow_execution.run_id = run.run_id
     s.activity_id = attrs.activity_id
     s.activity_type = attrs.activity_type.name
     for k, v in attrs.header.fields.items():
@@ -160,15 +188,12 @@ def claim(
             getattr(s, f).CopyFrom(getattr(attrs, f))
     s2c = _dur(attrs, "schedule_to_close_timeout")
     return Claimed(
-        run_id,
-        seq,
-        attempt,
-        task,
+        run.run_id, seq, attempt, task,
         _dur(attrs, "start_to_close_timeout"),
         _dur(attrs, "heartbeat_timeout"),
         sched_time + s2c if s2c else None,
-        _next_ready(tx, task_queue),
-        int(sched_id),
+        next_ready,
+        sched_id,
     )
 
 

@@ -9,6 +9,7 @@ activities through temporalio's activity worker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -64,6 +65,9 @@ class ActivitySide:
     identity: str
     shutting_down: bool
     enable_activities: bool
+    _eager_limit: int
+    _recheck_owned: bool
+    _reserved: int
     max_activities: int
     graceful_shutdown: float
     _activity_queue: asyncio.Queue[at.ActivityTask] | None
@@ -132,16 +136,23 @@ class ActivitySide:
                     if fut is not None:
                         fut.cancel()
                     keys = [f"act:{self.tq}", f"shutdown:{self.id}", f"local:{self.id}"]
-                    has_slot = self._remote_running() < self.max_activities
+                    # Slots reserved by claims and workflow tasks in flight count as taken.
+                    has_slot = self._remote_running() + self._reserved < self.max_activities
                     if not has_slot:
                         keys.append(f"slot:{self.id}")  # look again when an attempt finishes
                     fut = self._claim_waiter = self.store.waiter(self.ns, keys)
                     self._queue_idle, self._queue_next_at = True, None
                     if self.enable_activities and has_slot:
                         await self._registered()
-                        got = await self.store.transact(
-                            self.ns, lambda tx: acts.claim(tx, self.tq, self.id, self.ns, self._tracked)
-                        )
+                        recheck, self._recheck_owned = self._recheck_owned, False
+                        self._reserved += 1
+                        try:
+                            got = await self.store.transact(self.ns, functools.partial(
+                                acts.claim, task_queue=self.tq, owner=self.id, namespace=self.ns,
+                                tracked=self._tracked, recheck=recheck,
+                            ))
+                        finally:
+                            self._reserved -= 1
                         if isinstance(got, acts.Claimed):
                             self._track(got)
                             # The same transaction saw whether more is ready: if not, the next
@@ -195,6 +206,32 @@ class ActivitySide:
 
     def _remote_running(self) -> int:
         return sum(1 for r in self._running.values() if r.local_future is None)
+
+    # -- eager dispatch -----------------------------------------------------------------------
+
+    def eager_activity_budget(self) -> int:
+        """Reserve the slots that the next workflow task may hand straight to this worker (give
+        them back with `release_slots` once its transaction is over)."""
+        if not self.enable_activities or self.shutting_down or self._activity_queue is None:
+            return 0
+        n = max(0, min(self._eager_limit, self.max_activities - self._remote_running() - self._reserved))
+        self._reserved += n
+        return n
+
+    def release_slots(self, n: int) -> None:
+        self._reserved -= n
+
+    def adopt_eager(self, claimed: list[acts.Claimed]) -> None:
+        """Attempts that a committed workflow task handed to this worker: run them."""
+        assert self._activity_queue is not None
+        for c in claimed:
+            self._track(c)
+            self._activity_queue.put_nowait(c.task)
+        self.store.hub.fire(f"{self.ns}\x00local:{self.id}")  # the poller takes them
+
+    def recheck_owned_attempts(self) -> None:
+        """The next claim hands back attempts this worker owns but does not run."""
+        self._recheck_owned = True
 
     def _track(self, claimed: acts.Claimed) -> None:
         ra = _RunningActivity(claimed, self.store.clock.now())

@@ -10,7 +10,7 @@ the run), so a checkpoint and its effect never diverge.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.common.v1 import message_pb2 as common
@@ -51,6 +51,8 @@ class Applying:
     delivered: dict[str, upd_pb.Request]  # updates this task delivered, by id
     scheduled_now: dict[int, Any]  # activities scheduled by this task: seq -> attributes
     meta: Any = None  # the current command's user metadata
+    eager_budget: int = 0  # activities this task may hand straight to its worker
+    eager: list[acts.Claimed] = field(default_factory=list)  # those it did
 
 
 class BadCommand(Exception):
@@ -125,7 +127,11 @@ def _schedule_activity(a: Applying, cmd: wc.WorkflowCommand) -> None:
         tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, a2, seq=sa.seq, at=ts, metadata=meta
     )
     assert eid is not None
-    acts.schedule(tx, run, sa.seq, eid, a2.task_queue.name, ts)
+    core = a.driver.core
+    if len(a.eager) < a.eager_budget and not sa.do_not_eagerly_execute and a2.task_queue.name == core.tq:
+        a.eager.append(acts.schedule_eager(tx, run, sa.seq, eid, a2, ts, core.id, core.ns))
+    else:
+        acts.schedule(tx, run, sa.seq, eid, a2.task_queue.name, ts)
     scheduled_now[sa.seq] = a2
 
 

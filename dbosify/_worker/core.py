@@ -66,6 +66,12 @@ class WorkerCore(ActivitySide):
         self.enable_activities = bool(types.enable_remote_activities)
         slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
         self.max_activities: int = int(slots) if slots else 1000
+        # Eager activities, as Core asks for them: up to this many per workflow task, none when
+        # activity starts are rate-limited (each start must then go through the limiter).
+        rate_limited = config.max_activities_per_second or config.max_task_queue_activities_per_second
+        self._eager_limit = 0 if rate_limited else int(config.max_eager_activity_reservations_per_workflow_task)
+        self._recheck_owned = False  # attempts this worker owns may not all be tracked
+        self._reserved = 0  # activity slots held by claims and workflow tasks in flight
         self.max_cached: int = int(config.max_cached_workflows)
         self.cache = dormancy.Cache(self.max_cached)  # which idle runs to evict (dormancy.py)
         self._claim_next_at: float | None = None  # when the claim loop looks again by itself

@@ -643,8 +643,11 @@ class RunDriver:
         scheduled_now: dict[int, Any] = {}
         closing = any(c.HasField(f) for c in commands for f in A.CLOSING_COMMANDS)  # type: ignore
         wrote: list[float | None] = []
+        eager_budget = 0 if closing else self.core.eager_activity_budget()
+        eager: list[acts.Claimed] = []
 
         def fn(tx: Tx) -> Snapshot:
+            eager.clear()  # (a retried attempt of this transaction starts over)
             run = self._owned(tx)
             if run is None:
                 raise RunClosed()
@@ -684,7 +687,9 @@ class RunDriver:
                     "UPDATE updates SET state = 'delivered' WHERE run_id = %s AND update_id = %s AND state = 'requested'",
                     (self.run_id, uid),
                 )
-            applying = commands_.Applying(self, tx, run, wft_id, ts, delivered, scheduled_now)
+            applying = commands_.Applying(
+                self, tx, run, wft_id, ts, delivered, scheduled_now, eager_budget=eager_budget, eager=eager
+            )
             for cmd in commands:
                 commands_.apply(applying, cmd)
             # The run's next due time, kept for a takeover (see dormancy.py); written when it moves.
@@ -696,7 +701,16 @@ class RunDriver:
             tx.keys_to_fire.discard(f"run:{self.run_id}")
             return self._snapshot(tx, last_seen)
 
-        snap = await self.store.transact(self.ns, fn)
+        try:
+            snap = await self.store.transact(self.ns, fn)
+        except BaseException:
+            if eager:  # an attempt whose commit went unseen may have handed them to this worker
+                self.core.recheck_owned_attempts()
+            raise
+        finally:
+            self.core.release_slots(eager_budget)
+        if eager:
+            self.core.adopt_eager(eager)
         if wrote and not closing:
             self.wake_written = wrote[0]
         st.scheduled.update(scheduled_now)
