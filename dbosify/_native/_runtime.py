@@ -146,9 +146,9 @@ def _namespace_args(config: Any) -> list[str]:
     ``--namespace NAME`` (``-n NAME``, ``--namespace=NAME``) of its extra arguments."""
     names = [getattr(config, "namespace", None) or "default"]
     items = [a for a in (getattr(config, "extra_args", None) or ()) if isinstance(a, str)]
-    for flag, value in zip(items, [*items[1:], ""], strict=True):
-        if flag in ("--namespace", "-n") and value:
-            names.append(value)
+    for i, flag in enumerate(items):
+        if flag in ("--namespace", "-n") and i + 1 < len(items):
+            names.append(items[i + 1])
         elif flag.startswith("--namespace="):
             names.append(flag.split("=", 1)[1])
     return list(dict.fromkeys(n for n in names if n))
