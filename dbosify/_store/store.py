@@ -380,7 +380,10 @@ class Store:
     def register_env_namespaces(self) -> None:
         """Register the names listed in ``DBOSIFY_NAMESPACES`` (comma-separated), once each per
         process: a deployment declares its namespaces as a dev server's ``--namespace`` does."""
-        for name in env_namespaces():
+        names = env_namespaces()
+        for name in names:  # all checked before any is registered
+            namespaces.validate_name(name)
+        for name in names:
             if name not in self._env_registered:
                 self.register_namespace(name)
                 self._env_registered.add(name)
