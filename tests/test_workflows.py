@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import new_namespace
 from temporalio import activity, workflow
 from temporalio.client import (
     Client,
@@ -691,6 +690,8 @@ async def test_several_workers_started_and_stopped_repeatedly(client: Client) ->
 
 
 async def test_namespaces_are_isolated(client: Client, db_url: str) -> None:
+    from conftest import new_namespace  # not at the top: sandboxed workflows re-import this module
+
     other = await Client.connect(db_url, namespace=new_namespace(db_url, "other"))
     handle = await client.start_workflow(WaitForeverWorkflow.run, id=wid(), task_queue=wid())
     with pytest.raises(RPCError) as err:
