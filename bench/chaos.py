@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for n in notes:
         log(n)
-    run = ChaosRun(args, db, cluster, _dbosify_env(), sys.executable, run_dir, namespace)
+    # Every worker and client process registers the namespace as it connects (DBOSIFY_NAMESPACES).
+    env = {**_dbosify_env(), "DBOSIFY_NAMESPACES": namespace}
+    run = ChaosRun(args, db, cluster, env, sys.executable, run_dir, namespace)
     t_start = time.monotonic()
     error = None
     replay: dict[str, Any] = {}

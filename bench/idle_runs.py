@@ -81,6 +81,9 @@ async def _main(url: str, runs: int, max_cached: int) -> dict[str, Any]:
 
     ns = f"idle{uuid.uuid4().hex[:10]}"
     tq = "idle"
+    # Registered as this process and the worker processes connect (a dbosify from before
+    # namespaces had to be registered ignores it).
+    os.environ["DBOSIFY_NAMESPACES"] = ns
     client = await Client.connect(url, namespace=ns)
     store = get_store(url)
     out: dict[str, Any] = {"runs": runs, "max_cached": max_cached if max_cached >= 0 else "default"}

@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True)
     admin.execute(f'CREATE DATABASE "{db}"')
     url = f"{SERVER}/{db}"
-    env = {**os.environ, "DBOSIFY_ACTIVATE": "1"}
+    # The namespace "idle" is registered by each process as it connects (ignored by a dbosify
+    # from before namespaces had to be registered).
+    env = {**os.environ, "DBOSIFY_ACTIVATE": "1", "DBOSIFY_NAMESPACES": "idle"}
     env.pop("DBOSIFY_DATABASE_URL", None)
     worker = subprocess.Popen([sys.executable, "-c", WORKER, url], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)

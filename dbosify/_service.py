@@ -38,7 +38,7 @@ from dbosify._server import (
     visibility,
 )
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
-from dbosify._store import Store, Tx
+from dbosify._store import Store, Tx, namespaces
 
 Handler = Callable[[Any], Awaitable[Message]]
 
@@ -116,21 +116,31 @@ class WorkflowService:
 
     async def _namespace_names(self) -> list[str]:
         names = await asyncio.get_running_loop().run_in_executor(None, self.store.namespace_names)
-        return sorted({"default", *names})  # "default" exists from the start, as on a dev server
+        return sorted({namespaces.DEFAULT, *names})  # "default" exists from the start, as on Temporal
 
     async def describe_namespace(self, req: rr.DescribeNamespaceRequest) -> Message:
-        name = req.namespace or "default"
-        if name not in await self._namespace_names():
-            # A namespace is created by its first use (there is no registration step); one never
-            # used is not found, as on Temporal.
-            raise ServiceError.not_found(
-                f"Namespace {name} is not found.", errdetails.NamespaceNotFoundFailure(namespace=name)
-            )
+        name = req.namespace or namespaces.DEFAULT
+        if name != namespaces.DEFAULT:
+            # Registered (or adopted from before the catalog), else NamespaceNotFound: NOT_FOUND.
+            await asyncio.get_running_loop().run_in_executor(None, self.store.ident, name)
         resp = rr.DescribeNamespaceResponse()
         resp.namespace_info.name = name
         resp.namespace_info.state = 1  # type: ignore
         resp.namespace_info.id = name
         return resp
+
+    async def register_namespace(self, req: rr.RegisterNamespaceRequest) -> Message:
+        """Register a namespace, as Temporal does before one can be used (its options, such as
+        the retention period, are accepted and not kept: see docs/COMPATIBILITY.md)."""
+        name = req.namespace
+        created = await asyncio.get_running_loop().run_in_executor(
+            None, self.store.register_namespace, name
+        )
+        if not created or name == namespaces.DEFAULT:
+            raise ServiceError.already_exists(
+                "Namespace already exists.", errdetails.NamespaceAlreadyExistsFailure()
+            )
+        return rr.RegisterNamespaceResponse()
 
     async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
         resp = rr.ListNamespacesResponse()

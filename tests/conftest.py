@@ -66,7 +66,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return "sqlite:///" + str(tmp_path_factory.mktemp("store"))
 
 
+def register_namespace(url: str, name: str) -> str:
+    """Register ``name`` in the store at ``url`` (as `dbosify namespace create` does): a namespace
+    other than ``default`` must be registered before it is used. Returns ``name``."""
+    from dbosify._store import get_store, resolve_url
+
+    get_store(resolve_url(url)).register_namespace(name)
+    return name
+
+
+def new_namespace(url: str, prefix: str = "t") -> str:
+    """A fresh namespace name, registered in the store at ``url``."""
+    return register_namespace(url, f"{prefix}{uuid.uuid4().hex[:12]}")
+
+
 @pytest.fixture
 async def client(db_url: str) -> AsyncIterator[Client]:
-    ns = f"t{uuid.uuid4().hex[:12]}"
-    yield await Client.connect(db_url, namespace=ns)
+    yield await Client.connect(db_url, namespace=new_namespace(db_url))

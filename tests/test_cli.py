@@ -11,13 +11,13 @@ import json
 import os
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cli_app
 import pytest
+from conftest import new_namespace
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
@@ -227,7 +227,7 @@ async def test_custom_data_converter(tmp_path: Path, db_url: str) -> None:
     try:
         import reversing
 
-        client = await Client.connect(db_url, namespace=f"t{uuid.uuid4().hex[:12]}",
+        client = await Client.connect(db_url, namespace=new_namespace(db_url),
                                       data_converter=reversing.converter)
         async with cli_app.worker(client):
             cli = Cli(client, db_url, {"PYTHONPATH": str(tmp_path)})

@@ -151,6 +151,8 @@ class Harness:
         self.env = dict(os.environ)
         self.env.pop("DBOSIFY_DATABASE_URL", None)
         self.env.update(DBOSIFY_ACTIVATE="1", DBOSIFY_HOME=str(tmp / "home"), PYTHONUNBUFFERED="1")
+        # Every process registers the namespace when it connects, as a deployment declares it.
+        self.env["DBOSIFY_NAMESPACES"] = self.namespace
         self._client: AppClient | None = None
         self.notes: list[str] = []
 

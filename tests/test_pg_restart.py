@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from conftest import new_namespace
 from pg_throwaway import ThrowawayPostgres, Unavailable
 from temporalio import activity, workflow
 from temporalio.client import Client
@@ -80,7 +81,7 @@ async def _run_through_outage(
     cluster: ThrowawayPostgres, outage: str
 ) -> tuple[dict[str, float], list[str]]:
     """Start workflows, take the server down while they run, and check that all complete."""
-    client = await Client.connect(cluster.url, namespace=f"r{uuid.uuid4().hex[:10]}")
+    client = await Client.connect(cluster.url, namespace=new_namespace(cluster.url, "r"))
     tq = f"tq-{uuid.uuid4().hex[:8]}"
     keys = [f"{outage}-{uuid.uuid4().hex[:8]}" for _ in range(WORKFLOWS)]
     worker = Worker(

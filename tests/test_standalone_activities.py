@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import new_namespace
 from temporalio import activity
 from temporalio.client import (
     ActivityExecutionCount,
@@ -51,7 +52,7 @@ KEYWORD = SearchAttributeKey.for_keyword("CustomKeywordField")  # registered in 
 
 @pytest.fixture
 async def ns_client(db_url: str) -> AsyncIterator[Client]:
-    yield await Client.connect(db_url, namespace=f"sa{uuid.uuid4().hex[:12]}")
+    yield await Client.connect(db_url, namespace=new_namespace(db_url, "sa"))
 
 
 def _ids() -> tuple[str, str]:
@@ -328,7 +329,7 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 async def test_a_killed_workers_attempt_runs_again_on_another_worker(
     db_url: str, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    namespace = f"sa{uuid.uuid4().hex[:12]}"
+    namespace = new_namespace(db_url, "sa")
     aid, tq = _ids()
     marker = tmp_path / "marker.log"
     marker.touch()

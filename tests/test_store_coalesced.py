@@ -14,7 +14,7 @@ from dbosify._store.store import Store, Tx
 def _store(db_url: str) -> tuple[Store, str]:
     store = Store(db_url)
     ns = f"co{uuid.uuid4().hex[:10]}"
-    store.ident(ns)
+    store.register_namespace(ns)
     return store, ns
 
 

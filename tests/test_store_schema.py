@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import new_namespace, register_namespace
 from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -103,8 +104,8 @@ async def test_names_differing_in_case_and_punctuation_are_isolated(db_url: str)
     sfx = uid()
     dotted, underscored = f"team-a.prod-{sfx}", f"Team_A_Prod_{sfx}"
     assert legacy_safe(dotted) == legacy_safe(underscored)  # one schema in the old release
-    a = await Client.connect(db_url, namespace=dotted)
-    b = await Client.connect(db_url, namespace=underscored)
+    a = await Client.connect(db_url, namespace=register_namespace(db_url, dotted))
+    b = await Client.connect(db_url, namespace=register_namespace(db_url, underscored))
     try:
         handle = await a.start_workflow("Unserved", id="wf", task_queue="nobody")
         assert [w.id async for w in a.list_workflows()] == ["wf"]
@@ -134,7 +135,7 @@ async def test_long_colliding_names_in_an_isolated_server_get_usable_schemas(db_
     names = ["Team-A.Production-Orders-Europe-West", "team_a_production_orders_europe_west"]
     try:
         for name in names:
-            client = await Client.connect(url, namespace=name)
+            client = await Client.connect(url, namespace=register_namespace(url, name))
             await client.start_workflow("Unserved", id="wf", task_queue="nobody")
             assert (await client.count_workflows()).count == 1
         idents = {get_store(url).ident(n) for n in names}
@@ -182,7 +183,7 @@ async def test_a_database_of_the_release_before_versioning_is_upgraded_in_place(
     and a running run (copied from runs this code made); then the current code opens it."""
     # Two runs, made by this code in a scratch namespace: one completed, one left running.
     scratch_url = db_url if is_pg(db_url) else f"sqlite:///{tmp_path / 'scratch'}"
-    scratch_ns = f"scratch-{uid()}"
+    scratch_ns = register_namespace(scratch_url, f"scratch-{uid()}")
     scratch = await Client.connect(scratch_url, namespace=scratch_ns)
     tq = f"tq-{uid()}"
     async with running_worker(scratch, tq):
@@ -232,6 +233,7 @@ async def test_a_database_of_the_release_before_versioning_is_upgraded_in_place(
             conn.close()
 
     try:
+        # Not registered: a schema (file) of the release before the catalog is adopted by its name.
         client = await Client.connect(url, namespace=name)
         finished = await client.get_workflow_handle("finished").describe()
         assert finished.status == WorkflowExecutionStatus.COMPLETED
@@ -283,6 +285,7 @@ async def test_a_namespace_written_by_a_newer_dbosify_is_refused(db_url: str) ->
     name = f"newer-{uid()}"
     setup = Store(db_url)
     try:
+        setup.register_namespace(name)
         ident = setup.ident(name)
         setup.transact_sync(name, lambda tx: tx.one("SELECT count(*) FROM executions"))
         newer = migrations.CURRENT_VERSION + 1
@@ -383,7 +386,7 @@ async def test_an_up_to_date_postgres_namespace_starts_while_writers_hold_their_
 ) -> None:
     if not is_pg(db_url):
         pytest.skip("Postgres: table locks (SQLite: see the traced test below)")
-    name = f"busy-{uid()}"
+    name = register_namespace(db_url, f"busy-{uid()}")
     client = await Client.connect(db_url, namespace=name)
     await client.count_workflows()  # registered, at the current version
     ident = get_store(db_url).ident(name)
@@ -410,7 +413,8 @@ async def test_an_up_to_date_sqlite_namespace_runs_no_ddl_at_start(
         pytest.skip("SQLite: statements traced (Postgres: see the table-lock test above)")
     name = f"quiet-{uid()}"
     tq = f"tq-{uid()}"
-    setup = await Client.connect(another_store_url(db_url), namespace=name)
+    setup_url = another_store_url(db_url)
+    setup = await Client.connect(setup_url, namespace=register_namespace(setup_url, name))
     async with running_worker(setup, tq):
         assert await setup.execute_workflow(Echo.run, "first", id="first", task_queue=tq) == (
             "first"
@@ -436,7 +440,7 @@ async def test_an_up_to_date_sqlite_namespace_runs_no_ddl_at_start(
     assert ddl == [], ddl
 
     # The trace does see DDL where there is some to run: a namespace new to the directory.
-    fresh = await Client.connect(db_url, namespace=f"new-{uid()}")
+    fresh = await Client.connect(db_url, namespace=new_namespace(db_url, "new-"))
     await fresh.count_workflows()
     assert any(re.match(r"\s*CREATE\b", s, re.IGNORECASE) for s in statements)
 
@@ -446,7 +450,7 @@ async def test_workers_joining_a_busy_postgres_database_all_start(
 ) -> None:
     if not is_pg(db_url):
         pytest.skip("Postgres: several processes writing at once")
-    name = f"join-{uid()}"
+    name = register_namespace(db_url, f"join-{uid()}")
     client = await Client.connect(db_url, namespace=name)
     load_tq = f"load-{uid()}"
     stop = asyncio.Event()
@@ -498,8 +502,8 @@ async def test_invalid_namespace_names_are_refused_as_temporal_refuses_them(db_u
     # The longest name Temporal accepts works, and is told apart from one a byte shorter.
     longest = uid() + "n" * (namespaces.MAX_NAME_LENGTH - 10)
     shorter = longest[:-1]
-    long_client = await Client.connect(db_url, namespace=longest)
-    shorter_client = await Client.connect(db_url, namespace=shorter)
+    long_client = await Client.connect(db_url, namespace=register_namespace(db_url, longest))
+    shorter_client = await Client.connect(db_url, namespace=register_namespace(db_url, shorter))
     try:
         await long_client.start_workflow("Unserved", id="wf", task_queue="nobody")
         assert (await long_client.count_workflows()).count == 1

@@ -8,10 +8,10 @@ database, or else the embedded default".
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
+from conftest import new_namespace
 from temporalio.client import Client
 
 from dbosify._store import mask_url
@@ -107,7 +107,7 @@ async def test_a_bad_database_url_in_the_environment_is_refused(
 async def test_a_plain_host_port_means_the_configured_database(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ns = f"urls-{uuid.uuid4().hex[:10]}"
+    ns = new_namespace(db_url, "urls-")
     monkeypatch.setenv("DBOSIFY_DATABASE_URL", db_url)
     via_target = await Client.connect("localhost:7233", namespace=ns)
     handle = await via_target.start_workflow("Anything", id="wf-1", task_queue="nobody")

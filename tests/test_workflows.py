@@ -690,7 +690,9 @@ async def test_several_workers_started_and_stopped_repeatedly(client: Client) ->
 
 
 async def test_namespaces_are_isolated(client: Client, db_url: str) -> None:
-    other = await Client.connect(db_url, namespace=f"other{uuid.uuid4().hex[:8]}")
+    from conftest import new_namespace  # not at the top: sandboxed workflows re-import this module
+
+    other = await Client.connect(db_url, namespace=new_namespace(db_url, "other"))
     handle = await client.start_workflow(WaitForeverWorkflow.run, id=wid(), task_queue=wid())
     with pytest.raises(RPCError) as err:
         await other.get_workflow_handle(handle.id).describe()

@@ -11,8 +11,8 @@ from dbosify._errors import ServiceError
 from dbosify._server.operator import OperatorService
 from dbosify._server.time_skipping import TestService
 from dbosify._service import WorkflowService
-from dbosify._store import Store, StoreError, get_store, resolve_url
-from dbosify._store.namespaces import InvalidNamespace
+from dbosify._store import ENV_NAMESPACES, Store, StoreError, get_store, resolve_url
+from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 
 logger = logging.getLogger("dbosify")
 _announced: set[str] = set()
@@ -67,6 +67,9 @@ class ClientRef:
         except InvalidNamespace as err:  # an empty or too long name: refused as Temporal does
             err2 = ServiceError.invalid(str(err))
             raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
+        except NamespaceNotFound as err:  # not registered: NOT_FOUND, as Temporal answers
+            err2 = namespace_not_found(err)
+            raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
         except ServiceError as err:
             raise RPCError(err.status, err.message, err.grpc_status_bytes()) from None
         except StoreError as err:
@@ -94,20 +97,34 @@ class ClientRef:
         return self._call("health", call)
 
 
+def namespace_not_found(err: NamespaceNotFound) -> ServiceError:
+    from temporalio.api.errordetails.v1 import message_pb2 as errdetails
+
+    return ServiceError.not_found(str(err), errdetails.NamespaceNotFoundFailure(namespace=err.name))
+
+
 async def connect_client(runtime_ref: Any, config: Any) -> ClientRef:
     """Resolve the store for ``config.target_url`` and check it can be reached.
 
     A target or ``DBOSIFY_DATABASE_URL`` that is not a database URL dbosify can use (nor a
     plain ``host:port``) raises a `ValueError` saying what is accepted, as the native client
     does for an invalid target URL; a database that cannot be reached, a `RuntimeError`
-    ("Failed client connect: ..."). Neither shows a password.
+    ("Failed client connect: ..."). Neither shows a password. The namespaces listed in
+    ``DBOSIFY_NAMESPACES`` are registered here (once per process and store).
     """
     if runtime_ref is not None:
         runtime_ref.assert_same_process("create client")
     url = resolve_url(getattr(config, "target_url", None))  # InvalidURL, a ValueError
     store = get_store(url)
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.get_running_loop().run_in_executor(None, store.check)
+        await loop.run_in_executor(None, store.check)
+    except StoreError as err:
+        raise RuntimeError(f"Failed client connect: {err}") from None
+    try:
+        await loop.run_in_executor(None, store.register_env_namespaces)
+    except InvalidNamespace as err:
+        raise ValueError(f"{ENV_NAMESPACES} lists a name that cannot be a namespace: {err}") from None
     except StoreError as err:
         raise RuntimeError(f"Failed client connect: {err}") from None
     if url not in _announced:

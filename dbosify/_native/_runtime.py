@@ -141,18 +141,44 @@ def _dynamic_config(args: Any, key: str) -> str | None:
     return None
 
 
+def _namespace_args(config: Any) -> list[str]:
+    """The namespaces a dev server starts with: start_local's ``namespace`` and every
+    ``--namespace NAME`` (``-n NAME``, ``--namespace=NAME``) of its extra arguments."""
+    names = [getattr(config, "namespace", None) or "default"]
+    items = [a for a in (getattr(config, "extra_args", None) or ()) if isinstance(a, str)]
+    for i, flag in enumerate(items):
+        if flag in ("--namespace", "-n") and i + 1 < len(items):
+            names.append(items[i + 1])
+        elif flag.startswith("--namespace="):
+            names.append(flag.split("=", 1)[1])
+    return list(dict.fromkeys(n for n in names if n))
+
+
 async def start_dev_server(runtime_ref: Any, config: Any) -> EphemeralServerRef:
     server = await _start_dev_server(config)
+    try:
+        await _configure_dev_server(server, config)
+    except BaseException:
+        await server.shutdown()  # temporalio never sees it: nothing else would remove it
+        raise
+    return server
+
+
+async def _configure_dev_server(server: EphemeralServerRef, config: Any) -> None:
+    from dbosify._store import get_store, resolve_url
+
+    store = get_store(resolve_url(server.target))
+    # Registered, as the dev server registers its --namespace flags (default needs nothing).
+    for name in _namespace_args(config):
+        if name != "default":
+            await asyncio.get_running_loop().run_in_executor(None, store.register_namespace, name)
     args = getattr(config, "extra_args", None)
     attrs = _search_attribute_args(args)
     if attrs:
         await _register_search_attributes(server.target, getattr(config, "namespace", "default"), attrs)
     blob_limit = _dynamic_config(args, "limit.blobSize.error")
     if blob_limit is not None:
-        from dbosify._store import get_store, resolve_url
-
-        get_store(resolve_url(server.target)).blob_size_limit = int(blob_limit)
-    return server
+        store.blob_size_limit = int(blob_limit)
 
 
 async def _start_dev_server(config: Any) -> EphemeralServerRef:
@@ -197,5 +223,7 @@ async def start_test_server(runtime_ref: Any, config: Any) -> EphemeralServerRef
 
     server = await _start_dev_server(config)
     server.has_test_service = True
-    get_store(resolve_url(server.target)).use_clock(VirtualClock())
+    store = get_store(resolve_url(server.target))
+    store.use_clock(VirtualClock())
+    store.open_namespaces = True  # the Java test server does not check namespaces
     return server

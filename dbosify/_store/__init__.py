@@ -8,12 +8,13 @@
 """
 
 from dbosify._store.errors import StoreError
-from dbosify._store.store import Store, Tx, forget_store, get_store
+from dbosify._store.store import ENV_NAMESPACES, Store, Tx, forget_store, get_store
 from dbosify._store.urls import ENV_DATABASE_URL, ENV_HOME, SERVER_PARAM, mask_url, resolve_url
 
 __all__ = [
     "ENV_DATABASE_URL",
     "ENV_HOME",
+    "ENV_NAMESPACES",
     "SERVER_PARAM",
     "Store",
     "StoreError",

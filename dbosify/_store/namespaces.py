@@ -7,8 +7,14 @@ case or punctuation (``team-a.prod``, ``Team_A_Prod``) are different namespaces,
 and get different idents; the ident is derived from the name for readability, with a hash
 suffix when that readable form is already taken.
 
+A namespace must be registered before it is used, as on Temporal: ``default`` is registered
+by its first use, any other name by `pg_register` / `sqlite_ident` with ``create`` (the
+RegisterNamespace RPC, ``dbosify namespace create``, ``DBOSIFY_NAMESPACES``, a dev server's
+``--namespace``). Looking up a name that is not registered raises `NamespaceNotFound` and
+writes nothing.
+
 A database written before the catalog existed has schemas (files) named by the readable form
-alone: the first name that maps to one adopts it, as that release did.
+alone: the first name that maps to one adopts it, as that release did (it was registered then).
 """
 
 from __future__ import annotations
@@ -41,6 +47,21 @@ CREATE TABLE IF NOT EXISTS namespaces (
 class InvalidNamespace(StoreError, ValueError):
     """The name cannot be a namespace. The client reports it as INVALID_ARGUMENT, with the
     message Temporal's frontend gives where Temporal refuses the name too."""
+
+
+class NamespaceNotFound(StoreError):
+    """The name is not registered. The client reports it as NOT_FOUND with Temporal's message
+    and ``NamespaceNotFoundFailure``, followed by how to register it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Namespace {name} is not found. (dbosify: register it first, e.g. with"
+            f" `dbosify namespace create {name}` or DBOSIFY_NAMESPACES={name}; see docs/COMPATIBILITY.md)"
+        )
+        self.name = name
+
+
+DEFAULT = "default"  # registered by its first use, as it exists from the start on Temporal
 
 
 def validate_name(name: str) -> None:
@@ -114,7 +135,7 @@ def pg_lookup(conn: Any, server: str | None, name: str) -> str | None:
 
 
 def pg_names(conn: Any, server: str | None) -> list[str]:
-    """The names of the namespaces the catalog knows (none before the first is used)."""
+    """The names of the namespaces the catalog knows (none before the first is registered)."""
     try:
         rows = conn.execute(f'SELECT name FROM "{catalog_schema(server)}".namespaces ORDER BY name').fetchall()
     except Exception as err:
@@ -139,12 +160,16 @@ def sqlite_names(directory: Path) -> list[str]:
         conn.close()
 
 
-def pg_register(conn: Any, server: str | None, name: str) -> str:
-    """Register ``name`` (or bring its tables to the current version) under the catalog lock.
+def pg_register(conn: Any, server: str | None, name: str, create: bool = True) -> tuple[str, bool]:
+    """Find ``name`` in the catalog, registering it when ``create``, under the catalog lock; bring
+    its tables to the current version. Returns (ident, whether this call registered it).
 
     One transaction: the catalog row, the namespace's schema and its migrations commit together.
+    A name that is not registered, without ``create``, raises `NamespaceNotFound` and the
+    transaction is rolled back: nothing is written.
     """
     catalog = catalog_schema(server)
+    created = False
     try:
         with conn.cursor() as cur:
 
@@ -163,7 +188,7 @@ def pg_register(conn: Any, server: str | None, name: str) -> str:
                 f'SELECT ident, schema_version FROM "{catalog}".namespaces WHERE name = %s', (name,)
             ).fetchone()
             if row is None:
-                ident, version = _pg_new_ident(execute, server, catalog, name)
+                ident, version, created = _pg_new_ident(execute, server, catalog, name, create)
                 execute(
                     f'INSERT INTO "{catalog}".namespaces (name, ident, schema_version, created_at)'
                     " VALUES (%s, %s, %s, %s)",
@@ -183,21 +208,27 @@ def pg_register(conn: Any, server: str | None, name: str) -> str:
     except BaseException:
         conn.rollback()
         raise
-    return ident
+    return ident, created
 
 
-def _pg_new_ident(execute: Any, server: str | None, catalog: str, name: str) -> tuple[str, int]:
-    """A free ident for a new name: (ident, its current schema version: 0 for a new schema)."""
+def _pg_new_ident(
+    execute: Any, server: str | None, catalog: str, name: str, create: bool
+) -> tuple[str, int, bool]:
+    """An ident for a name not in the catalog: (ident, its current schema version: 0 for a new
+    schema, whether the name is new). Without ``create``, only a schema written before the
+    catalog is adopted; else `NamespaceNotFound`."""
     legacy = legacy_ident(name, server)
     taken_by_name = {
         str(r[0]) for r in execute(f'SELECT ident FROM "{catalog}".namespaces').fetchall()
     }
     if legacy not in taken_by_name and _pg_schema_exists(execute, legacy):
-        return legacy, 0  # written before the catalog: adopt it and upgrade it in place
+        return legacy, 0, False  # written before the catalog: adopt it and upgrade it in place
+    if not create:
+        raise NamespaceNotFound(name)
     for ident in _candidates(name, server):
         if ident not in taken_by_name and not _pg_schema_exists(execute, ident):
             execute(f'CREATE SCHEMA "{ident}"')
-            return ident, 0
+            return ident, 0, True
     raise StoreError(f"no free schema name for namespace {name!r}")
 
 
@@ -212,10 +243,20 @@ def sqlite_catalog_path(directory: Path) -> Path:
     return directory / "catalog.sqlite"
 
 
-def sqlite_ident(directory: Path, server: str | None, name: str) -> str:
-    """The ident (file stem) of ``name``, registering it in the directory's catalog if new."""
+def sqlite_ident(
+    directory: Path, server: str | None, name: str, create: bool = True
+) -> tuple[str, bool]:
+    """The ident (file stem) of ``name`` in the directory's catalog, registering it when
+    ``create``: (ident, whether this call registered it). A name that is not registered, without
+    ``create``, raises `NamespaceNotFound` and nothing is written (not even the catalog file)."""
+    legacy = legacy_ident(name, server)
+    catalog = sqlite_catalog_path(directory)
+    # os.path.exists: False, not an error, for a name too long to be a file (the release before
+    # the catalog could not have made one).
+    if not create and not catalog.exists() and not os.path.exists(directory / f"{legacy}.sqlite"):
+        raise NamespaceNotFound(name)
     directory.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(sqlite_catalog_path(directory), isolation_level=None, timeout=30)
+    conn = sqlite3.connect(catalog, isolation_level=None, timeout=30)
     try:
         try:
             row = conn.execute("SELECT ident FROM namespaces WHERE name = ?", (name,)).fetchone()
@@ -224,18 +265,18 @@ def sqlite_ident(directory: Path, server: str | None, name: str) -> str:
                 raise
             row = None
         if row is not None:
-            return str(row[0])
+            return str(row[0]), False
         conn.execute("BEGIN IMMEDIATE")
+        created = False
         try:
             conn.execute(_CATALOG_TABLE.replace("DOUBLE PRECISION", "REAL"))
             row = conn.execute("SELECT ident FROM namespaces WHERE name = ?", (name,)).fetchone()
             if row is None:
                 taken = {str(r[0]) for r in conn.execute("SELECT ident FROM namespaces")}
-                legacy = legacy_ident(name, server)
-                # os.path.exists: False, not an error, for a name too long to be a file (the
-                # release before the catalog could not have made one).
                 if legacy not in taken and os.path.exists(directory / f"{legacy}.sqlite"):
                     ident = legacy  # written before the catalog: adopt it
+                elif not create:
+                    raise NamespaceNotFound(name)
                 else:
                     ident = next(
                         (
@@ -247,6 +288,7 @@ def sqlite_ident(directory: Path, server: str | None, name: str) -> str:
                     )
                     if not ident:
                         raise StoreError(f"no free file name for namespace {name!r}")
+                    created = True
                 conn.execute(
                     "INSERT INTO namespaces (name, ident, schema_version, created_at)"
                     " VALUES (?, ?, 0, ?)",
@@ -258,7 +300,7 @@ def sqlite_ident(directory: Path, server: str | None, name: str) -> str:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return ident
+        return ident, created
     finally:
         conn.close()
 

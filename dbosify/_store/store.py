@@ -51,6 +51,7 @@ PG_SESSION_OPTIONS = (
     "-c idle_in_transaction_session_timeout=1000 -c lock_timeout=3000 -c statement_timeout=60000"
     " -c dbosify.writer=on"  # the DBOS triggers (dbosify._dbos.setup) tell our writes apart
 )
+ENV_NAMESPACES = "DBOSIFY_NAMESPACES"  # namespaces every client registers when it connects
 ENV_DBOS = "DBOSIFY_DBOS"  # "0": runs are not DBOS workflows (for comparison benchmarks)
 PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
 
@@ -158,6 +159,10 @@ class Store:
         self.server: str | None = target.server
         self._lock = threading.RLock()
         self._idents: dict[str, str] = {}  # namespace -> schema or file stem, at the current version
+        # Any namespace is registered by its first use (a time-skipping environment: the Java
+        # test server does not check namespaces); otherwise only `namespaces.DEFAULT` is.
+        self.open_namespaces = False
+        self._env_registered: set[str] = set()  # DBOSIFY_NAMESPACES names registered by this process
         self._pg_pool: queue.LifoQueue[Any] = queue.LifoQueue()
         self._pg_slots = {lane: threading.BoundedSemaphore(n) for lane, n in LANES.items()}
         self._executors = {
@@ -239,7 +244,7 @@ class Store:
         return self.sqlite_path(namespace)
 
     def namespace_names(self) -> list[str]:
-        """The namespaces used so far in this store (each is created on its first use)."""
+        """The namespaces registered in this store's catalog (``default`` once it is used)."""
         if self.is_sqlite:
             return namespaces.sqlite_names(self._sqlite_dir)
         import psycopg
@@ -364,32 +369,54 @@ class Store:
     def ident(self, namespace: str) -> str:
         """The namespace's Postgres schema (and NOTIFY channel), or its SQLite file's stem.
 
-        The first use in a process registers the name in the catalog, or brings its tables to
-        the current schema version; after that it is a dictionary lookup.
+        The first use in a process looks the name up in the catalog (registering ``default``),
+        and brings its tables to the current schema version; after that it is a dictionary
+        lookup. A name that is not registered raises `namespaces.NamespaceNotFound`.
         """
         ident = self._idents.get(namespace)
         if ident is not None:
             return ident
         # InvalidNamespace is a StoreError that the client reports as INVALID_ARGUMENT.
         namespaces.validate_name(namespace)
-        ident = self._retrying(lambda _lost: self._resolve_ident(namespace))
+        create = self.open_namespaces or namespace == namespaces.DEFAULT
+        ident, _ = self._retrying(lambda _lost: self._resolve_ident(namespace, create))
         with self._lock:
             return self._idents.setdefault(namespace, ident)
 
-    def _resolve_ident(self, namespace: str) -> str:
+    def register_namespace(self, namespace: str) -> bool:
+        """Register ``namespace`` (and create its tables); False if it was registered already."""
+        namespaces.validate_name(namespace)
+        ident, created = self._retrying(lambda _lost: self._resolve_ident(namespace, True))
+        with self._lock:
+            self._idents.setdefault(namespace, ident)
+        return created
+
+    def register_env_namespaces(self) -> None:
+        """Register the names listed in ``DBOSIFY_NAMESPACES`` (comma-separated), once each per
+        process: a deployment declares its namespaces as a dev server's ``--namespace`` does."""
+        names = env_namespaces()
+        for name in names:  # all checked before any is registered
+            namespaces.validate_name(name)
+        for name in names:
+            if name not in self._env_registered:
+                self.register_namespace(name)
+                self._env_registered.add(name)
+
+    def _resolve_ident(self, namespace: str, create: bool) -> tuple[str, bool]:
         if self.is_sqlite:
-            return namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace)
+            return namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace, create)
         with self._pg_connection() as conn:
             ident = namespaces.pg_lookup(conn, self.server, namespace)
+            created = False
             if ident is None:
-                ident = namespaces.pg_register(conn, self.server, namespace)
+                ident, created = namespaces.pg_register(conn, self.server, namespace, create)
             if self.dbos_enabled and not self._dbos_ready:
                 assert self.dbos_schema is not None
                 dbos_setup.pg_ensure(
                     conn, self._pg_url, namespaces.catalog_schema(self.server), self.dbos_schema
                 )
                 self._dbos_ready = True
-            return ident
+            return ident, created
 
     def _retrying(self, fn: Callable[[bool], T]) -> T:
         """``fn`` with transient errors retried (see `transact_sync`). ``fn`` is told whether an
@@ -636,6 +663,11 @@ class Store:
 
 
 
+
+
+def env_namespaces() -> list[str]:
+    """The names in ``DBOSIFY_NAMESPACES`` (comma-separated, blanks around names ignored)."""
+    return [n.strip() for n in os.environ.get(ENV_NAMESPACES, "").split(",") if n.strip()]
 
 
 def _host_port(netloc: str) -> str:

@@ -27,6 +27,7 @@ from dbosify._dbos import records
 from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
+from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._worker import dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
@@ -155,8 +156,16 @@ class WorkerCore(ActivitySide):
             self.runtime.assert_same_process("use worker")
 
     async def validate(self) -> bytes:
+        """Core's check before a worker polls: its namespace must be registered (Core asks
+        DescribeNamespace). Nothing is written for a namespace that is not."""
         self._same_process()
-        await asyncio.get_running_loop().run_in_executor(None, self.store.check)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.store.check)
+        try:
+            await loop.run_in_executor(None, self.store.ident, self.ns)
+        except (NamespaceNotFound, InvalidNamespace) as err:
+            # temporalio's worker raises what Core's validate raises: this RuntimeError.
+            raise RuntimeError(f"Worker validation failed: {err}") from None
         from temporalio.bridge.proto import NamespaceInfo
 
         info = NamespaceInfo()

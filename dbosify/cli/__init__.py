@@ -1,4 +1,5 @@
-"""The ``dbosify`` command: ``run`` an app, operate its runs (``workflow``, ``schedule``), ``ui``.
+"""The ``dbosify`` command: ``run`` an app, operate its runs (``workflow``, ``schedule``), register
+its ``namespace``s, ``ui``.
 
 ``dbosify run`` is parsed by hand (everything after the script belongs to the script) and
 imports nothing else; the other commands are `click` groups, a module per verb family, whose
@@ -63,6 +64,11 @@ def schedule_group() -> None:
     """Create, list and operate on Schedules (the `temporal schedule` verbs)."""
 
 
+@cli.group("namespace")
+def namespace_group() -> None:
+    """Register and list namespaces (`temporal operator namespace create|list`)."""
+
+
 def _register() -> None:
     """The verbs, with the hook active first: their modules import temporalio."""
     from dbosify.cli.common import activate
@@ -70,6 +76,7 @@ def _register() -> None:
     activate()
     if workflow_group.commands:
         return
+    from dbosify.cli import namespace as namespace_verbs
     from dbosify.cli import schedule as schedule_verbs
     from dbosify.cli import ui as ui_verb
     from dbosify.cli import workflow_read, workflow_write
@@ -77,6 +84,7 @@ def _register() -> None:
     workflow_read.register(workflow_group)
     workflow_write.register(workflow_group)
     schedule_verbs.register(schedule_group)
+    namespace_verbs.register(namespace_group)
     cli.add_command(ui_verb.ui_cmd)
 
 
