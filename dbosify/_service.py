@@ -500,7 +500,7 @@ class WorkflowService:
                 h.COMPLETED,
             ):
                 return run
-            tx.execute(
+            tx.defer(  # with the COMMIT (the transaction is coalesced on Postgres)
                 "INSERT INTO queries (query_id, run_id, state, request) VALUES (%s, %s, 'pending', %s)",
                 (query_id, run.run_id, req.query.SerializeToString()),
             )
@@ -513,7 +513,7 @@ class WorkflowService:
         key = f"qr:{query_id}"
         fut = self.store.waiter(ns, [key])
         try:
-            run = await self.store.transact(ns, fn)
+            run = await self.store.transact(ns, fn, coalesced=True)
         except BaseException:
             fut.cancel()
             raise

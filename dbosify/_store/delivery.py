@@ -31,7 +31,8 @@ def publish(store: Store, tx: Tx, namespace: str) -> None:
     if not keys:
         return
     if not store.is_sqlite:
-        tx.execute(
+        # In a coalesced transaction it goes out with the COMMIT.
+        tx.defer(
             "SELECT pg_notify(%s, k) FROM unnest(%s::text[]) AS k", (store.ident(namespace), keys)
         )
         return

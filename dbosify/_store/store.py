@@ -10,6 +10,7 @@ Postgres LISTEN/NOTIFY or, on SQLite, a `notices` table read by one watcher thre
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -546,23 +547,23 @@ class Store:
         """Run ``fn`` on one of ``lane``'s threads (it makes its own transactions)."""
         self._executors[lane].submit(fn)
 
-    async def transact(self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK) -> T:
-        """Run ``fn`` in one transaction in one of the store's threads.
+    async def transact(
+        self, namespace: str, fn: Callable[[Tx], T], lane: str = WORK, *, coalesced: bool = False
+    ) -> T:
+        """Run ``fn`` in one transaction in one of the store's threads (``coalesced``: see
+        `transact_sync`).
 
         Lane `FACT` has threads and connections of its own: an activity's result is recorded at
         once, never queued behind claims, polls and heartbeats.
         """
+        run = functools.partial(self.transact_sync, namespace, fn, lane, coalesced=coalesced)
         if not self.clock.virtual:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executors[lane], self.transact_sync, namespace, fn, lane
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executors[lane], run)
         # Work in progress until its wake-ups are on their way: time must not skip past it.
         key = object()
         self.clock.hold(key)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executors[lane], self.transact_sync, namespace, fn, lane
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executors[lane], run)
         finally:
             self.clock.release(key)
 

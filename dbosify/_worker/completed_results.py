@@ -14,9 +14,9 @@ busy event loop holds it. So completed attempts take this path:
   each attempt is still current (the fence: a taken-over or timed-out attempt is refused, as a
   stale task token is on Temporal), appends the events, removes the tasks, makes dormant runs
   claimable and sends the wake-ups. In autocommit it is its own transaction: one round trip.
-- `DirectWriter` sends it from the event loop on which the completion arrives, on an
-  asynchronous connection, in the same step as the completion: no thread, no wait for the lock
-  before the commit reaches the server. Completions that arrive while every connection is busy
+- `DirectWriter` sends it from the event loop on which the completion arrives, on the worker's
+  `LoopPool`, in the same step as the completion: no thread, no wait for the lock before the
+  commit reaches the server. Completions that arrive while every connection is busy
   are sent together next (group commit).
 
 Anything this path cannot settle (an event already recorded, a scheduled event id that does not
@@ -42,11 +42,12 @@ if TYPE_CHECKING:
     from temporalio.api.common.v1 import message_pb2 as common
 
     from dbosify._store import Store
+    from dbosify._store.loop_pool import LoopPool
     from dbosify._store.store import Tx
 
 logger = logging.getLogger("dbosify")
 
-CONNECTIONS = 2  # statements in flight at once per worker; more completions wait and go together
+CONNECTIONS = 2  # batches in flight at once per worker; more completions wait and go together
 _DRAIN_ROUNDS = 4  # batches one completion's coroutine sends before a task takes over
 _ID_BYTES = 4  # the estimated size of an event id field, for HistorySizeBytes
 
@@ -203,22 +204,18 @@ def record_in(tx: Tx, items: Sequence[Completed]) -> list[bool | None]:
 class DirectWriter:
     """Sends completed attempts from the worker's event loop (see the module's docstring)."""
 
-    def __init__(self, store: Store, namespace: str) -> None:
+    def __init__(self, store: Store, namespace: str, pool: LoopPool) -> None:
         self.store = store
         self.ns = namespace
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._idle: list[Any] = []  # psycopg AsyncConnections, autocommit
+        self.pool = pool
         self._sending = 0
         self._pending: list[tuple[Completed, asyncio.Future[bool | None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
 
     async def record(self, item: Completed) -> bool | None:
+        if not self.pool.usable():
+            return None  # another loop's completion, or shutting down: the general path takes it
         loop = asyncio.get_running_loop()
-        if self.loop is None:
-            self.loop = loop
-        if loop is not self.loop or self._closed:
-            return None  # another loop's completion: the general path takes it
         done: asyncio.Future[bool | None] = loop.create_future()
         self._pending.append((item, done))
         if self._sending < CONNECTIONS:
@@ -228,14 +225,14 @@ class DirectWriter:
                 await self._drain(_DRAIN_ROUNDS)
             finally:
                 self._sending -= 1
-                self._hand_over()
+                self._hand_over(loop)
         return await done
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
         """What is still pending goes on in a task of its own."""
-        if self._pending and self._sending < CONNECTIONS and self.loop is not None:
+        if self._pending and self._sending < CONNECTIONS:
             self._sending += 1
-            task = self.loop.create_task(self._drain_task())
+            task = loop.create_task(self._drain_task())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -252,7 +249,9 @@ class DirectWriter:
             batch, self._pending = self._pending, []
             items = [b[0] for b in batch]
             try:
-                values, keys = await self._send(items)
+                channel = self.store.ident(self.ns)
+                rows = await self.pool.fetch(statement(channel), params(items, channel))
+                values, keys = verdicts(items, rows)
             except Exception as err:
                 logger.debug("dbosify: direct result write failed (%s); the general path records them", err)
                 values, keys = [None] * len(items), set()
@@ -266,39 +265,3 @@ class DirectWriter:
             for (_, fut), value in zip(batch, values, strict=True):
                 if not fut.done():
                     fut.set_result(value)
-
-    async def _send(self, items: list[Completed]) -> tuple[list[bool | None], set[str]]:
-        conn = self._idle.pop() if self._idle else await self._connect()
-        ok = False
-        try:
-            channel = self.store.ident(self.ns)
-            cur = await conn.execute(statement(channel), params(items, channel))
-            rows = await cur.fetchall()
-            ok = True
-        finally:
-            if ok and not self._closed:
-                self._idle.append(conn)
-            else:
-                await self._close(conn)
-        return verdicts(items, rows)
-
-    async def _close(self, conn: Any) -> None:
-        self.store.track_backend(conn, None)
-        try:
-            await conn.close()
-        except Exception:
-            pass
-
-    async def _connect(self) -> Any:
-        import psycopg
-
-        conn = await psycopg.AsyncConnection.connect(**self.store.pg_connect_args(), autocommit=True)
-        conn.prepare_threshold = None
-        self.store.track_backend(conn, conn.info.backend_pid)  # its NOTIFYs are fired in-process
-        return conn
-
-    async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await self._close(conn)

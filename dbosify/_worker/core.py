@@ -27,6 +27,7 @@ from dbosify._dbos import records
 from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
+from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._worker import dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
@@ -101,7 +102,9 @@ class WorkerCore(ActivitySide):
         self._reaped_count = 0
         self.replay_gate = ReplayGate(REPLAY_SLOTS)
         self._replay_priority: dict[str, int] = {}  # claimed runs not yet replayed
-        self._results = ResultRecorder(self.store, self.ns, self.identity)
+        # Single statements sent from the worker's loop (results, query answers): loop_pool.py.
+        self.loop_pool = LoopPool(self.store)
+        self._results = ResultRecorder(self.store, self.ns, self.identity, self.loop_pool)
         # Busy for a virtual clock from now until its pollers run (each is then busy itself): a
         # run started before this worker's first poll must not see time skip past it.
         self._starting = self.store.clock.participant()
@@ -195,7 +198,7 @@ class WorkerCore(ActivitySide):
             t.cancel()
         for t in list(self._drivers.values()):
             t.cancel()
-        await self._results.close()
+        await self.loop_pool.close()
         if self._started:
             liveness.leave(self.store, self.ns, self.id)
             await self.store.transact(self.ns, self._unregister)

@@ -619,11 +619,18 @@ class RunDriver:
             replaying=False, history_length=self.state.consumed,
         )
         results = queries.answers(pending, completion)
+        ids = [qid for qid, _ in pending]
+        pool = self.core.loop_pool
+        if pool.usable():  # one statement from this loop: the caller waits on it
+            fence = (self.owner, self.gen) if self.gen is not None else None
+            if not await queries.record_direct(pool, self.store, self.ns, self.run_id, fence, ids, results):
+                raise Fenced()  # a stale driver's state may be behind: it answers nothing
+            return
 
         def fn(tx: Tx) -> None:
             if self.gen is not None:
                 self._owned(tx)  # a stale driver's state may be behind: it answers nothing
-            queries.record(tx, [qid for qid, _ in pending], results)
+            queries.record(tx, ids, results)
 
         await self.store.transact(self.ns, fn)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dbosify import _activity_tasks as acts
 from dbosify._store import Store
+from dbosify._store.loop_pool import LoopPool
 from dbosify._store.store import FACT, LANES
 from dbosify._worker import completed_results
 
@@ -28,14 +29,14 @@ if TYPE_CHECKING:  # (at run time this module may load while _activity_tasks is 
 
 
 class ResultRecorder:
-    def __init__(self, store: Store, namespace: str, identity: str) -> None:
+    def __init__(self, store: Store, namespace: str, identity: str, pool: LoopPool) -> None:
         self.store = store
         self.ns = namespace
         self.identity = identity
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._drainers = 0
-        self._direct = None if store.is_sqlite else completed_results.DirectWriter(store, namespace)
+        self._direct = None if store.is_sqlite else completed_results.DirectWriter(store, namespace, pool)
 
     async def record(self, outcome: acts.Outcome, scheduled_event_id: int | None = None) -> bool:
         """Record one attempt's outcome; False if the attempt is no longer current.
@@ -90,10 +91,6 @@ class ResultRecorder:
                 continue
             _resolve(batch, current)
 
-
-    async def close(self) -> None:
-        if self._direct is not None:
-            await self._direct.close()
 
 
 def _resolve(batch: list[_Pending], values: Sequence[object]) -> None:
