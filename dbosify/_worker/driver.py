@@ -390,8 +390,11 @@ class RunDriver:
                 if queued is not None and (deadline is None or queued < deadline):
                     deadline = queued
                 if deadline is not None and deadline <= now:
-                    fut.cancel()
-                    await self._fire_due(now)
+                    # The waiter stays registered (as for a workflow task): the firing
+                    # transaction ends with a fresh look.
+                    fresh = await self._fire_due(now, last_seen=self.events[-1][0].event_id if self.events else 0)
+                    if fresh is None:
+                        fut.cancel()
                     continue
                 self.idle = not self.local_tasks
                 try:
@@ -404,7 +407,9 @@ class RunDriver:
                 finally:
                     self.idle = False
                 if not fut.done():
-                    fut.cancel()  # a deadline passed: look again
+                    # A deadline passed, and nothing was committed for this run meanwhile (its
+                    # waiter is still registered): what the last look saw still holds.
+                    fresh = Snapshot(snap.run, [], [], [])
         finally:
             if fut is not None:
                 fut.cancel()
@@ -441,31 +446,38 @@ class RunDriver:
             else:
                 st.queued_checks[seq] = later
 
-    async def _fire_due(self, now: float) -> None:
+    async def _fire_due(self, now: float, last_seen: int) -> Snapshot | None:
+        """Append the due timers' TimerFired events (or time the run out); returns the run as
+        read at the end of that transaction, so the workflow task that follows needs no look of
+        its own (None: the run is not this driver's to write)."""
         st = self.state
         due = sorted(seq for seq, at in st.timers.items() if at <= now)
         run_deadline = self.run.run_deadline if self.run else None
 
-        def fn(tx: Tx) -> None:
+        def fn(tx: Tx) -> Snapshot | None:
             run = self._owned(tx)
             if run is None:
-                return
+                return None
             if run_deadline is not None and run_deadline <= now:
                 _runs.close_run(
                     tx, run, h.TIMED_OUT, E.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
                     hist.WorkflowExecutionTimedOutEventAttributes(retry_state=3),  # type: ignore
                 )
-                return
+                return None
             for seq in due:
                 h.append(
                     tx, self.run_id, E.EVENT_TYPE_TIMER_FIRED,
                     hist.TimerFiredEventAttributes(timer_id=str(seq)),
                     seq=seq, dedup=f"timer:{seq}",
                 )
+            # This driver reads what it wrote right here; waking itself would cost another look.
+            tx.keys_to_fire.discard(f"run:{self.run_id}")
+            return self._snapshot(tx, last_seen)
 
-        await self.store.transact(self.ns, fn)
+        snap = await self.store.transact(self.ns, fn)
         for seq in due:
             st.timers.pop(seq, None)
+        return snap
 
     async def _live_activation(
         self, inputs: list[tuple[hist.HistoryEvent, int | None]], updates: list[upd_pb.Request],
