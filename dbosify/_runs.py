@@ -23,6 +23,7 @@ from dbosify._dbos import records
 from dbosify._errors import ServiceError
 from dbosify._server import search_attributes
 from dbosify._store import Tx
+from dbosify._store.wakeups import with_value
 
 _CLOSED_BAD = {h.FAILED, h.CANCELED, h.TERMINATED, h.TIMED_OUT}
 
@@ -175,7 +176,7 @@ def close_run(
         next_cron = h.new_run_id()
         attrs.new_execution_run_id = next_cron  # type: ignore[attr-defined]
         notify_parent = False
-    h.append(tx, run.run_id, event_type, attrs, at=now)
+    close_id = h.append(tx, run.run_id, event_type, attrs, at=now)
     tx.execute(
         "UPDATE executions SET status = %s, close_time = %s, owner = NULL WHERE run_id = %s",
         (status, now, run.run_id),
@@ -201,8 +202,13 @@ def close_run(
     # now waits for this transaction's row lock and then sees the run closed; see query_workflow.)
     if tx.one("SELECT 1 FROM queries WHERE run_id = %s AND state = 'pending' LIMIT 1", (run.run_id,)):
         tx.notify(f"q-tq:{run.task_queue}")
-    tx.notify(f"closed:{run.run_id}")
-    tx.notify(f"closed-wf:{run.workflow_id}")
+    # A small close event travels with the wake-up: a client waiting for the result needs no read.
+    close_event = hist.HistoryEvent(event_id=close_id or 0)
+    close_event.event_time.FromNanoseconds(int(now * 1e9))
+    h.set_attrs(close_event, event_type, attrs)
+    data = close_event.SerializeToString()
+    tx.notify(with_value(f"closed:{run.run_id}", data))
+    tx.notify(with_value(f"closed-wf:{run.workflow_id}", run.run_id.encode() + b"\x00" + data))
     tx.notify(f"upd-run:{run.run_id}")
     tx.notify(f"qr-run:{run.run_id}")
     if run.parent_run_id and status != h.CONTINUED_AS_NEW and notify_parent:

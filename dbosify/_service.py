@@ -426,9 +426,9 @@ class WorkflowService:
 
         # Long poll: wait for the close event (or any new event) to be pushed, never on a timer.
         # Waiting for a result, the waiter can be registered before the first look.
-        fut = (
-            self.store.waiter(ns, [f"closed-wf:{wid}"]) if close_only and req.wait_new_event else None
-        )
+        # A small close event comes with its wake-up (`_runs.close_run`): no read after it.
+        waited = f"closed-wf:{wid}"
+        fut = self.store.waiter(ns, [waited], value=True) if close_only and req.wait_new_event else None
         try:
             run, (running, rows) = await self.store.transact(ns, first)
             key = f"closed:{run.run_id}" if close_only else f"hist:{run.run_id}"
@@ -436,11 +436,20 @@ class WorkflowService:
                 if fut is not None:
                     await self.store.wait_future(fut)
                     fut.cancel()
-                fut = self.store.waiter(ns, [key])
+                    carried = self.store.take_value(ns, waited)
+                    if carried is not None and waited != key:  # closed-wf: the run id, then the event
+                        closed_run, _, carried = carried.partition(b"\x00")
+                        carried = carried if closed_run.decode() == run.run_id else None
+                    if carried is not None:
+                        rows = [(carried,)]
+                        break
+                waited = key
+                fut = self.store.waiter(ns, [key], value=close_only)
                 running, rows = await self.store.transact(ns, lambda tx: read(tx, run))
         finally:
             if fut is not None:
                 fut.cancel()
+                self.store.take_value(ns, waited)
         resp = rr.GetWorkflowExecutionHistoryResponse()
         last = after
         for (ev,) in rows:
@@ -511,7 +520,7 @@ class WorkflowService:
         # Waiting before the query is recorded: its answer's wake-up cannot be missed, and a
         # small answer comes with it, so the usual query takes one transaction here.
         key = f"qr:{query_id}"
-        fut = self.store.waiter(ns, [key])
+        fut = self.store.waiter(ns, [key], value=True)
         try:
             run = await self.store.transact(ns, fn, coalesced=True)
         except BaseException:
@@ -539,7 +548,7 @@ class WorkflowService:
                     row = ("answered", answer)
                     break
                 # Woken without the answer (a large one, or a re-check after a reconnect).
-                fut = self.store.waiter(ns, [key])
+                fut = self.store.waiter(ns, [key], value=True)
                 row = await self.store.transact(ns, lambda tx: tx.one(
                     "DELETE FROM queries WHERE query_id = %s AND state <> 'pending'"
                     " RETURNING state, response", (query_id,),

@@ -72,14 +72,62 @@ def test_value_rides_with_the_key() -> None:
     hub = Hub()
 
     async def main() -> None:
-        fut = hub.waiter(["ns\x00qr:1"])
+        fut = hub.waiter(["ns\x00qr:1"], value=True)
         hub.fire("ns\x00" + with_value("qr:1", b"\x00answer\xff"))
         await fut
         assert hub.take_value("ns\x00qr:1") == b"\x00answer\xff"
         assert hub.take_value("ns\x00qr:1") is None  # once
-        # Nobody waits: nothing is kept.
+        # Nobody waits, or nobody that takes values: nothing is kept.
         hub.fire("ns\x00" + with_value("qr:2", b"late"))
         assert hub.take_value("ns\x00qr:2") is None
+        other = hub.waiter(["ns\x00closed:3"])
+        hub.fire("ns\x00" + with_value("closed:3", b"event"))
+        await other
+        assert hub.take_value("ns\x00closed:3") is None
 
     asyncio.run(main())
     assert VALUE_SEP not in with_value("qr:3", b"y" * (MAX_VALUE_BYTES + 1))
+
+
+@workflow.defn
+class Returns:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.signal
+    def release(self) -> None:
+        self.go = True
+
+    @workflow.run
+    async def run(self, size: int) -> str:
+        await workflow.wait_condition(lambda: self.go)
+        return "r" * size
+
+
+async def test_result_comes_with_the_close(client: Client) -> None:
+    """A small close event rides on the close's wake-up: waiting for a result takes one look
+    (the first); a large one is read after the wake-up, as before."""
+    store = get_store(client.service_client.config.target_host)
+    calls: list[str] = []
+    transact = store.transact
+
+    async def watched(ns: str, fn, *a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(getattr(fn, "__qualname__", ""))
+        return await transact(ns, fn, *a, **kw)
+
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=tq, workflows=[Returns]):
+        for size, looks in ((3, 1), (20_000, 2)):
+            h = await client.start_workflow(Returns.run, size, id=f"r-{uuid.uuid4().hex[:8]}", task_queue=tq)
+            store.transact = watched  # type: ignore[method-assign]
+            try:
+                calls.clear()
+                result = asyncio.ensure_future(h.result())
+                while not any("get_workflow_execution_history" in c for c in calls):
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # the first look found it running; the waiter waits
+                await h.signal(Returns.release)
+                assert await result == "r" * size
+            finally:
+                store.transact = transact  # type: ignore[method-assign]
+            assert len([c for c in calls if "get_workflow_execution_history" in c]) == looks, calls

@@ -610,10 +610,11 @@ class Store:
             for (name,) in rows:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
-    def waiter(self, namespace: str, keys: Sequence[str]) -> asyncio.Future[None]:
-        """A future resolved when any of ``keys`` is notified in ``namespace``, by any process."""
+    def waiter(self, namespace: str, keys: Sequence[str], *, value: bool = False) -> asyncio.Future[None]:
+        """A future resolved when any of ``keys`` is notified in ``namespace``, by any process
+        (``value``: the caller takes what the key carried with `take_value`)."""
         self._delivery.ensure(namespace)
-        return self.hub.waiter([f"{namespace}\x00{k}" for k in keys])
+        return self.hub.waiter([f"{namespace}\x00{k}" for k in keys], value=value)
 
     def take_value(self, namespace: str, key: str) -> bytes | None:
         """What the wake-up of ``key`` carried (`wakeups.with_value`), if it did."""

@@ -42,12 +42,13 @@ class Hub:
         )
         self.tracker: Tracker | None = None  # set by a time-skipping environment only
         self._values: dict[str, str] = {}  # values of fired keys, until their waiter takes them
+        self._wants_value: set[asyncio.Future[None]] = set()  # waiters that take a key's value
 
     def fire(self, key: str) -> None:
         key, sep, value = key.partition(VALUE_SEP)
         with self._lock:
             waiters = self._waiters.pop(key, None)
-            if waiters and sep:
+            if waiters and sep and any(fut in self._wants_value for _, fut in waiters):
                 self._values[key] = value
         if not waiters:
             return
@@ -77,17 +78,21 @@ class Hub:
         for key in keys:
             self.fire(key)
 
-    def waiter(self, keys: Sequence[str]) -> asyncio.Future[None]:
-        """A future resolved by the next `fire` of any of the keys."""
+    def waiter(self, keys: Sequence[str], *, value: bool = False) -> asyncio.Future[None]:
+        """A future resolved by the next `fire` of any of the keys (``value``: its waiter takes
+        the value the key carries, with `take_value`; otherwise it is not kept)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         entry = (loop, fut)
         with self._lock:
             for key in keys:
                 self._waiters[key].add(entry)
+            if value:
+                self._wants_value.add(fut)
 
         def _cleanup(_: asyncio.Future[None]) -> None:
             with self._lock:
+                self._wants_value.discard(fut)
                 for key in keys:
                     s = self._waiters.get(key)
                     if s is not None:
