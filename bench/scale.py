@@ -3,9 +3,10 @@
     python -m bench.scale [--runs 100000 | --quick] [--db URL] [--burst-at S] [--unsandboxed]
 
 Half the runs wait on a signal; the other half sleep on a durable timer first. A tenth of all
-runs are the *burst*: their timers fall due within ``--burst-window`` seconds (default 5),
-``--burst-at`` seconds after the first start, once every run has started and the restart below
-is over; the other timers are due an hour or more later. The runs (``bench/scale_app.py``) are
+runs are the *burst*, started last: their timers fall due within ``--burst-window`` seconds
+(default 5), after every run has started and reached its wait and the restart below is over
+(estimated from the rate so far, or ``--burst-at`` seconds after the first start); the other
+timers are due an hour or more later. The runs (``bench/scale_app.py``) are
 started by many concurrent client calls, under one worker process with temporalio's defaults
 (sandboxed, a cache of 1,000 runs, so most runs are dormant). Then, in this order:
 
@@ -57,7 +58,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--db", default=DEFAULT_URL, help=f"Postgres URL (default {DEFAULT_URL})")
     p.add_argument("--concurrency", type=int, default=100, help="client starts in flight")
     p.add_argument("--burst-at", type=float, default=None,
-                   help="seconds from the first start to the burst (default: from --runs)")
+                   help="seconds from the first start to the burst (default: estimated once 90%% of"
+                   " the runs have started, from the rate at which they reached their wait)")
     p.add_argument("--burst-window", type=float, default=5.0)
     p.add_argument("--idle-seconds", type=float, default=10.0, help="window for the idle CPU")
     p.add_argument("--unsandboxed", action="store_true", help="UnsandboxedWorkflowRunner")
@@ -68,26 +70,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.runs = 10_000
-    if args.burst_at is None:
-        # Starts run at 100-300/s on two shared cores; then the measurements and the restart.
-        args.burst_at = 120 + args.runs / 80
     return args
 
 
-def plan(runs: int, t0: float, burst_at: float, window: float) -> list[tuple[str, float | None]]:
-    """(workflow id, due) of each run: even ones wait on a signal only; those ending in 1 are
-    the burst; the other odd ones are due an hour or more later."""
-    burst = max(1, runs // 10)
-    out: list[tuple[str, float | None]] = []
+def plan(runs: int, t0: float) -> tuple[list[tuple[str, float | None]], list[str]]:
+    """(workflow id, due) of the runs started first, and the ids of the burst, started last:
+    even runs wait on a signal only, those ending in 1 are the burst, and the other odd ones
+    sleep until an hour or more after the first start."""
+    first: list[tuple[str, float | None]] = []
+    burst: list[str] = []
     for i in range(runs):
-        if i % 2 == 0:
-            due = None
-        elif i % 10 == 1:
-            due = t0 + burst_at + window * (i // 10) / burst
+        wid = f"scale-{i:06d}"
+        if i % 10 == 1:
+            burst.append(wid)
         else:
-            due = t0 + FAR + FAR * i / runs
-        out.append((f"scale-{i:06d}", due))
-    return out
+            first.append((wid, None if i % 2 == 0 else t0 + FAR + FAR * i / runs))
+    return first, burst
+
+
+def burst_due(args: argparse.Namespace, t0: float, waiting: int) -> float:
+    """When the burst falls due, decided once the other runs have started: after the worker
+    has caught up with every run (at the rate it has kept so far) and the measurements and the
+    restart are over, with a margin."""
+    if args.burst_at is not None:
+        return t0 + float(args.burst_at)
+    now = time.time()
+    rate = max(waiting, 1) / max(now - t0, 1.0)  # runs that reached their wait, per second
+    return float(now + 1.3 * (args.runs - waiting) / rate + 60 + 2 * args.idle_seconds)
 
 
 class WorkerProc:
@@ -153,6 +162,8 @@ async def start_first(client: Any, wid: str, due: float | None) -> None:
 async def start_all(client: Any, runs: list[tuple[str, float | None]], concurrency: int) -> float:
     """Start every run, ``concurrency`` calls at a time; returns the wall seconds."""
     it = iter(runs)
+    if not runs:
+        return 0.0
 
     async def starter() -> None:
         for wid, due in it:
@@ -205,10 +216,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         worker = spawn()
         await worker.ready()
         t0 = time.time()
-        runs = plan(args.runs, t0, args.burst_at, args.burst_window)
-        burst_due = t0 + args.burst_at
-        print(f"scale: starting {args.runs:,} runs; burst due in {args.burst_at:.0f} s", flush=True)
-        start_s = await start_all(client, runs, args.concurrency)
+        first, burst_ids = plan(args.runs, t0)
+        print(f"scale: starting {args.runs:,} runs", flush=True)
+        start_s = await start_all(client, first, args.concurrency)
+        counted = await store.transact(NAMESPACE, lambda tx: probe.counts(tx, TASK_QUEUE))
+        due = burst_due(args, t0, counted["waiting"])
+        spread = [(wid, due + args.burst_window * k / len(burst_ids)) for k, wid in enumerate(burst_ids)]
+        print(f"scale: the burst of {len(burst_ids):,} timers falls due in {due - time.time():.0f} s", flush=True)
+        start_s += await start_all(client, spread, args.concurrency)
+        runs = first + spread
         out["start_s"] = round(start_s, 1)
         out["starts_per_s"] = round(args.runs / start_s, 1)
         waited = await wait_for(store, "waiting", args.runs, timeout=3600)
@@ -246,11 +262,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         out["counts_after_restart"] = await store.transact(NAMESPACE, lambda tx: probe.counts(tx, TASK_QUEUE))
 
         # The burst.
-        out["burst"] = burst = max(1, args.runs // 10)
-        out["burst_due_in_s_after_restart"] = round(burst_due - time.time(), 1)
-        if burst_due < time.time():
+        out["burst"] = burst = len(burst_ids)
+        out["burst_due_in_s_after_restart"] = round(due - time.time(), 1)
+        if due < time.time():
             print("scale: the burst fell due before the restart was over (raise --burst-at)", flush=True)
-        await asyncio.sleep(max(0.0, burst_due - time.time()))
+        await asyncio.sleep(max(0.0, due - time.time()))
         rss_peak = worker.rss()
         t2 = time.monotonic()
         while time.monotonic() - t2 < 1800:
@@ -259,7 +275,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if got["resumed"] >= burst:
                 break
             await asyncio.sleep(1.0)
-        out["burst_done_after_due_s"] = round(time.time() - burst_due, 1)
+        out["burst_done_after_due_s"] = round(time.time() - due, 1)
         out["rss_mb_burst_peak"] = rss_peak
         out["timers"] = await store.transact(NAMESPACE, probe.timer_lateness)
         await asyncio.sleep(5)
