@@ -215,6 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         worker = spawn()
         await worker.ready()
+        cpu = probe.PhaseCpu(args.db, {"worker": worker.pid, "client": os.getpid()})
         t0 = time.time()
         first, burst_ids = plan(args.runs, t0)
         print(f"scale: starting {args.runs:,} runs", flush=True)
@@ -230,6 +231,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         waited = await wait_for(store, "waiting", args.runs, timeout=3600)
         assert waited is not None, "runs did not all reach their wait"
         out["all_waiting_s"] = round(time.time() - t0, 1)
+        out["cpu_s_to_all_waiting"] = cpu.stop()
         print(f"scale: started in {start_s:.1f} s; all waiting after {out['all_waiting_s']} s", flush=True)
         await asyncio.sleep(5)  # evictions finish, the heap settles
         out["rss_mb"] = worker.rss()
@@ -267,6 +269,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if due < time.time():
             print("scale: the burst fell due before the restart was over (raise --burst-at)", flush=True)
         await asyncio.sleep(max(0.0, due - time.time()))
+        cpu = probe.PhaseCpu(args.db, {"worker": worker.pid})
         rss_peak = worker.rss()
         t2 = time.monotonic()
         while time.monotonic() - t2 < 1800:
@@ -276,6 +279,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             await asyncio.sleep(1.0)
         out["burst_done_after_due_s"] = round(time.time() - due, 1)
+        out["cpu_s_burst"] = cpu.stop()
         out["rss_mb_burst_peak"] = rss_peak
         out["timers"] = await store.transact(NAMESPACE, probe.timer_lateness)
         await asyncio.sleep(5)
@@ -290,6 +294,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def per_run(cpu: dict[str, float] | None, n: int, keys: tuple[str, ...]) -> str:
+    if not cpu:
+        return "-"
+    ms = [f"{1000 * cpu.get(k, 0.0) / n:.1f}" for k in keys]
+    return ", ".join(ms) + " ms"
+
+
 def table(r: dict[str, Any]) -> str:
     def late(k: str) -> str:
         s = r.get("timers", {}).get(k)
@@ -302,6 +313,8 @@ def table(r: dict[str, Any]) -> str:
          f"{r['runs']:,} ({r['runs'] - r['runs'] // 2:,} / {r['runs'] // 2:,}, {r.get('burst', 0):,})"),
         ("time to start all; starts/s", f"{r.get('start_s')} s; {r.get('starts_per_s')}"),
         ("first start to all waiting", f"{r.get('all_waiting_s')} s"),
+        ("CPU per run until all wait: worker, its Postgres sessions; client, its sessions",
+         per_run(r.get("cpu_s_to_all_waiting"), r["runs"], ("worker", "worker_pg", "client", "client_pg"))),
         ("worker RSS, all waiting", f"{r.get('rss_mb')} MB"),
         ("dormant / owned runs", f"{c.get('dormant', 0):,} / {c.get('owned', 0):,}"),
         ("idle worker CPU; its Postgres sessions", f"{r.get('idle_cpu_pct')}%; {r.get('idle_pg_sessions_cpu_pct')}%"),
@@ -312,6 +325,8 @@ def table(r: dict[str, Any]) -> str:
         ("worker RSS after restart", f"{r.get('rss_mb_after_restart')} MB"),
         ("burst timers fired late, p50 / p99 / max", late("fired_late_s") + " s"),
         ("burst workflows resumed late, p50 / p99 / max", late("resumed_late_s") + " s"),
+        ("CPU per burst timer: worker, its Postgres sessions",
+         per_run(r.get("cpu_s_burst"), r.get("burst") or 1, ("worker", "worker_pg"))),
         ("worker RSS, burst peak / after", f"{r.get('rss_mb_burst_peak')} / {r.get('rss_mb_after_burst')} MB"),
         ("load average before / idle / after", f"{r.get('load_before')} / {r.get('load_idle')} / {r.get('load_after')}"),
     ]

@@ -11,7 +11,7 @@ from typing import Any
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.history.v1 import message_pb2 as hist
 
-from bench.measure import cpu_seconds
+from bench.measure import CpuSampler, cpu_seconds
 
 # Events of a ScaleWaiter run whose first workflow task has completed: WorkflowExecutionStarted,
 # WorkflowTaskScheduled, -Started, -Completed (and TimerStarted for a timer run), so the next
@@ -117,3 +117,24 @@ def session_pids(conn: Any, pid: int) -> list[int]:
         "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (f"dbosify:{pid}",)
     ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+class PhaseCpu:
+    """CPU seconds of processes, and of the Postgres sessions serving each, over a phase."""
+
+    def __init__(self, url: str, pids: dict[str, int]) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(url, autocommit=True)  # the sampler thread's only
+        groups: dict[str, Any] = {}
+        for name, pid in pids.items():
+            groups[name] = lambda pid=pid: [pid]
+            groups[f"{name}_pg"] = lambda pid=pid: session_pids(self._conn, pid)
+        self._sampler = CpuSampler(groups)
+        self._sampler.start()
+
+    def stop(self) -> dict[str, float]:
+        try:
+            return {k: round(v, 2) for k, v in self._sampler.stop().items()}
+        finally:
+            self._conn.close()
