@@ -266,6 +266,13 @@ def _v7(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX queries_by_run ON queries (run_id, state)")
 
 
+def _v8(execute: Execute, is_sqlite: bool) -> None:
+    # A worker's runs (at most its cache), released when it dies or shuts down: found through
+    # this small index instead of by reading every open run (`executions_claim` leads with the
+    # task queue, which those statements do not name).
+    execute("CREATE INDEX executions_owned ON executions (owner) WHERE owner IS NOT NULL")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -281,6 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "activity pause and reset; workflow reset's request id and new run", _v5),
     Migration(6, "standalone activities (started by a client, not by a workflow)", _v6),
     Migration(7, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v7),
+    Migration(8, "an index of the runs each worker owns, for releasing them", _v8),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
