@@ -30,6 +30,7 @@ async def store(_pg_session_url: str) -> AsyncIterator[Store]:
 
 def _namespace(store: Store) -> str:
     ns = f"ls{uuid.uuid4().hex[:10]}"
+    store.register_namespace(ns)
     store.ident(ns)
     store.namespaces_made.append(ns)  # type: ignore[attr-defined]
     return ns
@@ -92,6 +93,7 @@ async def test_listener_ends_with_its_store(_pg_session_url: str) -> None:
     store = Store(_pg_session_url)
     ns = f"ls{uuid.uuid4().hex[:10]}"
     try:
+        store.register_namespace(ns)
         store.ident(ns)
         store.waiter(ns, ["k"]).cancel()
         await asyncio.sleep(1.2)

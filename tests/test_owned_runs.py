@@ -22,6 +22,7 @@ DEAD_RUNS = 3
 def store(_pg_session_url: str) -> Iterator[tuple[Store, str]]:
     s = Store(_pg_session_url)
     ns = f"ow{uuid.uuid4().hex[:10]}"
+    s.register_namespace(ns)
     s.ident(ns)
     try:
         yield s, ns
