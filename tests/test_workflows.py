@@ -438,6 +438,7 @@ async def test_start_to_close_timeout(client: Client) -> None:
             await client.execute_workflow(TimeoutWorkflow.run, id=wid(), task_queue=tq)
     assert isinstance(info.value.cause, ActivityError)
     assert isinstance(info.value.cause.cause, TimeoutError)
+    assert info.value.cause.message == "Activity task timed out"  # Core's wording (a failure: "failed")
 
 
 async def test_signal_query_update(client: Client) -> None:

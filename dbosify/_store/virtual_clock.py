@@ -87,6 +87,7 @@ class VirtualClock(Clock):
     """Time that skips ahead while nothing is in progress; see the module docstring."""
 
     virtual = True
+    timer_floor = 0.0  # timers fire at their virtual moment, as on the Java test server
 
     def __init__(self, start: float | None = None) -> None:
         self._lock = threading.Lock()

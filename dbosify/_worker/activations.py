@@ -221,7 +221,9 @@ def jobs_for(
             elif t == E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
                 ta = event.activity_task_timed_out_event_attributes
                 job.result.failed.failure.CopyFrom(
-                    _activity_failure(ta.failure, seq, ta.scheduled_event_id, sched, ta.retry_state)
+                    _activity_failure(
+                        ta.failure, seq, ta.scheduled_event_id, sched, ta.retry_state, "Activity task timed out"
+                    )
                 )
             else:
                 ca = event.activity_task_canceled_event_attributes

@@ -47,7 +47,7 @@ class Applying:
     tx: Tx
     run: h.Run
     wft_id: int  # the WorkflowTaskCompleted event's id
-    ts: float  # the activation's time (workflow.now())
+    ts: float  # when the task takes effect (its WorkflowTaskCompleted event's time)
     delivered: dict[str, upd_pb.Request]  # updates this task delivered, by id
     scheduled_now: dict[int, Any]  # activities scheduled by this task: seq -> attributes
     meta: Any = None  # the current command's user metadata

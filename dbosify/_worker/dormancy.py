@@ -27,6 +27,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from dbosify import _history as h
 from dbosify._dbos import records
 from dbosify._store import Tx
+from dbosify._worker.tracking import timer_due
 
 if TYPE_CHECKING:
     from dbosify._worker.driver import RunDriver
@@ -56,7 +57,9 @@ def wake_after_commands(
     local = bool(st.local_pending)
     for cmd in commands:
         if cmd.HasField("start_timer"):
-            timers[cmd.start_timer.seq] = ts + cmd.start_timer.start_to_fire_timeout.ToNanoseconds() / 1e9
+            timers[cmd.start_timer.seq] = timer_due(
+                st, ts, cmd.start_timer.start_to_fire_timeout.ToNanoseconds() / 1e9
+            )
         elif cmd.HasField("cancel_timer"):
             timers.pop(cmd.cancel_timer.seq, None)
         elif cmd.HasField("schedule_activity"):

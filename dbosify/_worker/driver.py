@@ -78,7 +78,7 @@ class RunDriver:
         self.fenced = False
         self.ns = core.ns
         self.store = core.store
-        self.state = DriverState()
+        self.state = DriverState(timer_floor=self.store.clock.timer_floor)
         self.events: list[tuple[hist.HistoryEvent, int | None]] = []
         self.in_cache = False
         self.evict_requested = False
@@ -262,7 +262,7 @@ class RunDriver:
             await self._replay_now(closed_ok)
 
     async def _replay_now(self, closed_ok: bool) -> None:
-        self.state = DriverState()
+        self.state = DriverState(timer_floor=self.store.clock.timer_floor)
         if self._first_look is not None:
             self._first_look[0].cancel()
             self._first_look = None
@@ -288,6 +288,11 @@ class RunDriver:
                     pid = m.details["patch_data"].payloads[0].data.decode().strip('"')
                     if pid not in st.patches:
                         st.patches.append(pid)
+        started_times = {
+            e.event_id: e.event_time.ToNanoseconds() / 1e9
+            for e, _ in self.events
+            if e.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED
+        }
         for ev, seq in self.events:
             if ev.event_type != E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
                 continue
@@ -311,12 +316,16 @@ class RunDriver:
             jobs = A.jobs_for(
                 self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
             )
-            ts = self.task_time = ev.event_time.ToNanoseconds() / 1e9
-            self.task_build_id = _build_id_of(ev.workflow_task_completed_event_attributes)
+            # workflow.now() is the task's started time; its commands took effect at its completion
+            # (the same moment in histories written before the two were told apart).
+            done = ev.event_time.ToNanoseconds() / 1e9
+            wft = ev.workflow_task_completed_event_attributes
+            ts = self.task_time = started_times.get(wft.scheduled_event_id + 1, done)
+            self.task_build_id = _build_id_of(wft)
             st.flags.update(flags)
             completion = await self._activate_task(jobs, ts, replaying=True, history_length=consumed)
             self._check_completion(completion)
-            tracking.commands(st, completion, ts)
+            tracking.commands(st, completion, done)
             st.consumed = consumed
         # Timers and activities recorded in history but started after the last boundary
         # (i.e. by this run's last live activation) are tracked from their events.
@@ -662,6 +671,7 @@ class RunDriver:
         scheduled_now: dict[int, Any] = {}
         closing = any(c.HasField(f) for c in commands for f in A.CLOSING_COMMANDS)  # type: ignore
         wrote: list[float | None] = []
+        took_effect: list[float] = []
         eager_budget = 0 if closing else self.core.eager_activity_budget()
         eager: list[acts.Claimed] = []
 
@@ -670,6 +680,11 @@ class RunDriver:
             run = self._owned(tx)
             if run is None:
                 raise RunClosed()
+            # As on Temporal, the task's completion and the events of its commands are stamped
+            # when they take effect, and its timers count from then; workflow.now() stays the
+            # task's start (its scheduled and started events).
+            done = self.store.clock.now()
+            took_effect[:] = [done]
             if tx.commit_may_have_landed and tx.one(
                 "SELECT 1 FROM history WHERE run_id = %s AND event_id > %s AND event_type = %s",
                 (self.run_id, last_seen, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
@@ -694,7 +709,7 @@ class RunDriver:
             if self.core.build_id:
                 wft.worker_version.build_id = self.core.build_id
             wft.sdk_metadata.lang_used_flags.extend(sorted(st.flags | set(completion.successful.used_internal_flags)))
-            wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=ts)
+            wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=done)
             assert wft_id is not None
             if run.wft_attempt:
                 tx.execute(
@@ -707,12 +722,12 @@ class RunDriver:
                     (self.run_id, uid),
                 )
             applying = commands_.Applying(
-                self, tx, run, wft_id, ts, delivered, scheduled_now, eager_budget=eager_budget, eager=eager
+                self, tx, run, wft_id, done, delivered, scheduled_now, eager_budget=eager_budget, eager=eager
             )
             for cmd in commands:
                 commands_.apply(applying, cmd)
             # The run's next due time, kept for a takeover (see dormancy.py); written when it moves.
-            wake = None if closing else dormancy.wake_after_commands(st, commands, ts, run.run_deadline)
+            wake = None if closing else dormancy.wake_after_commands(st, commands, done, run.run_deadline)
             if wake != self.wake_written and not closing:
                 tx.execute("UPDATE executions SET wake_at = %s WHERE run_id = %s", (wake, self.run_id))
             wrote[:] = [wake]
@@ -733,7 +748,7 @@ class RunDriver:
         if wrote and not closing:
             self.wake_written = wrote[0]
         st.scheduled.update(scheduled_now)
-        tracking.commands(st, completion, ts)
+        tracking.commands(st, completion, took_effect[0])
         return snap
 
     # -- local activities ------------------------------------------------------------------------

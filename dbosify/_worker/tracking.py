@@ -18,7 +18,8 @@ from dbosify._worker.commands import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 @dataclass
 class DriverState:
     consumed: int = 0
-    timers: dict[int, float] = field(default_factory=dict)
+    timers: dict[int, float] = field(default_factory=dict)  # seq -> when it fires
+    timer_floor: float = 0.0  # the store clock's `timer_floor`
     activity_cancel_type: dict[int, int] = field(default_factory=dict)
     activity_cancelled: set[int] = field(default_factory=set)  # cancelled with TRY_CANCEL / ABANDON
     # Activities with a schedule-to-start or schedule-to-close timeout: when to check whether the
@@ -34,13 +35,19 @@ class DriverState:
     children: dict[int, str] = field(default_factory=dict)  # seq -> child workflow id
 
 
+def timer_due(st: DriverState, started: float, duration: float) -> float:
+    """When a timer started at ``started`` (its TimerStarted event's time: when the workflow
+    task that started it took effect) fires: never sooner than the clock's floor."""
+    return started + max(duration, st.timer_floor)
+
+
 def history_outputs(st: DriverState, events: list[tuple[hist.HistoryEvent, int | None]]) -> None:
     """Timers, activities, local activities and children started by the history's commands."""
     for ev, seq in events:
         t = ev.event_type
         if t == E.EVENT_TYPE_TIMER_STARTED and seq is not None:
             dur = ev.timer_started_event_attributes.start_to_fire_timeout.ToNanoseconds() / 1e9
-            st.timers.setdefault(seq, ev.event_time.ToNanoseconds() / 1e9 + dur)
+            st.timers.setdefault(seq, timer_due(st, ev.event_time.ToNanoseconds() / 1e9, dur))
         elif t in (E.EVENT_TYPE_TIMER_FIRED, E.EVENT_TYPE_TIMER_CANCELED) and seq is not None:
             st.timers.pop(seq, None)
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and seq is not None:
@@ -72,10 +79,15 @@ def inputs(st: DriverState, inputs: list[tuple[hist.HistoryEvent, int | None]]) 
 
 
 def commands(st: DriverState, completion: wcomp.WorkflowActivationCompletion, ts: float) -> None:
-    """Update in-memory state from a workflow task's commands (live and replayed alike)."""
+    """Update in-memory state from a workflow task's commands (live and replayed alike).
+
+    ``ts``: when the task's commands took effect (its WorkflowTaskCompleted event's time).
+    """
     for cmd in completion.successful.commands:
         if cmd.HasField("start_timer"):
-            st.timers[cmd.start_timer.seq] = ts + cmd.start_timer.start_to_fire_timeout.ToNanoseconds() / 1e9
+            st.timers[cmd.start_timer.seq] = timer_due(
+                st, ts, cmd.start_timer.start_to_fire_timeout.ToNanoseconds() / 1e9
+            )
         elif cmd.HasField("cancel_timer"):
             st.timers.pop(cmd.cancel_timer.seq, None)
         elif cmd.HasField("schedule_activity"):
