@@ -51,7 +51,9 @@ class Clock:
     # effect, as on a Temporal server: its history service gives no timer task a fire time
     # before its timer queue's read level, which runs `history.timerProcessorMaxTimeShift`
     # (default 1 s) ahead of the clock. Measured on the dev server: 0.97-1.0 s from TimerStarted
-    # to TimerFired for timers of 0 to 0.7 s. The time-skipping test server has no such floor.
+    # to TimerFired for timers of 0 to 0.7 s. (The read level is set when the shard's queues
+    # last read, so on a quiet server it can lag and a timer fire up to that much sooner; this is
+    # the busy server's case.) The time-skipping test server has no such floor.
     timer_floor = 1.0
 
     def now(self) -> float:
