@@ -403,6 +403,24 @@ class Store:
                 self.register_namespace(name)
                 self._env_registered.add(name)
 
+    def require_namespace(self, namespace: str) -> None:
+        """Raise `NamespaceNotFound` unless ``namespace`` may be used (``default``, or
+        registered). Reads the catalog only: none of the first use's setup (a worker's
+        validation must not wait for it)."""
+        if namespace in self._idents or namespace == "default":
+            return
+        namespaces.validate_name(namespace)
+        if self.is_sqlite:
+            namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace, create=False)
+            return
+
+        def look(_lost: bool) -> None:
+            with self._pg_connection() as conn:
+                if namespaces.pg_lookup(conn, self.server, namespace) is None:
+                    namespaces.pg_register(conn, self.server, namespace, create=False)
+
+        self._retrying(look)
+
     def _resolve_ident(self, namespace: str, create: bool) -> tuple[str, bool]:
         if self.is_sqlite:
             return namespaces.sqlite_ident(self._sqlite_dir, self.server, namespace, create)

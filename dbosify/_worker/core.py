@@ -165,7 +165,7 @@ class WorkerCore(ActivitySide):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.store.check)
         try:
-            await loop.run_in_executor(None, self.store.ident, self.ns)
+            await loop.run_in_executor(None, self.store.require_namespace, self.ns)
         except (NamespaceNotFound, InvalidNamespace) as err:
             # temporalio's worker raises what Core's validate raises: this RuntimeError.
             raise RuntimeError(f"Worker validation failed: {err}") from None
