@@ -1,4 +1,4 @@
-"""Eager activity dispatch: a workflow task that schedules an activity on its own worker's task
+"""Eager activity dispatch (granted when DBOSIFY_EAGER_ACTIVITIES=1): a workflow task that schedules an activity on its own worker's task
 queue hands the attempt to that worker in the same transaction, as Core asks of Temporal (up to
 `max_eager_activity_reservations_per_workflow_task`, 3 by default, while the worker has free
 slots); the attempt is never claimed through the queue. `disable_eager_activity_execution`,
@@ -40,6 +40,7 @@ class Fan:
 @pytest.fixture
 def claims(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """The workflow activity attempts handed out through the queue (`acts.claim`)."""
+    monkeypatch.setenv("DBOSIFY_EAGER_ACTIVITIES", "1")
     got: list[tuple[str, int]] = []
     claim = acts.claim
 
@@ -83,4 +84,12 @@ async def test_disabled_or_other_queue_goes_through_the_queue(
     assert len(claims) == 2
     claims.clear()
     assert await _run(client, 2, other_queue=True) == [0, 2]
+    assert len(claims) == 2
+
+
+async def test_not_granted_unless_enabled(
+    client: Client, claims: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DBOSIFY_EAGER_ACTIVITIES")
+    assert await _run(client, 2) == [0, 2]
     assert len(claims) == 2
