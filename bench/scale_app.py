@@ -1,7 +1,8 @@
 """The workflow of `bench.scale` and its worker.
 
 ``ScaleWaiter(due)`` sleeps on a durable timer until ``due`` (a Unix time; none for runs that
-only wait on a signal), then waits for the ``give`` signal and returns its value. `worker` runs
+only wait on a signal), then waits for the ``give`` signal and returns its value; the ``given``
+query answers what the signal gave so far. `worker` runs
 one worker with temporalio's defaults (sandboxed workflows, a cache of 1,000 runs) and prints
 ``ready`` once it polls. Written against the ``temporalio`` API only, and kept apart from the
 bench's own module: temporalio's sandbox runs a workflow's module again for every workflow
@@ -34,6 +35,10 @@ class ScaleWaiter:
     @workflow.signal
     def give(self, value: str) -> None:
         self.got = value
+
+    @workflow.query
+    def given(self) -> str | None:
+        return self.got
 
 
 async def worker(url: str, namespace: str, task_queue: str, sandboxed: bool) -> None:

@@ -35,6 +35,15 @@ def counts(tx: Any, task_queue: str) -> dict[str, int]:
     return {k: int(v) for k, v in zip(keys, row, strict=True)}
 
 
+def owned_ids(tx: Any, task_queue: str) -> list[str]:
+    """Workflow ids of the open runs a worker holds."""
+    rows = tx.all(
+        "SELECT workflow_id FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NOT NULL",
+        (task_queue,),
+    )
+    return [str(r[0]) for r in rows]
+
+
 def run_state(tx: Any, workflow_id: str) -> dict[str, Any]:
     row = tx.one(
         "SELECT dormant, owner IS NOT NULL, wake_at FROM executions WHERE workflow_id = %s AND status = 1",
