@@ -301,7 +301,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         while time.monotonic() - t2 < 1800:
             got = await store.transact(NAMESPACE, lambda tx: probe.counts(tx, TASK_QUEUE))
             rss_peak = max(rss_peak, worker.rss())
-            if got["resumed"] >= burst:
+            if got["burst_resumed"] >= burst:
                 break
             await asyncio.sleep(1.0)
         out["burst_done_after_due_s"] = round(time.time() - due, 1)

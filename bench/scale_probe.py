@@ -22,16 +22,18 @@ RESUMED_NEXT_EVENT_ID = 10
 
 
 def counts(tx: Any, task_queue: str) -> dict[str, int]:
-    """Open runs of the task queue: all, past their first workflow task, dormant, owned, and
-    timer runs past the workflow task after their TimerFired."""
+    """Open runs of the task queue: all, past their first workflow task, dormant, owned; and
+    burst runs (ids ending in 1), open or not, past the workflow task after their TimerFired
+    (one signalled after the restart may have completed since)."""
     row = tx.one(
-        "SELECT count(*), count(*) FILTER (WHERE next_event_id >= %s),"
-        " count(*) FILTER (WHERE dormant = 1), count(*) FILTER (WHERE owner IS NOT NULL),"
-        " count(*) FILTER (WHERE next_event_id >= %s)"
-        " FROM executions WHERE task_queue = %s AND status = 1",
+        "SELECT count(*) FILTER (WHERE status = 1), count(*) FILTER (WHERE status = 1 AND next_event_id >= %s),"
+        " count(*) FILTER (WHERE status = 1 AND dormant = 1),"
+        " count(*) FILTER (WHERE status = 1 AND owner IS NOT NULL),"
+        " count(*) FILTER (WHERE workflow_id LIKE '%%1' AND next_event_id >= %s)"
+        " FROM executions WHERE task_queue = %s",
         (WAITING_NEXT_EVENT_ID, RESUMED_NEXT_EVENT_ID, task_queue),
     )
-    keys = ("open", "waiting", "dormant", "owned", "resumed")
+    keys = ("open", "waiting", "dormant", "owned", "burst_resumed")
     return {k: int(v) for k, v in zip(keys, row, strict=True)}
 
 
