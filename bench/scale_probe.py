@@ -24,7 +24,7 @@ RESUMED_NEXT_EVENT_ID = 10
 def counts(tx: Any, task_queue: str) -> dict[str, int]:
     """Open runs of the task queue: all, past their first workflow task, dormant, owned; and
     burst runs (ids ending in 1), open or not, past the workflow task after their TimerFired
-    (one signalled after the restart may have completed since)."""
+    (or after a signal: one signalled after the restart; it completes when its timer fires)."""
     row = tx.one(
         "SELECT count(*) FILTER (WHERE status = 1), count(*) FILTER (WHERE status = 1 AND next_event_id >= %s),"
         " count(*) FILTER (WHERE status = 1 AND dormant = 1),"
