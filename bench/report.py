@@ -15,6 +15,7 @@ ROWS: list[tuple[str, str, str, str, tuple[str, float] | None]] = [
     ("W1 throughput, workflows/s", "W1", "wf_per_s", "median", ("ratio_ge", 10)),
     ("W1 CPU-seconds, all processes", "W1", "cpu_s", "median", ("ratio_le", 0.2)),
     ("W1 CPU-s: client + worker", "W1", "cpu_app_s", "median", None),
+    ("W1 CPU-s: worker alone", "W1", "cpu_worker_s", "median", None),
     ("W1 CPU-s: server / DB backends", "W1", "cpu_server_s", "median", None),
     ("W1 Postgres commits per workflow", "W1", "pg_commits_per_workflow", "median", None),
     ("W1 two workers, workflows/s", "W1x2", "wf_per_s", "median", None),

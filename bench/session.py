@@ -96,6 +96,9 @@ class Session:
         proc.wait()
         return t
 
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.workers if p.poll() is None]
+
     def app_pids(self) -> list[int]:
         procs = [*self.workers, *([self.client] if self.client else [])]
         return [p.pid for p in procs if p.poll() is None]

@@ -56,7 +56,8 @@ class Context:
 
 
 def _cpu_groups(ctx: Context) -> dict[str, Callable[[], Any]]:
-    return {"app": ctx.session.app_pids, "server": ctx.session.env.server_pids}
+    return {"app": ctx.session.app_pids, "worker": ctx.session.worker_pids,
+            "server": ctx.session.env.server_pids}
 
 
 class _Commits:
@@ -95,6 +96,7 @@ def w1(ctx: Context, workers: int = 1) -> dict[str, float]:
         "seconds": ans["seconds"],
         "cpu_s": cpu["app"] + cpu["server"],
         "cpu_app_s": cpu["app"],
+        "cpu_worker_s": cpu["worker"],
         "cpu_server_s": cpu["server"],
     }
 
