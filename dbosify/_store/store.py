@@ -29,7 +29,13 @@ from urllib.parse import urlsplit
 from dbosify._dbos import setup as dbos_setup
 from dbosify._store import delivery, namespaces
 from dbosify._store.clock import Clock
-from dbosify._store.errors import StoreError, is_connection_lost, is_transient
+from dbosify._store.errors import (
+    StoreError,
+    is_connection_lost,
+    is_outdated_statement,
+    is_transient,
+    pg_prepare_threshold,
+)
 from dbosify._store.urls import mask_url, parse_url
 from dbosify._store.virtual_clock import VirtualClock
 from dbosify._store.wakeups import Hub
@@ -280,8 +286,7 @@ class Store:
         import psycopg
 
         conn = psycopg.connect(**self.pg_connect_args())
-        # Connections move between threads; server-side prepared statements would then clash.
-        conn.prepare_threshold = None
+        conn.prepare_threshold = pg_prepare_threshold()
         with self._lock:
             self._own_pids[id(conn)] = conn.info.backend_pid
         return conn
@@ -469,6 +474,10 @@ class Store:
                     raise self._lost(err) from err
                 if is_transient(err) and elapsed < TRANSIENT_RETRY_SECONDS:
                     self._log_retry(type(err).__name__, err)
+                    if is_outdated_statement(err):
+                        # A schema change outdated what every pooled session prepared: start
+                        # afresh rather than meet the same error once per session.
+                        self._drop_pooled()
                     time.sleep(_backoff(attempt, 0.5))
                     continue
                 raise
