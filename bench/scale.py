@@ -67,6 +67,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--burst-window", type=float, default=5.0)
     p.add_argument("--idle-seconds", type=float, default=10.0, help="window for the idle CPU")
     p.add_argument("--unsandboxed", action="store_true", help="UnsandboxedWorkflowRunner")
+    p.add_argument("--max-cached", type=int, default=None,
+                   help="the worker's max_cached_workflows (default: temporalio's, 1,000)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--py-spy", default=None, metavar="PATH",
                    help="profile each worker with this py-spy binary (GIL holder only; raw stacks in"
@@ -106,14 +108,18 @@ def burst_due(args: argparse.Namespace, t0: float, waiting: int) -> float:
 class WorkerProc:
     """A worker process of `bench.scale_app`, its log under the bench's run directory."""
 
-    def __init__(self, url: str, log: Path, unsandboxed: bool, py_spy: str | None) -> None:
+    def __init__(
+        self, url: str, log: Path, unsandboxed: bool, py_spy: str | None, max_cached: int | None = None
+    ) -> None:
         env = {**os.environ, "DBOSIFY_ACTIVATE": "1"}
         # As in bench/backends.py: without cached bytecode the workflow sandbox compiles the
         # workflow's module from source for every instance; a deployed app has it cached.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         cmd = [sys.executable, "-m", "bench.scale", "--worker", url]
         self.log = open(log, "wb")  # noqa: SIM115  (closed in stop)
-        self.proc = subprocess.Popen(cmd + (["--unsandboxed"] if unsandboxed else []), env=env,
+        cmd += ["--unsandboxed"] if unsandboxed else []
+        cmd += [f"--max-cached={max_cached}"] if max_cached is not None else []
+        self.proc = subprocess.Popen(cmd, env=env,
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log)
         self.pid = self.proc.pid
         self.spy: subprocess.Popen[bytes] | None = None
@@ -145,24 +151,6 @@ async def start(client: Any, wid: str, due: float | None) -> None:
     await client.start_workflow("ScaleWaiter", due, id=wid, task_queue=TASK_QUEUE)
 
 
-async def start_first(client: Any, wid: str, due: float | None) -> None:
-    """Start one run; where namespaces must be registered first ("Namespace ... is not
-    found"), register it and start again."""
-    from temporalio.service import RPCError, RPCStatusCode
-
-    try:
-        await start(client, wid, due)
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND or "is not found" not in err.message:
-            raise
-        from google.protobuf.duration_pb2 import Duration
-        from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
-
-        await client.workflow_service.register_namespace(rr.RegisterNamespaceRequest(
-            namespace=client.namespace, workflow_execution_retention_period=Duration(seconds=86_400)))
-        await start(client, wid, due)
-
-
 async def start_all(client: Any, runs: list[tuple[str, float | None]], concurrency: int) -> float:
     """Start every run, ``concurrency`` calls at a time; returns the wall seconds."""
     it = iter(runs)
@@ -174,15 +162,20 @@ async def start_all(client: Any, runs: list[tuple[str, float | None]], concurren
             await start(client, wid, due)
 
     t0 = time.monotonic()
-    await start_first(client, *next(it))
+    await start(client, *next(it))
     await asyncio.gather(*(starter() for _ in range(concurrency)))
     return time.monotonic() - t0
 
 
-async def wait_for(store: Any, key: str, target: int, timeout: float) -> float | None:
-    """Seconds until ``counts()[key]`` reaches ``target``, or None after ``timeout``."""
+async def wait_for(
+    store: Any, key: str, target: int, timeout: float, worker: WorkerProc | None = None
+) -> float | None:
+    """Seconds until ``counts()[key]`` reaches ``target``, or None after ``timeout``; raises if
+    ``worker`` has exited meanwhile."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
+        if worker is not None and worker.proc.poll() is not None:
+            raise RuntimeError(f"the worker exited (code {worker.proc.returncode}); see {worker.log.name}")
         got = await store.transact(NAMESPACE, lambda tx: probe.counts(tx, TASK_QUEUE))
         if got[key] >= target:
             return time.monotonic() - t0
@@ -204,15 +197,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = f"{args.db}{'&' if '?' in args.db else '?'}{SERVER_PARAM}={server}"
     rundir = WORK / f"scale-{time.strftime('%Y%m%d-%H%M%S')}"
     rundir.mkdir(parents=True, exist_ok=True)
-    client = await Client.connect(url, namespace=NAMESPACE)
     store = get_store(resolve_url(url))
+    # Registered before the worker starts: a worker on an unknown namespace fails validation.
+    await asyncio.to_thread(store.register_namespace, NAMESPACE)
+    client = await Client.connect(url, namespace=NAMESPACE)
     admin = psycopg.connect(args.db, autocommit=True)
     out: dict[str, Any] = {"runs": args.runs, "sandboxed": not args.unsandboxed,
                            "load_before": load(), "dir": str(rundir)}
     workers: list[WorkerProc] = []
 
     def spawn() -> WorkerProc:
-        w = WorkerProc(url, rundir / f"worker-{len(workers) + 1}.log", args.unsandboxed, args.py_spy)
+        w = WorkerProc(url, rundir / f"worker-{len(workers) + 1}.log", args.unsandboxed, args.py_spy,
+                       args.max_cached)
         workers.append(w)
         return w
 
@@ -224,6 +220,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         first, burst_ids = plan(args.runs, t0)
         print(f"scale: starting {args.runs:,} runs", flush=True)
         start_s = await start_all(client, first, args.concurrency)
+        # The rate is read once the worker has caught up with a tenth of the runs started.
+        await wait_for(store, "waiting", len(first) // 10, timeout=3600, worker=worker)
         counted = await store.transact(NAMESPACE, lambda tx: probe.counts(tx, TASK_QUEUE))
         due = burst_due(args, t0, counted["waiting"])
         spread = [(wid, due + args.burst_window * k / len(burst_ids)) for k, wid in enumerate(burst_ids)]
@@ -232,7 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         runs = first + spread
         out["start_s"] = round(start_s, 1)
         out["starts_per_s"] = round(args.runs / start_s, 1)
-        waited = await wait_for(store, "waiting", args.runs, timeout=3600)
+        waited = await wait_for(store, "waiting", args.runs, timeout=3600, worker=worker)
         assert waited is not None, "runs did not all reach their wait"
         out["all_waiting_s"] = round(time.time() - t0, 1)
         out["cpu_s_to_all_waiting"] = cpu.stop()
@@ -369,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:  # a worker process of this bench (WorkerProc)
         from bench.scale_app import worker
 
-        asyncio.run(worker(argv[1], NAMESPACE, TASK_QUEUE, "--unsandboxed" not in argv))
+        cached = [int(a.split("=", 1)[1]) for a in argv if a.startswith("--max-cached=")]
+        asyncio.run(worker(argv[1], NAMESPACE, TASK_QUEUE, "--unsandboxed" not in argv,
+                           cached[0] if cached else None))
         return 0
     args = parse(argv)
     result = asyncio.run(run(args))

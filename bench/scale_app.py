@@ -41,12 +41,16 @@ class ScaleWaiter:
         return self.got
 
 
-async def worker(url: str, namespace: str, task_queue: str, sandboxed: bool) -> None:
+async def worker(
+    url: str, namespace: str, task_queue: str, sandboxed: bool, max_cached: int | None = None
+) -> None:
     from temporalio.client import Client
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
     client = await Client.connect(url, namespace=namespace)
     kw: dict[str, Any] = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
+    if max_cached is not None:
+        kw["max_cached_workflows"] = max_cached
     async with Worker(client, task_queue=task_queue, workflows=[ScaleWaiter], **kw):
         print("ready", flush=True)
         await asyncio.Event().wait()

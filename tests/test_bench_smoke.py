@@ -108,3 +108,25 @@ def test_bench_smoke_temporal(tmp_path: Path) -> None:
     output = _finish(proc, deadline)
     assert "| W1 throughput, workflows/s" in output, output[-3000:]
     _check(tmp_path / "temporal.json", "temporal", subset)
+
+
+@pytest.mark.skipif(_PG is None, reason="bench.scale needs Postgres")
+def test_scale_bench_smoke() -> None:
+    """``python -m bench.scale`` on 40 runs: every phase runs (start, all waiting, the SIGKILL
+    and restart with both signalled runs answered, the burst's timers all fired and resumed)."""
+    assert _PG is not None
+    env = dict(os.environ)
+    env.pop("DBOSIFY_ACTIVATE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--runs", "40", "--burst-at", "30", "--burst-window", "1",
+         "--idle-seconds", "1", "--concurrency", "10", "--max-cached", "10", "--db", _PG],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=150,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["counts"]["waiting"] == 40
+    assert result["counts"]["dormant"] >= 30  # a cache of 10: the rest were evicted
+    assert result["restart_to_signal_s"] > 0 and result["restart_to_signal_held_s"] > 0
+    assert result["burst"] == 4
+    assert result["timers"]["resumed"] == 4
+    assert result["rss_mb"] > 0
