@@ -193,18 +193,25 @@ class SqliteWatcher:
         while not store.closed:
             time.sleep(SQLITE_NOTICE_POLL_SECONDS)
             with self._lock:
-                watched = list(self._watched.items())
-            for namespace, (conn, last, version) in watched:
-                try:
-                    now_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-                    if now_version == version:
+                names = list(self._watched)
+            for namespace in names:
+                # A connection is used and closed under the lock only: closing it while another
+                # thread is inside one of its statements crashes the interpreter.
+                with self._lock:
+                    entry = self._watched.get(namespace)
+                    if entry is None:
                         continue
-                    rows = conn.execute(
-                        "SELECT id, origin, key FROM notices WHERE id > ? ORDER BY id", (last,)
-                    ).fetchall()
-                except sqlite3.Error as err:
-                    logger.debug("dbosify: SQLite watch of %s failed: %s", namespace, err)
-                    continue
+                    conn, last, version = entry
+                    try:
+                        now_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                        if now_version == version:
+                            continue
+                        rows = conn.execute(
+                            "SELECT id, origin, key FROM notices WHERE id > ? ORDER BY id", (last,)
+                        ).fetchall()
+                    except sqlite3.Error as err:
+                        logger.debug("dbosify: SQLite watch of %s failed: %s", namespace, err)
+                        continue
                 if rows and rows[0][0] > last + 1 and last > 0:
                     store.hub.fire_all()  # fell behind the kept rows: wake everyone to re-check
                 for _id, origin, key in rows:
@@ -212,7 +219,8 @@ class SqliteWatcher:
                         store.hub.fire(f"{namespace}\x00{key}")
                 new_last = rows[-1][0] if rows else last
                 with self._lock:
-                    if namespace in self._watched:
+                    current = self._watched.get(namespace)
+                    if current is not None and current[0] is conn:
                         self._watched[namespace] = (conn, int(new_last), now_version)
 
     def close(self) -> None:

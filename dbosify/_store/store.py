@@ -610,7 +610,7 @@ class Store:
             entry = self._sqlite_conns.pop(namespace, None)
         if self.is_sqlite:
             if entry is not None:
-                entry[0].close()
+                _close_sqlite(*entry)
             namespaces.sqlite_forget(self._sqlite_dir, namespace)
             for suffix in ("", "-wal", "-shm"):
                 (self._sqlite_dir / f"{ident}.sqlite{suffix}").unlink(missing_ok=True)
@@ -686,15 +686,19 @@ class Store:
             sqlite_conns = list(self._sqlite_conns.values())
             self._sqlite_conns.clear()
         for conn, conn_lock in sqlite_conns:
-            # Not while another thread (a liveness beat, a late transaction) is using it: closing
-            # a SQLite connection in use can crash the interpreter.
-            got = conn_lock.acquire(timeout=5.0)
-            try:
-                conn.close()
-            finally:
-                if got:
-                    conn_lock.release()
+            _close_sqlite(conn, conn_lock)
         self._delivery.close()
+
+
+def _close_sqlite(conn: sqlite3.Connection, conn_lock: threading.Lock) -> None:
+    """Close a namespace's SQLite connection, but not while another thread (a liveness beat, a
+    late transaction) is using it: closing a SQLite connection in use can crash the interpreter."""
+    got = conn_lock.acquire(timeout=5.0)
+    try:
+        conn.close()
+    finally:
+        if got:
+            conn_lock.release()
 
 
 
