@@ -143,7 +143,8 @@ def _dynamic_config(args: Any, key: str) -> str | None:
 
 def _namespace_args(config: Any) -> list[str]:
     """The namespaces a dev server starts with: start_local's ``namespace`` and every
-    ``--namespace NAME`` (``-n NAME``, ``--namespace=NAME``) of its extra arguments."""
+    ``--namespace NAME`` (``-n NAME``, ``--namespace=NAME``) of its extra arguments; the
+    environment's own first."""
     names = [getattr(config, "namespace", None) or "default"]
     items = [a for a in (getattr(config, "extra_args", None) or ()) if isinstance(a, str)]
     for i, flag in enumerate(items):
@@ -174,7 +175,7 @@ async def _configure_dev_server(server: EphemeralServerRef, config: Any) -> None
         if name != "default":
             await loop.run_in_executor(None, store.register_namespace, name)
     # A started dev server is ready to serve: the first start must not pay the store's setup.
-    await loop.run_in_executor(None, store.prepare_namespace, _env_namespace(config))
+    await loop.run_in_executor(None, store.prepare_namespace, _namespace_args(config)[0])
     args = getattr(config, "extra_args", None)
     attrs = _search_attribute_args(args)
     if attrs:
@@ -232,10 +233,6 @@ async def start_test_server(runtime_ref: Any, config: Any) -> EphemeralServerRef
     # Set up before the environment is handed over, as a started test server is: otherwise the
     # first start pays it in real time while time skipping waits for it (seconds under load).
     await asyncio.get_running_loop().run_in_executor(
-        None, store.prepare_namespace, _env_namespace(config)
+        None, store.prepare_namespace, _namespace_args(config)[0]
     )
     return server
-
-
-def _env_namespace(config: Any) -> str:
-    return str(getattr(config, "namespace", None) or "default")

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-
-ENV_PG_PREPARE = "DBOSIFY_PG_PREPARE"
 
 
 class StoreError(RuntimeError):
     """The database could not be reached or used."""
-
-
-def pg_prepare_threshold() -> int | None:
-    """After how many runs of a statement a session prepares it on the server (psycopg's
-    ``prepare_threshold``): the hot statements are then neither parsed nor planned again, which
-    halved the Postgres time of a workflow task. ``DBOSIFY_PG_PREPARE=0`` turns it off, for a
-    pooler that does not keep a session's prepared statements (PgBouncer in transaction mode
-    before 1.21)."""
-    if os.environ.get(ENV_PG_PREPARE, "").strip() in ("0", "off", "false", "no"):
-        return None
-    return 2
 
 
 def is_transient(err: BaseException) -> bool:

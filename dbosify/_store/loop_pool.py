@@ -13,8 +13,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dbosify._store.errors import pg_prepare_threshold
-
 if TYPE_CHECKING:
     from dbosify._store.store import Store
 
@@ -93,7 +91,6 @@ class LoopPool:
         import psycopg
 
         conn = await psycopg.AsyncConnection.connect(**self.store.pg_connect_args(), autocommit=True)
-        conn.prepare_threshold = pg_prepare_threshold()
         self.store.track_backend(conn, conn.info.backend_pid)  # its NOTIFYs are fired in-process
         return conn
 
