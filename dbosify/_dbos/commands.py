@@ -16,7 +16,7 @@ import logging
 
 from dbosify import _history as h
 from dbosify import _runs
-from dbosify._dbos import records
+from dbosify._dbos import ids, records
 from dbosify._store import Tx
 
 logger = logging.getLogger("dbosify")
@@ -31,10 +31,10 @@ def apply(tx: Tx, task_queue: str, identity: str) -> int:
     ws = records.table(tx, "workflow_status")
     rows = tx.all(
         f"SELECT e.run_id, w.status FROM executions e JOIN {ws} w"
-        " ON w.workflow_uuid = %s || e.workflow_id || '/' || e.run_id"
+        " ON w.workflow_uuid = %s || replace(replace(e.workflow_id, %s, %s), %s, %s) || '/' || e.run_id"
         " WHERE e.task_queue = %s AND e.status = 1"
         " AND (w.status = 'CANCELLED' OR (w.status = 'ENQUEUED' AND e.owner IS NOT NULL))",
-        (f"{tx.namespace}/", task_queue),
+        (f"{ids.quote(tx.namespace)}/", "%", "%25", "/", "%2F", task_queue),  # `ids.quote` in SQL
     )
     done = 0
     for run_id, status in rows:

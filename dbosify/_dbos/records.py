@@ -1,6 +1,7 @@
 """Each run's DBOS workflow record, written in the same transaction as the run's own rows.
 
-A run is a DBOS workflow whose ID is ``<namespace>/<workflow id>/<run id>``, whose name is the
+A run is a DBOS workflow whose ID is ``<namespace>/<workflow id>/<run id>`` (each part quoted,
+see `ids`), whose name is the
 workflow type and whose queue is the task queue. Its `workflow_status` row is written where the
 run changes: ENQUEUED at start (through DBOS's documented SQL function on Postgres), PENDING
 with the worker as executor at each claim, ENQUEUED again when a dead worker's runs are released,
@@ -26,6 +27,7 @@ from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
 
 from dbosify import _history as h
+from dbosify._dbos import ids
 from dbosify._store import Tx
 
 APP = "dbosify"  # the application name and version of every run's DBOS row
@@ -41,18 +43,16 @@ DBOS_STATUS: dict[int, str] = {
 }
 
 
-def workflow_uuid(namespace: str, workflow_id: str, run_id: str) -> str:
-    """The DBOS workflow ID of a run (documented in docs/COMPATIBILITY.md)."""
-    return f"{namespace}/{workflow_id}/{run_id}"
+workflow_uuid = ids.workflow_uuid  # the DBOS workflow ID of a run (docs/COMPATIBILITY.md)
 
 
 def enabled(tx: Tx) -> bool:
-    return tx.store.dbos_enabled
+    return tx.store.dbos_on(tx.namespace)
 
 
 def table(tx: Tx, name: str) -> str:
     """A DBOS table as this transaction names it (schema-qualified on Postgres)."""
-    schema = tx.store.dbos_schema
+    schema = tx.store.dbos_schema_of(tx.namespace)
     return f'"{schema}".{name}' if schema else name
 
 
@@ -100,7 +100,7 @@ def on_start(
     else:
         # DBOS's documented SQL interface for writing a workflow that runs elsewhere.
         tx.execute(
-            f'SELECT "{tx.store.dbos_schema}".enqueue_workflow(workflow_name => %s,'
+            f'SELECT "{tx.store.dbos_schema_of(tx.namespace)}".enqueue_workflow(workflow_name => %s,'
             " queue_name => %s, positional_args => %s::json[], named_args => %s::json,"
             " workflow_id => %s, app_version => %s, application_name => %s)",
             (workflow_type, task_queue, [json.dumps(a) for a in args], json.dumps(named), uuid,

@@ -1,8 +1,10 @@
 """DBOS's system tables beside ours, and the triggers that bring DBOS's commands to us.
 
 Postgres: DBOS's tables live in the same database, in DBOS's default schema ``dbos`` (an isolated
-server, see `SERVER_PARAM`, has its own), so ``dbos workflow list -s <url>`` works as is. SQLite:
-in each namespace's file, so one transaction covers a run's rows and its DBOS row.
+server, see `SERVER_PARAM`, has its own), so ``dbos workflow list -s <url>`` works as is; with
+``DBOSIFY_DBOS=namespace``, in each namespace's own schema instead (``--schema <its schema>``),
+so namespaces' DBOS rows are apart. SQLite: in each namespace's file, so one transaction covers a
+run's rows and its DBOS row.
 
 They are created by DBOS's public ``DBOS.migrate`` once per dbos release, under a lock; a
 marker (the dbos version and `ENVELOPE_VERSION`) says whether that is done, so a process that
@@ -21,9 +23,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from dbosify._dbos import ids, requote
+
 logger = logging.getLogger("dbosify")
 
-ENVELOPE_VERSION = 1  # our triggers; bump when they change
+# Our triggers; bump when they change. 2: DBOS IDs quote `%` and `/` in each part (`ids`), the
+# command trigger matches the exact namespace, and rows written before are renamed (`requote`).
+ENVELOPE_VERSION = 2
 SETUP_WAIT_SECONDS = 120.0
 APP = "dbosify"
 MARKER_KEY = "dbos"
@@ -50,12 +56,15 @@ def _migrate(url: str, schema: str | None) -> None:
 # -- Postgres -------------------------------------------------------------------------------
 
 
-def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str) -> None:
+def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str, own: bool = False) -> None:
     """DBOS's tables in ``schema`` and our triggers on them, unless the marker says done.
 
-    ``conn`` is one of our connections (not in a transaction; its transaction is ended).
+    ``own``: ``schema`` is one namespace's own (``DBOSIFY_DBOS=namespace``), else the schema
+    that every namespace of the store shares. ``conn`` is one of our connections (not in a
+    transaction; its transaction is ended).
     """
-    if _pg_marker(conn, catalog) == marker():
+    key = f"{MARKER_KEY}:{schema}" if own else MARKER_KEY
+    if _pg_marker(conn, catalog, key) == marker():
         return
     lock = f"{catalog}:dbos"
     # Try, do not wait: DBOS's migrations build indexes CONCURRENTLY, which wait for every open
@@ -66,23 +75,26 @@ def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {SETUP_WAIT_SECONDS:g} s for another process's DBOS setup")
         time.sleep(0.1)
-        if _pg_marker(conn, catalog) == marker():
+        if _pg_marker(conn, catalog, key) == marker():
             return
     try:
         conn.commit()
-        if _pg_marker(conn, catalog) == marker():
+        before = _pg_marker(conn, catalog, key)
+        if before == marker():
             return
         logger.info("dbosify: setting up DBOS's system tables in schema %s", schema)
         _migrate(pg_url, schema)
-        for stmt in _pg_triggers(catalog, schema):
+        for stmt in _pg_triggers(catalog, schema, own):
             conn.execute(stmt)
+        if before is not None and before.endswith("/1") and not own:
+            requote.pg_shared(conn, catalog, schema)
         conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{catalog}".meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)'
         )
         conn.execute(
             f'INSERT INTO "{catalog}".meta (key, value) VALUES (%s, %s)'
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            (MARKER_KEY, marker()),
+            (key, marker()),
         )
         conn.commit()
     except BaseException:
@@ -93,10 +105,10 @@ def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str) -> None:
         conn.commit()
 
 
-def _pg_marker(conn: Any, catalog: str) -> str | None:
+def _pg_marker(conn: Any, catalog: str, key: str = MARKER_KEY) -> str | None:
     try:
         row = conn.execute(
-            f'SELECT value FROM "{catalog}".meta WHERE key = %s', (MARKER_KEY,)
+            f'SELECT value FROM "{catalog}".meta WHERE key = %s', (key,)
         ).fetchone()
     except Exception as err:
         conn.rollback()
@@ -107,16 +119,22 @@ def _pg_marker(conn: Any, catalog: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def _pg_triggers(catalog: str, schema: str) -> list[str]:
+def _pg_triggers(catalog: str, schema: str, own: bool) -> list[str]:
     ws = f'"{schema}".workflow_status'
+    # The namespace's NOTIFY channel is its schema: the table's own schema when it is the
+    # namespace's, else the catalog's entry for the exact name in the ID's first part.
+    name = ids.sql_unquote("split_part(NEW.workflow_uuid, '/', 1)")
+    find = (
+        "channel := TG_TABLE_SCHEMA;" if own
+        else f'SELECT ident INTO channel FROM "{catalog}".namespaces WHERE name = {name};'
+    )
     return [
         f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_command() RETURNS trigger
         LANGUAGE plpgsql AS $$
         DECLARE channel TEXT;
         BEGIN
             IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NULL; END IF;
-            SELECT ident INTO channel FROM "{catalog}".namespaces
-                WHERE starts_with(NEW.workflow_uuid, name || '/') ORDER BY length(name) DESC LIMIT 1;
+            {find}
             IF channel IS NOT NULL THEN
                 PERFORM pg_notify(channel, 'dbos:' || COALESCE(OLD.queue_name, NEW.queue_name, ''));
             END IF;
@@ -151,7 +169,7 @@ def _pg_triggers(catalog: str, schema: str) -> list[str]:
 # -- SQLite -----------------------------------------------------------------------------------
 
 
-def sqlite_ensure(conn: sqlite3.Connection, path: Path) -> None:
+def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
     """DBOS's tables in the namespace file and our triggers, unless the marker says done."""
     try:
         row = conn.execute("SELECT value FROM dbosify_meta WHERE key = ?", (MARKER_KEY,)).fetchone()
@@ -166,6 +184,8 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path) -> None:
     try:
         for stmt in _SQLITE_TRIGGERS:
             conn.execute(stmt)
+        if row is not None and str(row[0]).endswith("/1"):
+            requote.sqlite_file(conn, namespace)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS dbosify_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )

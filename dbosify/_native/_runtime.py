@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dbosify._native import _core_logs as core_logs
-from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM
+from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files
 from dbosify._store.urls import parse_url
 
 logger = logging.getLogger("dbosify")
@@ -208,7 +208,7 @@ async def _start_dev_server(config: Any) -> EphemeralServerRef:
             sep = "&" if "?" in url else "?"
             return EphemeralServerRef(f"{url}{sep}{SERVER_PARAM}={server}", drop_on_shutdown=True)
         assert target.sqlite_dir is not None
-        target.sqlite_dir.mkdir(parents=True, exist_ok=True)
+        files.private_dir(target.sqlite_dir)
         created = Path(tempfile.mkdtemp(prefix="dev-", dir=target.sqlite_dir))
     else:
         created = Path(tempfile.mkdtemp(prefix="dbosify-dev-"))

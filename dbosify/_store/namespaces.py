@@ -15,6 +15,11 @@ writes nothing.
 
 A database written before the catalog existed has schemas (files) named by the readable form
 alone: the first name that maps to one adopts it, as that release did (it was registered then).
+
+A schema or file that dbosify did not create is never adopted: dbosify marks what it creates
+(`MARKER`: a Postgres ``COMMENT ON SCHEMA``; SQLite's ``PRAGMA application_id``), and a schema or
+file found in its place without the marker, and without the tables dbosify's first release wrote
+(``executions`` and ``history``), is refused with `ForeignStore`, naming it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dbosify._store import migrations
+from dbosify._store import files, migrations
 from dbosify._store.errors import StoreError
 
 # Temporal's frontend limit for a namespace name (dynamic config `limit.maxIDLength`), counted
@@ -59,6 +64,20 @@ class NamespaceNotFound(StoreError):
             f" `dbosify namespace create {name}` or DBOSIFY_NAMESPACES={name}; see docs/COMPATIBILITY.md)"
         )
         self.name = name
+
+
+class ForeignStore(StoreError):
+    """A schema or file where dbosify would put a store is not one dbosify created."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} exists but was not created by dbosify; refusing to use it (drop or move it,"
+            " or give dbosify another database or directory)"
+        )
+
+
+MARKER = "dbosify"  # COMMENT ON SCHEMA of every schema dbosify creates
+SQLITE_APPLICATION_ID = 0x64627366  # "dbsf": PRAGMA application_id of every file dbosify creates
 
 
 DEFAULT = "default"  # registered by its first use, as it exists from the start on Temporal
@@ -182,7 +201,10 @@ def pg_register(conn: Any, server: str | None, name: str, create: bool = True) -
             execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (catalog,))
             have = execute("SELECT to_regclass(%s)", (f'"{catalog}".namespaces',)).fetchone()[0]
             if have is None:
-                execute(f'CREATE SCHEMA IF NOT EXISTS "{catalog}"')
+                if _pg_schema_exists(execute, catalog):
+                    _pg_check_ours(execute, catalog, ("namespaces",))
+                else:
+                    _pg_create_schema(execute, catalog)
                 execute(_CATALOG_TABLE.replace("namespaces", f'"{catalog}".namespaces', 1))
             row = execute(
                 f'SELECT ident, schema_version FROM "{catalog}".namespaces WHERE name = %s', (name,)
@@ -222,18 +244,43 @@ def _pg_new_ident(
         str(r[0]) for r in execute(f'SELECT ident FROM "{catalog}".namespaces').fetchall()
     }
     if legacy not in taken_by_name and _pg_schema_exists(execute, legacy):
-        return legacy, 0, False  # written before the catalog: adopt it and upgrade it in place
+        # Written before the catalog: adopt it and upgrade it in place, if it is ours.
+        _pg_check_ours(execute, legacy, ("executions", "history"))
+        return legacy, 0, False
     if not create:
         raise NamespaceNotFound(name)
     for ident in _candidates(name, server):
         if ident not in taken_by_name and not _pg_schema_exists(execute, ident):
-            execute(f'CREATE SCHEMA "{ident}"')
+            _pg_create_schema(execute, ident)
             return ident, 0, True
     raise StoreError(f"no free schema name for namespace {name!r}")
 
 
 def _pg_schema_exists(execute: Any, ident: str) -> bool:
     return execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (ident,)).fetchone() is not None
+
+
+def _pg_create_schema(execute: Any, ident: str) -> None:
+    execute(f'CREATE SCHEMA "{ident}"')
+    execute(f"COMMENT ON SCHEMA \"{ident}\" IS '{MARKER}'")
+
+
+def _pg_check_ours(execute: Any, ident: str, tables: tuple[str, ...]) -> None:
+    """Refuse the existing schema ``ident`` unless dbosify created it: it carries `MARKER`, or
+    (written before the marker) all of ``tables``."""
+    row = execute(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", (ident,)
+    ).fetchone()
+    if row is not None and row[0] == MARKER:
+        return
+    have = {
+        str(r[0])
+        for r in execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (ident,)
+        ).fetchall()
+    }
+    if not set(tables) <= have:
+        raise ForeignStore(f"schema {ident!r}")
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -255,26 +302,32 @@ def sqlite_ident(
     # the catalog could not have made one).
     if not create and not catalog.exists() and not os.path.exists(directory / f"{legacy}.sqlite"):
         raise NamespaceNotFound(name)
-    directory.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(catalog, isolation_level=None, timeout=30)
+    conn = files.connect(catalog, isolation_level=None, timeout=30)
     try:
         try:
             row = conn.execute("SELECT ident FROM namespaces WHERE name = ?", (name,)).fetchone()
         except sqlite3.OperationalError as err:
             if "no such table" not in str(err):
                 raise
+            _sqlite_check_ours(conn, catalog, ())
             row = None
+        except sqlite3.DatabaseError as err:
+            if "not a database" in str(err):
+                raise ForeignStore(f"SQLite file {str(catalog)!r}") from None
+            raise
         if row is not None:
             return str(row[0]), False
         conn.execute("BEGIN IMMEDIATE")
         created = False
         try:
             conn.execute(_CATALOG_TABLE.replace("DOUBLE PRECISION", "REAL"))
+            conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
             row = conn.execute("SELECT ident FROM namespaces WHERE name = ?", (name,)).fetchone()
             if row is None:
                 taken = {str(r[0]) for r in conn.execute("SELECT ident FROM namespaces")}
                 if legacy not in taken and os.path.exists(directory / f"{legacy}.sqlite"):
-                    ident = legacy  # written before the catalog: adopt it
+                    ident = legacy  # written before the catalog: adopt it, if it is ours
+                    _sqlite_check_file(directory / f"{legacy}.sqlite")
                 elif not create:
                     raise NamespaceNotFound(name)
                 else:
@@ -307,7 +360,12 @@ def sqlite_ident(
 
 def sqlite_ensure_schema(conn: sqlite3.Connection, name: str, path: Path) -> None:
     """Bring one namespace file to the current schema version (no DDL when it is current)."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as err:
+        if "not a database" in str(err):
+            raise ForeignStore(f"SQLite file {str(path)!r}") from None
+        raise
     migrations.check_not_newer(version, f"namespace {name!r} ({path})")
     if version == migrations.CURRENT_VERSION:
         return
@@ -315,6 +373,9 @@ def sqlite_ensure_schema(conn: sqlite3.Connection, name: str, path: Path) -> Non
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         migrations.check_not_newer(version, f"namespace {name!r} ({path})")
+        if version == 0:  # new, or written before versions: refused unless ours
+            _sqlite_check_ours(conn, path, ("executions", "history"))
+            conn.execute(f"PRAGMA application_id = {SQLITE_APPLICATION_ID}")
         if version < migrations.CURRENT_VERSION:
             migrations.upgrade(conn.execute, True, version)
             conn.execute(f"PRAGMA user_version = {migrations.CURRENT_VERSION}")
@@ -322,6 +383,29 @@ def sqlite_ensure_schema(conn: sqlite3.Connection, name: str, path: Path) -> Non
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _sqlite_check_ours(conn: sqlite3.Connection, path: Path, tables: tuple[str, ...]) -> None:
+    """Refuse the file unless it is new (no tables), carries `SQLITE_APPLICATION_ID`, or
+    (written before the marker) has all of ``tables`` (none: a catalog file must be new)."""
+    if int(conn.execute("PRAGMA application_id").fetchone()[0]) == SQLITE_APPLICATION_ID:
+        return
+    have = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if have and not (tables and set(tables) <= have):
+        raise ForeignStore(f"SQLite file {str(path)!r}")
+
+
+def _sqlite_check_file(path: Path) -> None:
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        raise ForeignStore(f"SQLite file {str(path)!r}") from None
+    try:
+        _sqlite_check_ours(conn, path, ("executions", "history"))
+    except sqlite3.DatabaseError:  # not a database at all
+        raise ForeignStore(f"SQLite file {str(path)!r}") from None
+    finally:
+        conn.close()
 
 
 def sqlite_forget(directory: Path, name: str) -> None:

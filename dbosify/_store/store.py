@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from dbosify._dbos import ids
 from dbosify._dbos import setup as dbos_setup
-from dbosify._store import delivery, namespaces
+from dbosify._store import delivery, files, namespaces
 from dbosify._store.clock import Clock
 from dbosify._store.errors import (
     StoreError,
@@ -58,7 +59,11 @@ PG_SESSION_OPTIONS = (
     " -c dbosify.writer=on"  # the DBOS triggers (dbosify._dbos.setup) tell our writes apart
 )
 ENV_NAMESPACES = "DBOSIFY_NAMESPACES"  # namespaces every client registers when it connects
-ENV_DBOS = "DBOSIFY_DBOS"  # "0": runs are not DBOS workflows (for comparison benchmarks)
+# Runs' DBOS rows (docs/COMPATIBILITY.md): "1" in DBOS's shared schema (Postgres), "namespace" in
+# each namespace's own schema, "0" none; and namespaces whose runs have none (comma-separated).
+# Every process of a deployment must use the same values.
+ENV_DBOS = "DBOSIFY_DBOS"
+ENV_DBOS_OFF = "DBOSIFY_DBOS_OFF"
 ENV_PG_PREPARE = "DBOSIFY_PG_PREPARE"  # "0": no server-side prepared statements (poolers that drop them)
 PG_RECONNECT_SECONDS = 15.0  # how long a transaction keeps retrying while Postgres is unreachable
 
@@ -184,12 +189,12 @@ class Store:
         self.origin = uuid.uuid4().hex  # tells this process's own SQLite notices apart
         self.notices_written = 0
         self._retry_logged: set[str] = set()  # kinds of transient error already logged once
-        self.dbos_enabled = os.environ.get(ENV_DBOS, "1").lower() not in ("0", "false", "no")
+        self.dbos_enabled, self.dbos_per_namespace, self.dbos_off = _dbos_env()
         # Where DBOS's system tables are: a Postgres schema (None on SQLite: the namespace file).
         self.dbos_schema: str | None = (
             None if target.is_sqlite else (f"dbosify_{target.server}_dbos" if target.server else "dbos")
         )
-        self._dbos_ready = False
+        self._dbos_ready: set[str] = set()  # Postgres schemas whose DBOS setup is current
         self._sqlite_dir = target.sqlite_dir or Path()
         self._pg_url = target.pg_url or ""
         self._delivery: delivery.PgListener | delivery.SqliteWatcher = (
@@ -241,6 +246,16 @@ class Store:
     def sqlite_dir(self) -> Path:
         return self._sqlite_dir
 
+    def dbos_on(self, namespace: str) -> bool:
+        """Whether the runs of ``namespace`` are DBOS workflows (have DBOS rows)."""
+        return self.dbos_enabled and namespace not in self.dbos_off
+
+    def dbos_schema_of(self, namespace: str) -> str | None:
+        """The Postgres schema of ``namespace``'s DBOS rows (None on SQLite: its own file)."""
+        if self.dbos_schema is None or not self.dbos_per_namespace:
+            return self.dbos_schema
+        return self.ident(namespace)
+
     def sqlite_path(self, namespace: str) -> Path:
         return self._sqlite_dir / f"{self.ident(namespace)}.sqlite"
 
@@ -269,7 +284,7 @@ class Store:
         """Connect once, raising a `StoreError` that names the host and not the password."""
         if self.is_sqlite:
             try:
-                self._sqlite_dir.mkdir(parents=True, exist_ok=True)
+                files.private_dir(self._sqlite_dir)
             except OSError as err:
                 raise StoreError(f"cannot create the SQLite directory {self._sqlite_dir}: {err}") from err
             return
@@ -325,13 +340,13 @@ class Store:
 
     def _open_sqlite(self, namespace: str) -> tuple[sqlite3.Connection, threading.Lock]:
         path = self.sqlite_path(namespace)
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn = files.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         try:
             namespaces.sqlite_ensure_schema(conn, namespace, path)
-            if self.dbos_enabled:
-                dbos_setup.sqlite_ensure(conn, path)
+            if self.dbos_on(namespace):
+                dbos_setup.sqlite_ensure(conn, path, namespace)
         except BaseException:
             conn.close()
             raise
@@ -439,12 +454,15 @@ class Store:
             created = False
             if ident is None:
                 ident, created = namespaces.pg_register(conn, self.server, namespace, create)
-            if self.dbos_enabled and not self._dbos_ready:
+            if self.dbos_on(namespace):
                 assert self.dbos_schema is not None
-                dbos_setup.pg_ensure(
-                    conn, self._pg_url, namespaces.catalog_schema(self.server), self.dbos_schema
-                )
-                self._dbos_ready = True
+                schema = ident if self.dbos_per_namespace else self.dbos_schema
+                if schema not in self._dbos_ready:
+                    dbos_setup.pg_ensure(
+                        conn, self._pg_url, namespaces.catalog_schema(self.server), schema,
+                        own=self.dbos_per_namespace,
+                    )
+                    self._dbos_ready.add(schema)
             return ident, created
 
     def _retrying(self, fn: Callable[[bool], T]) -> T:
@@ -616,11 +634,13 @@ class Store:
             return
         with self._pg_connection() as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{ident}" CASCADE')
-            if self.dbos_enabled and self._dbos_ready:
-                prefix = namespace.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            if self.dbos_schema in self._dbos_ready:  # the shared schema: this namespace's rows
+                # Its quoted name holds no "/": the prefix names it and no other.
+                prefix = ids.quote(namespace) + "/"
                 conn.execute(
-                    f'DELETE FROM "{self.dbos_schema}".workflow_status WHERE workflow_uuid LIKE %s',
-                    (prefix + "/%",),
+                    f'DELETE FROM "{self.dbos_schema}".workflow_status'
+                    " WHERE starts_with(workflow_uuid, %s)",
+                    (prefix,),
                 )
             conn.execute(
                 f'DELETE FROM "{namespaces.catalog_schema(self.server)}".namespaces WHERE name = %s',
@@ -709,6 +729,15 @@ def _close_sqlite(conn: sqlite3.Connection, conn_lock: threading.Lock) -> None:
     finally:
         if got:
             conn_lock.release()
+
+
+def _dbos_env() -> tuple[bool, bool, frozenset[str]]:
+    """(DBOS rows at all, in each namespace's own schema, the namespaces without them)."""
+    mode = os.environ.get(ENV_DBOS, "1").strip().lower()
+    if mode not in ("", "1", "true", "yes", "0", "false", "no", "namespace"):
+        raise StoreError(f"{ENV_DBOS}={mode!r}: expected 1 (shared schema), namespace or 0")
+    off = frozenset(n.strip() for n in os.environ.get(ENV_DBOS_OFF, "").split(",") if n.strip())
+    return mode not in ("0", "false", "no"), mode == "namespace", off
 
 
 def env_namespaces() -> list[str]:

@@ -156,7 +156,7 @@ class WorkerCore(ActivitySide):
         if self.enable_workflows:
             self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
-            if self.store.dbos_enabled:
+            if self.store.dbos_on(self.ns):
                 self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
             self._tasks.append(busy_task(self.store.clock, self._schedules_loop))
         if self.enable_activities:
