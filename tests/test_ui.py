@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
-import time
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import cli_app
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
+from ui_support import free_port as _free_port
+from ui_support import start_ui as _start_ui
+from ui_support import stop as _stop
+from ui_support import tls_pair, ui_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent
@@ -46,48 +50,6 @@ def browser_ok() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"the browser test must run on CI: {why}")
         pytest.skip(why)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DBOSIFY_")}
-
-
-async def _start_ui(*args: str, port: int) -> tuple[asyncio.subprocess.Process, float]:
-    """``dbosify ui ARGS --port PORT``, and the seconds until it answered."""
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dbosify", "ui", *args, "--port", str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(),
-    )
-    deadline = started + 30
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            err = (await proc.stderr.read()).decode() if proc.stderr else ""
-            raise AssertionError(f"dbosify ui exited {proc.returncode}: {err}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return proc, time.monotonic() - started
-        except OSError:
-            await asyncio.sleep(0.02)
-    proc.kill()
-    raise AssertionError("dbosify ui did not answer within 30 s")
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
 
 
 @pytest.fixture
@@ -183,30 +145,142 @@ async def test_ui_lists_filters_follows_and_terminates(
             await _stop(proc)
 
 
-async def test_ui_needs_a_token_off_loopback(browser: Any, db_url: str) -> None:
+async def test_ui_needs_tls_and_a_token_off_loopback(browser: Any, db_url: str, tmp_path: Path) -> None:
     if not db_url.startswith("sqlite"):
         pytest.skip("the token rules do not depend on the database")
     port = _free_port()
     refused = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dbosify", "ui", "--db", db_url, "--ip", "0.0.0.0", "--port", str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ui_env(DBOSIFY_UI_TOKEN="s3cret"),
     )
     _, err = await asyncio.wait_for(refused.communicate(), 30)
     assert refused.returncode == 1
     assert err.decode().strip() == (
-        "Error: refusing to serve on 0.0.0.0 without a token: pass --token or set"
-        " DBOSIFY_UI_TOKEN (or bind 127.0.0.1)"
+        "Error: refusing to serve on 0.0.0.0 over plain HTTP: give --tls-cert and --tls-key, or"
+        " --tls-upstream behind a reverse proxy that terminates TLS (or bind 127.0.0.1)"
     )
 
-    proc, _ = await _start_ui("--db", db_url, "--ip", "0.0.0.0", "--token", "s3cret", port=port)
+    cert, key = tls_pair(tmp_path)
+    proc, _ = await _start_ui("--db", db_url, "--ip", "0.0.0.0", "--tls-cert", str(cert), "--tls-key",
+                              str(key), port=port, env=ui_env(DBOSIFY_UI_TOKEN="s3cret"))
+    base = f"https://127.0.0.1:{port}"
     try:
-        page = await browser.new_page()
-        response = await page.goto(f"http://127.0.0.1:{port}/")
+        context = await browser.new_context(ignore_https_errors=True)
+        page = await context.new_page()
+        response = await page.goto(base + "/run?wid=x")
         assert response.status == 401
-        await page.goto(f"http://127.0.0.1:{port}/?token=s3cret")
-        assert page.url == f"http://127.0.0.1:{port}/"  # the token went into a cookie
+        await page.fill("input[name=token]", "wrong")
+        await page.click("form.login button")
+        await page.wait_for_selector("#login-error")
+        await page.fill("input[name=token]", "s3cret")
+        await page.click("form.login button")
+        await page.wait_for_selector("h1:has-text('Run not found')")
+        assert page.url == base + "/run?wid=x"  # back where the sign-in was asked
+        cookies = await context.cookies()
+        assert [(c["name"], c["secure"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+            ("dbosify_ui_session", True, True, "Strict")]
+        assert "s3cret" not in cookies[0]["value"]
+        await page.goto(base + "/?token=s3cret")
+        assert page.url == base + "/"  # the token in the address became a session
         await page.wait_for_selector("#runs")
-        response = await page.goto(f"http://127.0.0.1:{port}/?token=wrong")
+        response = await page.goto(base + "/?token=wrong")
         assert response.status == 401
+    finally:
+        await _stop(proc)
+
+
+class _Other(BaseHTTPRequestHandler):
+    """Another origin: one page that tries to frame the view and act on it."""
+
+    page = b""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def other_origin() -> Iterator[tuple[int, type[_Other]]]:
+    handler = type("Other", (_Other,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+ATTACK = """<!doctype html><html><body>
+<iframe id="frame" src="{view}/run?wid=target" width="800" height="400"></iframe>
+<img src="{view}/api/stack?wid=target">
+<form id="form" method="post" action="{view}/api/cancel" target="sink" enctype="text/plain">
+<input name='{{"wid":"target","x":"' value='"}}'></form><iframe name="sink"></iframe>
+<script>
+const view = "{view}";
+const body = JSON.stringify({{wid: "target", reason: "from another origin"}});
+const headers = {{"Content-Type": "application/json", "X-Dbosify-Action": "1", "X-Dbosify": "1"}};
+window.results = {{}};
+function attempt(name, url, init) {{
+  return fetch(url, Object.assign({{credentials: "include"}}, init)).then(
+    (r) => {{ window.results[name] = "answered " + r.status; }},
+    () => {{ window.results[name] = "blocked"; }});
+}}
+document.getElementById("frame").addEventListener("load", () => {{ window.framed = true; }});
+Promise.all([
+  attempt("terminate", view + "/api/terminate", {{method: "POST", headers: headers, body: body}}),
+  attempt("stack", view + "/api/stack", {{method: "POST", headers: headers, body: body}}),
+  attempt("plain", view + "/api/terminate", {{method: "POST", mode: "no-cors", body: body}}),
+  attempt("get-stack", view + "/api/stack?wid=target", {{mode: "no-cors"}}),
+]).then(() => {{ document.getElementById("form").submit(); window.done = true; }});
+</script></body></html>"""
+
+
+async def test_ui_another_origin_can_neither_frame_nor_act(
+    browser: Any, client: Client, db_url: str, other_origin: tuple[int, type[_Other]]
+) -> None:
+    """A page on another origin (another port of the same host: same site, so even a
+    SameSite=Strict cookie goes along) cannot frame the view, nor terminate, cancel or replay a
+    run in a signed-in browser: GETs of the stack trace are refused, and the action header
+    needs a CORS preflight that the view never grants."""
+    from playwright.async_api import expect
+
+    target = await client.start_workflow(cli_app.Steps.run, args=["t", 1], id="target",
+                                         task_queue=cli_app.TASK_QUEUE)  # no worker: it waits
+    port = _free_port()
+    view = f"http://127.0.0.1:{port}"
+    other_port, handler = other_origin
+    handler.page = ATTACK.format(view=view).encode()
+    proc, _ = await _start_ui("--db", db_url, "-n", client.namespace, port=port,
+                              env=ui_env(DBOSIFY_UI_TOKEN="t0ken"))
+    try:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(view + "/?token=t0ken")  # signed in
+        await page.wait_for_selector("#runs")
+        answered: list[tuple[str, int]] = []
+        page.on("response", lambda r: answered.append((r.url, r.status)) if r.url.startswith(view) else None)
+        blocked: list[str] = []
+        page.on("console", lambda m: blocked.append(m.text) if "frame" in m.text else None)
+        await page.goto(f"http://127.0.0.1:{other_port}/")
+        await page.wait_for_function("window.done === true && window.framed === true", timeout=20_000)
+        await asyncio.sleep(1)  # the form's POST
+        results = await page.evaluate("window.results")
+        assert results["terminate"] == "blocked" and results["stack"] == "blocked", results
+        frame = next(f for f in page.frames if f.name != "sink" and f != page.main_frame)
+        assert await frame.locator("#run").count() == 0, "the view was framed"
+        assert any("frame-ancestors" in t or "X-Frame-Options" in t for t in blocked), blocked
+        acted = [(u, s) for u, s in answered if "/api/" in u and 200 <= s < 300]
+        assert acted == [], f"another origin reached an action or the stack trace: {acted}"
+        assert (await target.describe()).status == WorkflowExecutionStatus.RUNNING
+        # The view's own page still signs its requests and gets the stack trace's answer.
+        await page.goto(view + "/run?wid=target")
+        await expect(page.locator("#stack-trace")).to_contain_text("unavailable: ", timeout=15_000)
     finally:
         await _stop(proc)

@@ -17,9 +17,32 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+PREVIEW_CHARS = 16_384  # a payload shown on a page is cut here; the full JSON is a link away
+
+
 def run_url(workflow_id: str, run_id: str | None = None) -> str:
     params = {"wid": workflow_id, **({"rid": run_id} if run_id else {})}
     return "/run?" + urlencode(params)
+
+
+def event_url(workflow_id: str, run_id: str, event_id: int) -> str:
+    """The full JSON of one history event (`app.Views.event_json`)."""
+    return "/api/event?" + urlencode({"wid": workflow_id, "rid": run_id, "id": event_id})
+
+
+def preview(value: Any, full_url: str | None, element_id: str = "") -> str:
+    """``value`` as a ``<pre>``, cut at `PREVIEW_CHARS` with a note and a link to the full JSON."""
+    text = value if isinstance(value, str) else dumps(value, indent=2)
+    attr = f' id="{element_id}"' if element_id else ""
+    if len(text) <= PREVIEW_CHARS:
+        return f"<pre{attr}>{esc(text)}</pre>"
+    link = f' <a class="full-json" href="{esc(full_url)}">Full JSON</a>' if full_url else ""
+    return (f"<pre{attr}>{esc(text[:PREVIEW_CHARS])}…</pre><p class=\"truncated\">Truncated: the first"
+            f" {PREVIEW_CHARS:,} of {len(text):,} characters.{link}</p>")
+
+
+def cut(text: str, limit: int = PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters in all)"
 
 
 def badge(status: str) -> str:
@@ -100,6 +123,7 @@ class Summary:
     history_length: int
     parent: tuple[str, str] | None
     outcome: list[tuple[str, Any]] = field(default_factory=list)
+    close_event_id: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -124,13 +148,14 @@ def summary_fragment(s: Summary) -> str:
     ]
     out = f'<div id="summary-data" data-status="{esc(s.status)}">{_dl(pairs)}'
     if s.outcome:
+        full = event_url(s.workflow_id, s.run_id, s.close_event_id) if s.close_event_id else None
         out += '<h3>Outcome</h3><dl id="outcome">' + "".join(
-            f"<dt>{esc(k)}</dt><dd><pre>{esc(v)}</pre></dd>" for k, v in s.outcome
+            f"<dt>{esc(k)}</dt><dd>{preview(v, full)}</dd>" for k, v in s.outcome
         ) + "</dl>"
     if s.pending:
         rows = "".join(
             f"""<tr><td>{esc(p['activityId'])}</td><td>{esc(p['type'])}</td><td>{esc(p['state'])}</td>
-<td class="attempt">{esc(p['attempt'])}</td><td class="failure">{esc(p.get('lastFailure', ''))}</td></tr>"""
+<td class="attempt">{esc(p['attempt'])}</td><td class="failure">{esc(cut(p.get('lastFailure', '')))}</td></tr>"""
             for p in s.pending
         )
         out += f"""<h3>Pending activities</h3><table id="pending"><thead><tr><th>ID</th><th>Type</th>
@@ -153,12 +178,13 @@ class Event:
     time: datetime
     event_type: str
     details: Any
+    full_url: str | None = None
 
 
 def event_item(ev: Event) -> str:
     return f"""<li class="event" data-id="{ev.event_id}" data-type="{esc(ev.event_type)}">
 <details><summary><span class="eid">{ev.event_id}</span><span class="etime">{esc(fmt_time(ev.time))}</span>
-<span class="etype">{esc(ev.event_type)}</span></summary><pre>{esc(dumps(ev.details, indent=2))}</pre>
+<span class="etype">{esc(ev.event_type)}</span></summary>{preview(ev.details, ev.full_url)}
 </details></li>"""
 
 
@@ -171,11 +197,12 @@ def run_page(
     children: Sequence[tuple[str, str]],
 ) -> str:
     last = events[-1].event_id if events else 0
+    started = next((e for e in events if e.event_type == "WorkflowExecutionStarted"), None)
     body = f"""<section class="run" id="run" data-wid="{esc(s.workflow_id)}" data-rid="{esc(s.run_id)}"
  data-last="{last}">
 <h1>{esc(s.workflow_type)} <small>{esc(s.workflow_id)}</small></h1>
 <div id="summary">{summary_html}</div>
-<h3>Input</h3><pre id="input">{esc(dumps(inputs, indent=2))}</pre>
+<h3>Input</h3>{preview(inputs, started.full_url if started else None, "input")}
 <h3>Children</h3><ul id="children">{"".join(child_link(w, r) for w, r in children)}</ul>
 <details id="stack"><summary>Stack trace (the <code>__stack_trace</code> query)</summary>
 <pre id="stack-trace">…</pre></details>
@@ -185,5 +212,19 @@ def run_page(
     return layout(f"{s.workflow_type} {s.workflow_id}", body, namespace)
 
 
-def message_page(namespace: str, title: str, message: str, status: int = 404) -> str:
-    return layout(title, f'<h1>{esc(title)}</h1><p class="error">{esc(message)}</p>', namespace)
+def message_page(namespace: str, title: str, message: str) -> str:
+    return layout(title, f'<h1>{esc(title)}</h1><p class="error">{esc(cut(message, 500))}</p>', namespace)
+
+
+def login_page(target: str, failed: bool) -> str:
+    """The sign-in form (`gate.Gate`): the token, then back to ``target``."""
+    note = '<p class="error" id="login-error">That token is not the right one.</p>' if failed else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in · dbosify</title>
+<link rel="stylesheet" href="/static/ui.css"></head><body>
+<header><span class="brand">dbosify</span></header><main><h1>Sign in</h1>{note}
+<form class="login" method="post" action="/login"><input type="hidden" name="next" value="{esc(target)}">
+<input type="password" name="token" placeholder="the token of dbosify ui" autocomplete="current-password"
+ required autofocus> <button type="submit">Sign in</button></form>
+<p class="empty">The token is the value of DBOSIFY_UI_TOKEN, or the contents of the token file.</p>
+</main></body></html>"""

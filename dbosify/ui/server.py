@@ -1,78 +1,54 @@
-"""Serving the web view: the client, the token gate, and Uvicorn."""
+"""Serving the web view: the app behind its gate (`gate`), and Uvicorn, with TLS when given."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from dataclasses import dataclass
 
 import click
 import uvicorn
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from dbosify.cli.common import Conn
-
-COOKIE = "dbosify_ui_token"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-class Gate:
-    """Every request needs the token (``?token=`` once, then a cookie; or a Bearer header) when
-    one is set; without one, only loopback Host names are served (no DNS rebinding). A POST
-    must carry ``X-Dbosify: 1``, which a cross-site form or script cannot send unasked."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        response: Any = None
-        if self.token is None:
-            host = (request.headers.get("host") or "").rsplit(":", 1)[0]
-            if host not in LOOPBACK_HOSTS:
-                response = PlainTextResponse("dbosify ui: unknown Host", 400)
-        else:
-            given = request.query_params.get("token")
-            auth = request.headers.get("authorization", "")
-            presented = given or request.cookies.get(COOKIE) or auth.removeprefix("Bearer ")
-            if not hmac.compare_digest(presented.encode(), self.token.encode()):
-                response = PlainTextResponse(
-                    "dbosify ui: a token is needed: open the address that `dbosify ui` printed", 401)
-            elif given:  # trade the token in the address for a cookie
-                rest = [(k, v) for k, v in parse_qsl(request.url.query) if k != "token"]
-                url = request.url.path + (f"?{urlencode(rest)}" if rest else "")
-                response = RedirectResponse(url, 303)
-                response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
-        if response is None and request.method == "POST" and request.headers.get("x-dbosify") != "1":
-            response = PlainTextResponse("dbosify ui: missing X-Dbosify header", 403)
-        if response is not None:
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+from dbosify.ui.gate import Gate, SecurityHeaders
+from dbosify.ui.streams import STREAMS_PER_CLIENT, STREAMS_TOTAL
 
 
-def make_app(conn: Conn, token: str | None) -> ASGIApp:
+@dataclass
+class Options:
+    host: str = "127.0.0.1"
+    port: int = 8233
+    token: str | None = None
+    token_source: str = ""  # where the token came from, for the banner (never the token)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_upstream: bool = False  # a reverse proxy in front terminates TLS
+    streams: int = STREAMS_TOTAL
+    streams_per_client: int = STREAMS_PER_CLIENT
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.tls_cert) or self.tls_upstream
+
+
+def make_app(conn: Conn, opts: Options) -> ASGIApp:
     from dbosify.ui.app import build
 
-    return Gate(build(conn), token)
+    app = build(conn, streams=opts.streams, streams_per_client=opts.streams_per_client)
+    return SecurityHeaders(Gate(app, opts.token, secure=opts.secure))
 
 
-def serve(conn: Conn, *, host: str, port: int, token: str | None) -> None:
-    app = make_app(conn, token)
+def serve(conn: Conn, opts: Options) -> None:
+    app = make_app(conn, opts)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on",
+        app, host=opts.host, port=opts.port, log_level="warning", lifespan="on",
         timeout_graceful_shutdown=1,  # live history streams never end on their own
+        ssl_certfile=opts.tls_cert, ssl_keyfile=opts.tls_key,
     )
     server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-    address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    click.echo(f"dbosify ui: {address} (namespace {conn.namespace}); Ctrl-C stops", err=True)
+    shown = f"[{opts.host}]" if ":" in opts.host else opts.host
+    scheme = "https" if opts.tls_cert else "http"
+    sign_in = f"; sign in with the token {opts.token_source}" if opts.token else ""
+    click.echo(f"dbosify ui: {scheme}://{shown}:{opts.port}/ (namespace {conn.namespace}){sign_in};"
+               " Ctrl-C stops", err=True)
     asyncio.run(server.serve())
-

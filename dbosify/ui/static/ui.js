@@ -1,12 +1,13 @@
 // dbosify ui: the run page's live history (server-sent events), its stack trace and actions.
+// The only script of the view (its Content-Security-Policy allows no other, and no inline code).
 "use strict";
 
 function post(verb, body) {
   return fetch("/api/" + verb, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "X-Dbosify": "1" },
+    headers: { "Content-Type": "application/json", "X-Dbosify-Action": "1" },
     body: JSON.stringify(body),
-  }).then((r) => r.json());
+  }).then((r) => r.json()).catch(() => ({ error: "no answer from dbosify ui" }));
 }
 
 function runPage(run) {
@@ -17,6 +18,7 @@ function runPage(run) {
   const live = document.getElementById("live");
   let last = parseInt(run.dataset.last, 10) || 0;
   let refreshing = false;
+  let retry = 1000;
   let again = false;
 
   // One summary request at a time; a change seen meanwhile asks for one more afterwards, so the
@@ -43,6 +45,7 @@ function runPage(run) {
     const source = new EventSource("/api/events?" + ids + "&after=" + last);
     live.textContent = "live";
     live.className = "live on";
+    source.onopen = () => { retry = 1000; };
     source.addEventListener("history", (msg) => {
       const data = JSON.parse(msg.data);
       if (data.id <= last) return;
@@ -66,7 +69,8 @@ function runPage(run) {
       source.close();
       live.textContent = "reconnecting…";
       live.className = "live";
-      setTimeout(connect, 1000);
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 30000); // the server may be refusing streams (429)
     };
   }
 
@@ -97,7 +101,8 @@ function runPage(run) {
   function loadStack() {
     const pre = document.getElementById("stack-trace");
     pre.textContent = "asking a worker…";
-    fetch("/api/stack?" + ids).then((r) => r.json()).then((r) => {
+    // The stack trace query may replay the run: a POST with the action header, as the actions.
+    post("stack", { wid: wid, rid: rid }).then((r) => {
       pre.textContent = r.stack !== undefined ? r.stack : "unavailable: " + r.error;
     });
   }
