@@ -208,3 +208,25 @@ async def test_history_past_its_limit_terminates_the_run(
               if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     assert failed[-1].cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND
     assert failed[-1].identity == "history-service"
+
+
+def test_limits_from_the_environment() -> None:
+    from dbosify._server.limits import from_env
+
+    limits = from_env({"DBOSIFY_LIMITS": "limit.blobSize.error=4194304, limit.historyCount.error=100"})
+    assert (limits.blob_error, limits.history_count_error, limits.max_id_length) == (4194304, 100, 1000)
+    with pytest.raises(ValueError, match="limit.blobSize.error"):
+        from_env({"DBOSIFY_LIMITS": "limit.nope=1"})
+
+
+async def test_start_local_takes_the_limits_from_dynamic_config(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from temporalio.testing import WorkflowEnvironment
+
+    monkeypatch.setenv("DBOSIFY_DATABASE_URL", db_url)
+    async with await WorkflowEnvironment.start_local(dev_server_extra_args=[
+        "--dynamic-config-value", "limit.maxIDLength=10",
+        "--dynamic-config-value", "limit.blobSize.error=1000",
+    ]) as env:
+        await _refused(env.client.start_workflow(Waiting.run, "a", id="w" * 11, task_queue="tq"),
+                       "WorkflowId exceeds maximum allowed length (11/10)")
+        await _refused(env.client.start_workflow(Waiting.run, "b" * 1000, id="w", task_queue="tq"), BLOB)

@@ -14,14 +14,15 @@ Each check answers as Temporal's frontend does (the texts are Temporal's own):
   the error limits the run is terminated when its workflow task completes.
 
 The limits are one `Limits` per store (``Store.limits``), with optional per-namespace overrides
-(``Store.namespace_limits``), set from a dev server's ``--dynamic-config-value limit.*=N``.
+(``Store.namespace_limits``), set from ``DBOSIFY_LIMITS`` and from a dev server's
+``--dynamic-config-value limit.*=N``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import Message
@@ -83,6 +84,23 @@ def apply_dynamic_config(limits: Limits, key: str, value: str) -> bool:
         return False
     setattr(limits, attr, int(value))
     return True
+
+
+ENV = "DBOSIFY_LIMITS"  # e.g. "limit.blobSize.error=4194304,limit.historyCount.error=100000"
+
+
+def from_env(environ: Mapping[str, str]) -> Limits:
+    """Temporal's defaults, with the ``limit.*`` values of ``DBOSIFY_LIMITS`` (comma-separated)."""
+    limits = Limits()
+    for item in filter(None, (part.strip() for part in environ.get(ENV, "").split(","))):
+        key, _, value = item.partition("=")
+        try:
+            known = apply_dynamic_config(limits, key.strip(), value.strip())
+        except ValueError:
+            known = False
+        if not known:
+            raise ValueError(f"{ENV}: {item!r} is not LIMIT=BYTES with one of {', '.join(DYNAMIC_CONFIG)}")
+    return limits
 
 
 # -- ids and names -------------------------------------------------------------------------------

@@ -175,7 +175,10 @@ class Store:
         self.hub = Hub()
         # Temporal's limits (ids, payloads, history; see dbosify/_server/limits.py): Temporal's
         # defaults, or a dev server's `limit.*` dynamic config; a namespace may have its own.
-        self.limits = limits_mod.Limits()
+        try:
+            self.limits = limits_mod.from_env(os.environ)
+        except ValueError as bad:
+            raise StoreError(str(bad)) from None
         self.namespace_limits: dict[str, limits_mod.Limits] = {}
         self.clock: Clock = Clock()  # the wall clock, unless a time-skipping env sets its own
         self.server: str | None = target.server
