@@ -90,6 +90,13 @@ class CallsActivity:
         )
 
 
+@workflow.defn
+class LongActivityType:
+    @workflow.run
+    async def run(self) -> str:
+        return str(await workflow.execute_activity("a" * 2000, start_to_close_timeout=timedelta(seconds=10)))
+
+
 def _limits(client: Client, db_url: str, **kw: int) -> None:
     """Lower this test namespace's limits (a namespace's own, as a dev server's dynamic config)."""
     get_store(resolve_url(db_url)).namespace_limits[client.namespace] = Limits(**kw)
@@ -98,7 +105,7 @@ def _limits(client: Client, db_url: str, **kw: int) -> None:
 @asynccontextmanager
 async def _worker(client: Client) -> AsyncIterator[str]:
     tq = f"tq-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=tq, workflows=[Waiting, CallsActivity], activities=[sized, failing]):
+    async with Worker(client, task_queue=tq, workflows=[Waiting, CallsActivity, LongActivityType], activities=[sized, failing]):
         yield tq
 
 
@@ -230,3 +237,20 @@ async def test_start_local_takes_the_limits_from_dynamic_config(db_url: str, mon
         await _refused(env.client.start_workflow(Waiting.run, "a", id="w" * 11, task_queue="tq"),
                        "WorkflowId exceeds maximum allowed length (11/10)")
         await _refused(env.client.start_workflow(Waiting.run, "b" * 1000, id="w", task_queue="tq"), BLOB)
+
+
+async def test_an_activity_type_over_1000_bytes_fails_the_workflow_task(client: Client) -> None:
+    async with _worker(client) as tq:
+        handle = await client.start_workflow(LongActivityType.run, id=f"a-{uuid.uuid4()}", task_queue=tq)
+        failed: list[object] = []
+        for _ in range(200):
+            failed = [e.workflow_task_failed_event_attributes for e in (await handle.fetch_history()).events
+                      if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+            if failed:
+                break
+            await asyncio.sleep(0.05)
+        await handle.terminate()
+    attrs = failed[0]
+    assert attrs.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES  # type: ignore[attr-defined]
+    assert attrs.failure.message == (  # type: ignore[attr-defined]
+        "BadScheduleActivityAttributes: activityType exceeds length limit. Length=2000 Limit=1000")

@@ -276,6 +276,17 @@ def check_request(limits: Limits, rpc: str, req: Message) -> None:
         check(limits, req)
 
 
+def schedule_activity_problem(limits: Limits, activity_id: str, activity_type: str, task_queue: str) -> str | None:
+    """Why Temporal refuses a worker's ScheduleActivityTask command by its ids, else None."""
+    for label, value in (("activityId", activity_id), ("activityType", activity_type), ("TaskQueue", task_queue)):
+        if "\x00" in value:
+            return f"BadScheduleActivityAttributes: {label} contains a NUL character, which cannot be stored."
+        n = _length(value)
+        if n > limits.max_id_length:
+            return f"BadScheduleActivityAttributes: {_measured(label)(n, limits.max_id_length)}"
+    return None
+
+
 # -- activity outcomes ---------------------------------------------------------------------------
 
 def _server_failure(message: str) -> failure_pb.Failure:
