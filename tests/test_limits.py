@@ -15,6 +15,7 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import (
+    AsyncActivityCancelledError,
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -90,6 +91,23 @@ class CallsActivity:
         )
 
 
+TOKENS: list[bytes] = []
+
+
+@activity.defn
+async def completes_later() -> str:
+    TOKENS.append(activity.info().task_token)
+    activity.raise_complete_async()
+
+
+@workflow.defn
+class CallsAsyncActivity:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(completes_later, start_to_close_timeout=timedelta(seconds=30),
+                                               retry_policy=RetryPolicy(maximum_attempts=1))
+
+
 @workflow.defn
 class LongActivityType:
     @workflow.run
@@ -105,7 +123,8 @@ def _limits(client: Client, db_url: str, **kw: int) -> None:
 @asynccontextmanager
 async def _worker(client: Client) -> AsyncIterator[str]:
     tq = f"tq-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=tq, workflows=[Waiting, CallsActivity, LongActivityType], activities=[sized, failing]):
+    async with Worker(client, task_queue=tq, workflows=[Waiting, CallsActivity, LongActivityType, CallsAsyncActivity],
+                      activities=[sized, failing, completes_later]):
         yield tq
 
 
@@ -254,3 +273,35 @@ async def test_an_activity_type_over_1000_bytes_fails_the_workflow_task(client: 
     assert attrs.cause == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES  # type: ignore[attr-defined]
     assert attrs.failure.message == (  # type: ignore[attr-defined]
         "BadScheduleActivityAttributes: activityType exceeds length limit. Length=2000 Limit=1000")
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("complete", "Complete result exceeds size limit."),
+    ("heartbeat", "Heartbeat details exceed size limit."),
+    ("fail", FAILURE_TOO_LARGE),
+])
+async def test_by_token_outcomes_over_the_blob_limit_fail_the_activity(
+    client: Client, db_url: str, how: str, message: str
+) -> None:
+    """As a dev server answers: the call succeeds (a heartbeat answers "cancelled"), the attempt
+    fails with a non-retryable server failure."""
+    _limits(client, db_url, blob_error=64 * 1024)
+    big = "b" * 100_000
+    TOKENS.clear()
+    async with _worker(client) as tq:
+        handle = await client.start_workflow(CallsAsyncActivity.run, id=f"t-{uuid.uuid4()}", task_queue=tq)
+        while not TOKENS:
+            await asyncio.sleep(0.02)
+        token = client.get_async_activity_handle(task_token=TOKENS.pop())
+        if how == "complete":
+            await token.complete(big)
+        elif how == "fail":
+            await token.fail(RuntimeError(big))
+        else:
+            with pytest.raises(AsyncActivityCancelledError):
+                await token.heartbeat(big)
+        with pytest.raises(WorkflowFailureError) as err:
+            await asyncio.wait_for(handle.result(), 10)
+    assert isinstance(err.value.cause, ActivityError)
+    cause = err.value.cause.cause
+    assert isinstance(cause, ServerError) and cause.message == message and cause.non_retryable
