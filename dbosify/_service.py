@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import query_pb2 as query_enums
 from temporalio.api.enums.v1 import update_pb2 as upd_enums
@@ -33,6 +33,7 @@ from dbosify._native import _core_logs as core_logs
 from dbosify._server import (
     activities,
     activity_ops,
+    limits,
     routes,
     search_attributes,
     visibility,
@@ -88,7 +89,12 @@ class WorkflowService:
             raise ServiceError.unimplemented(
                 f"dbosify does not implement the WorkflowService RPC {rpc!r}; see docs/COMPATIBILITY.md"
             )
-        req = req_type.FromString(req_bytes)
+        try:
+            req = req_type.FromString(req_bytes)
+        except DecodeError:  # e.g. a string that is not valid UTF-8
+            raise ServiceError.invalid(f"{_camel(rpc)}Request could not be decoded (invalid UTF-8?)") from None
+        # Temporal's frontend limits (ids, names, payloads), before any transaction.
+        limits.check_request(self.store.limits_for(getattr(req, "namespace", "")), rpc, req)
         if timeout is not None:
             try:
                 resp = await asyncio.wait_for(method(req), timeout)
@@ -739,7 +745,18 @@ class WorkflowService:
             self.store, req.namespace, req.workflow_id, req.run_id, req.activity_id
         )
 
+    async def _heartbeat_too_large(self, req: Any, token: bytes) -> bool:
+        """Details over the blob limit fail the attempt, and the heartbeat answers "cancel", as on Temporal."""
+        failure = limits.heartbeat_failure(
+            self.store.limits_for(req.namespace), req.details if req.HasField("details") else None
+        )
+        if failure is not None:
+            await self._respond(req.namespace, token, "failed", failure)
+        return failure is not None
+
     async def record_activity_task_heartbeat(self, req: Any) -> Message:
+        if await self._heartbeat_too_large(req, req.task_token):
+            return rr.RecordActivityTaskHeartbeatResponse(cancel_requested=True)
         a = await acts.heartbeat_by_token(
             self.store, req.namespace, req.task_token,
             req.details if req.HasField("details") else None,
@@ -750,6 +767,8 @@ class WorkflowService:
 
     async def record_activity_task_heartbeat_by_id(self, req: Any) -> Message:
         token = await self._token_by_id(req)
+        if await self._heartbeat_too_large(req, token):
+            return rr.RecordActivityTaskHeartbeatByIdResponse(cancel_requested=True)
         a = await acts.heartbeat_by_token(
             self.store, req.namespace, token, req.details if req.HasField("details") else None
         )
@@ -758,6 +777,8 @@ class WorkflowService:
         )
 
     async def _respond(self, ns: str, token: bytes, kind: str, payload: Message | None) -> None:
+        # An outcome over the blob limit is recorded as a failure, as Temporal's frontend does.
+        kind, payload = limits.activity_outcome(self.store.limits_for(ns), kind, payload, worker=False)
         await acts.finish_by_token(self.store, ns, token, kind, payload, self.identity)
 
     async def respond_activity_task_completed(self, req: Any) -> Message:

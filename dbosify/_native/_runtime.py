@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dbosify._native import _core_logs as core_logs
+from dbosify._server import limits
 from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files
 from dbosify._store.urls import parse_url
 
@@ -180,9 +181,12 @@ async def _configure_dev_server(server: EphemeralServerRef, config: Any) -> None
     attrs = _search_attribute_args(args)
     if attrs:
         await _register_search_attributes(server.target, getattr(config, "namespace", "default"), attrs)
-    blob_limit = _dynamic_config(args, "limit.blobSize.error")
-    if blob_limit is not None:
-        store.blob_size_limit = int(blob_limit)
+    # Temporal's limits (limit.blobSize.error, limit.historyCount.error, ...), as the dev server
+    # takes them; see dbosify/_server/limits.py.
+    for key in limits.DYNAMIC_CONFIG:
+        value = _dynamic_config(args, key)
+        if value is not None:
+            limits.apply_dynamic_config(store.limits, key, value)
 
 
 async def _start_dev_server(config: Any) -> EphemeralServerRef:

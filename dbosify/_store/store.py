@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from dbosify._dbos import ids
 from dbosify._dbos import setup as dbos_setup
+from dbosify._server import limits as limits_mod
 from dbosify._store import delivery, files, namespaces
 from dbosify._store.clock import Clock
 from dbosify._store.errors import (
@@ -158,15 +159,32 @@ class Tx:
 class Store:
     """Connections and transactions for one database URL."""
 
+    def limits_for(self, namespace: str) -> limits_mod.Limits:
+        """The limits of ``namespace``: its own, else the store's."""
+        return self.namespace_limits.get(namespace) or self.limits
+
+    @property
+    def blob_size_limit(self) -> int:
+        """The store's ``limit.blobSize.error``: requests and workers' payloads are held to it."""
+        return self.limits.blob_error
+
+    @blob_size_limit.setter
+    def blob_size_limit(self, value: int) -> None:
+        self.limits.blob_error = value
+
     def __init__(self, url: str) -> None:
         target = parse_url(url)  # raises StoreError for a URL it cannot use
         self.url = url
         self.masked_url = mask_url(url)
         self.is_sqlite = target.is_sqlite
         self.hub = Hub()
-        # The namespace's blob size limit (Temporal's default, or the dev server's
-        # limit.blobSize.error): workers fail a task whose payloads exceed it (see payload_limits).
-        self.blob_size_limit = 2 * 1024 * 1024
+        # Temporal's limits (ids, payloads, history; see dbosify/_server/limits.py): Temporal's
+        # defaults, or a dev server's `limit.*` dynamic config; a namespace may have its own.
+        try:
+            self.limits = limits_mod.from_env(os.environ)
+        except ValueError as bad:
+            raise StoreError(str(bad)) from None
+        self.namespace_limits: dict[str, limits_mod.Limits] = {}
         self.clock: Clock = Clock()  # the wall clock, unless a time-skipping env sets its own
         self.server: str | None = target.server
         self._lock = threading.RLock()

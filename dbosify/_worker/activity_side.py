@@ -21,6 +21,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
+from dbosify._server import limits
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker.results import ResultRecorder
@@ -344,6 +345,8 @@ class ActivitySide:
         else:
             payload = common.Payloads()
             k = "canceled"
+        # Over the namespace's blob limit: the attempt fails (as Core, then Temporal, do).
+        k, payload = limits.activity_outcome(self.store.limits_for(self.ns), k, payload, worker=True)
         self._finishing.add((run_id, seq))  # still this worker's while its result is recorded
         for _ in range(100):  # a heartbeat from another thread is queued on this loop: let it in
             if ra is None or ra.heartbeats_in_transit <= 0:

@@ -25,7 +25,7 @@ from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
-from dbosify._server import search_attributes
+from dbosify._server import limits, search_attributes
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 
@@ -109,6 +109,10 @@ def _schedule_activity(a: Applying, cmd: wc.WorkflowCommand) -> None:
     meta = a.meta
     scheduled_now = a.scheduled_now
     sa = cmd.schedule_activity
+    problem = limits.schedule_activity_problem(
+        a.driver.store.limits_for(a.driver.ns), sa.activity_id, sa.activity_type, sa.task_queue)
+    if problem is not None:
+        raise BadCommand(WFT_CAUSE.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES, problem)
     a2 = hist.ActivityTaskScheduledEventAttributes(
         activity_id=sa.activity_id, workflow_task_completed_event_id=wft_id
     )

@@ -181,7 +181,7 @@ class WorkerCore(ActivitySide):
         from temporalio.bridge.proto import NamespaceInfo
 
         info = NamespaceInfo()
-        info.limits.blob_size_limit_error = self.store.blob_size_limit
+        info.limits.blob_size_limit_error = self.store.limits_for(self.ns).blob_error
         return bytes(info.SerializeToString())
 
     def initiate_shutdown(self) -> None:

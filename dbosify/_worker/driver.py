@@ -34,7 +34,7 @@ from dbosify._store import Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
-from dbosify._worker import dormancy, payload_limits, queries, tracking
+from dbosify._worker import dormancy, history_limits, payload_limits, queries, tracking
 from dbosify._worker.tracking import DriverState
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ class RunDriver:
         self.store = core.store
         self.state = DriverState(timer_floor=self.store.clock.timer_floor)
         self.events: list[tuple[hist.HistoryEvent, int | None]] = []
+        self.history_seen = (0, 0)  # the last activation's history length and size
         self.in_cache = False
         self.evict_requested = False
         self.idle = False  # parked with nothing to do and no local activity: may be evicted
@@ -510,9 +511,13 @@ class RunDriver:
             )
             raise WorkflowTaskFailed(completion.failed.failure.message)
         commands = list(completion.successful.commands)
+        over = history_limits.over(self, consumed)
+        if over is not None:  # past limit.historySize/historyCount.error: terminated, as on Temporal
+            await self.store.transact(self.ns, lambda tx: history_limits.terminate(tx, self, over, ts))
+            raise RunClosed()
         try:
             payload_limits.check(
-                commands, warn_at=self.core.payloads_warn_size, error_at=self.store.blob_size_limit,
+                commands, warn_at=self.core.payloads_warn_size, error_at=self.store.limits_for(self.ns).blob_error,
                 error_enabled=self.core.payload_error_limit, runtime=self.core.runtime, run_id=self.run_id,
             )
         except payload_limits.TooLarge as big:
@@ -570,6 +575,7 @@ class RunDriver:
             history_size_bytes=size,
             available_internal_flags=sorted(self.state.flags),
         )
+        self.history_seen = (length, size)  # for the history limits (history_limits.over)
         limit = suggest_continue_as_new_after()
         if limit and length >= limit:
             act.continue_as_new_suggested = True
