@@ -63,6 +63,11 @@ def _not_found_chain(workflow_id: str, first_execution_run_id: str) -> ServiceEr
     )
 
 
+# An update admitted but not accepted when its run closed with no run to continue into (Temporal's
+# words, status NOT_FOUND; an update sent to a closed run is "workflow execution already completed").
+_UPDATE_ABORTED = "workflow update was aborted by closing workflow"
+
+
 def _completed_error() -> ServiceError:
     return ServiceError.not_found("workflow execution already completed")
 
@@ -641,9 +646,17 @@ class WorkflowService:
                     (run.run_id, update_id),
                 ),
             )
-            state, outcome = row if row else ("closed", None)
+            state, outcome = row if row else ("gone", None)
+            if state == "continued":  # carried to the run this one continued into: follow it
+                fut.cancel()
+                successor = bytes(outcome).decode()
+                nxt = await self.store.transact(ns, lambda tx: h.get_run(tx, successor))
+                if nxt is None:
+                    raise ServiceError.not_found(_UPDATE_ABORTED)
+                run = nxt
+                continue
             done = (
-                state in ("rejected", "completed", "aborted", "closed")
+                state in ("rejected", "completed", "aborted", "closed", "gone")
                 or (state == "accepted" and not want_completed)
                 # No wait policy, or ADMITTED: answer with the stage reached so far, at once.
                 or stage
@@ -664,7 +677,9 @@ class WorkflowService:
         resp.update_ref.workflow_execution.CopyFrom(h.execution(run))
         resp.update_ref.update_id = update_id
         if state == "closed":
-            raise ServiceError.not_found("workflow execution already completed")
+            raise ServiceError.not_found(_UPDATE_ABORTED)
+        if state == "gone":
+            raise _completed_error()
         if state in ("rejected", "completed", "aborted"):
             resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))  # type: ignore
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]
