@@ -20,7 +20,6 @@ from temporalio.api.enums.v1 import update_pb2 as upd_enums
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.errordetails.v1 import message_pb2 as errdetails
 from temporalio.api.history.v1 import message_pb2 as hist
-from temporalio.api.namespace.v1 import message_pb2 as ns_pb
 from temporalio.api.query.v1 import message_pb2 as query_pb
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
@@ -33,6 +32,7 @@ from dbosify._native import _core_logs as core_logs
 from dbosify._server import (
     activities,
     activity_ops,
+    namespace_info,
     routes,
     search_attributes,
     visibility,
@@ -128,11 +128,7 @@ class WorkflowService:
         if name != namespaces.DEFAULT:
             # Registered (or adopted from before the catalog), else NamespaceNotFound: NOT_FOUND.
             await asyncio.get_running_loop().run_in_executor(None, self.store.ident, name)
-        resp = rr.DescribeNamespaceResponse()
-        resp.namespace_info.name = name
-        resp.namespace_info.state = 1  # type: ignore
-        resp.namespace_info.id = name
-        return resp
+        return namespace_info.describe(name, self.store.blob_size_limit)
 
     async def register_namespace(self, req: rr.RegisterNamespaceRequest) -> Message:
         """Register a namespace, as Temporal does before one can be used (its options, such as
@@ -150,7 +146,7 @@ class WorkflowService:
     async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
         resp = rr.ListNamespacesResponse()
         for name in await self._namespace_names():
-            resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name=name, id=name, state=1))  # type: ignore
+            resp.namespaces.append(namespace_info.describe(name, self.store.blob_size_limit))
         return resp
 
     # -- starting ---------------------------------------------------------------------------
