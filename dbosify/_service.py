@@ -8,6 +8,7 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -66,6 +67,14 @@ def _not_found_chain(workflow_id: str, first_execution_run_id: str) -> ServiceEr
 # An update admitted but not accepted when its run closed with no run to continue into (Temporal's
 # words, status NOT_FOUND; an update sent to a closed run is "workflow execution already completed").
 _UPDATE_ABORTED = "workflow update was aborted by closing workflow"
+
+
+def _update_row(run_id: str, update_id: str, tx: Tx) -> Any:
+    return tx.one("SELECT state, outcome FROM updates WHERE run_id = %s AND update_id = %s", (run_id, update_id))
+
+
+def _get_run(run_id: str, tx: Tx) -> h.Run | None:
+    return h.get_run(tx, run_id)
 
 
 def _completed_error() -> ServiceError:
@@ -635,18 +644,12 @@ class WorkflowService:
         want_completed = stage == upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED
         while True:
             fut = self.store.waiter(ns, [f"upd:{run.run_id}:{update_id}", f"upd-run:{run.run_id}"])
-            row = await self.store.transact(
-                ns,
-                lambda tx: tx.one(
-                    "SELECT state, outcome FROM updates WHERE run_id = %s AND update_id = %s",
-                    (run.run_id, update_id),
-                ),
-            )
+            row = await self.store.transact(ns, functools.partial(_update_row, run.run_id, update_id))
             state, outcome = row if row else ("gone", None)
             if state == "continued":  # carried to the run this one continued into: follow it
                 fut.cancel()
-                successor = bytes(outcome).decode()
-                nxt = await self.store.transact(ns, lambda tx: h.get_run(tx, successor))
+                successor = bytes(outcome or b"").decode()
+                nxt = await self.store.transact(ns, functools.partial(_get_run, successor))
                 if nxt is None:
                     raise ServiceError.not_found(_UPDATE_ABORTED)
                 run = nxt

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 from temporalio import activity, workflow
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
-from temporalio.client import Client, WorkflowUpdateStage
+from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, RetryState, TimeoutError, TimeoutType
 from temporalio.service import RPCError, RPCStatusCode
