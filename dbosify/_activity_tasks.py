@@ -19,6 +19,7 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 
+from dbosify import _activity_timeouts as timeouts
 from dbosify import _history as h
 from dbosify._errors import ServiceError
 from dbosify._store import Store, Tx
@@ -279,12 +280,13 @@ def finish(
         tx.execute("SELECT 1 FROM executions WHERE run_id = %s FOR UPDATE", (run_id,))
     row = tx.one(
         "SELECT attempt, state, scheduled_event_id, scheduled_time, details, task_queue, paused,"
-        f" reset_heartbeats, attempts_reset FROM activity_tasks WHERE run_id = %s AND seq = %s{lock}",
+        " reset_heartbeats, attempts_reset, last_failure FROM activity_tasks"
+        f" WHERE run_id = %s AND seq = %s{lock}",
         (run_id, seq),
     )
     if row is None or row[0] != attempt or row[1] != "running":
         return False
-    _, _, sched_id, sched_time, details, task_queue, paused, reset_heartbeats, attempts_reset = row
+    _, _, sched_id, sched_time, details, task_queue, paused, reset_heartbeats, attempts_reset, last = row
     # A reset while this attempt ran restarts the count: its retry is attempt 2.
     counted = 1 if attempts_reset else attempt
     now = tx.store.clock.now()
@@ -311,7 +313,9 @@ def finish(
         delay = _retry_delay(attrs.retry_policy, counted, payload)
         s2c = _dur(attrs, "schedule_to_close_timeout")
         retry_state = wfenums.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED if delay is None else 0
-        if delay is not None and s2c and now + delay >= sched_time + s2c:
+        if (delay is not None and s2c and now + delay >= sched_time + s2c) or timeout_kind in (
+            TIMEOUT_SCHEDULE_TO_START, TIMEOUT_SCHEDULE_TO_CLOSE  # never retried, as on Temporal
+        ):
             delay = None
             retry_state = wfenums.RETRY_STATE_TIMEOUT
         if delay is None and not retry_state:
@@ -328,6 +332,13 @@ def finish(
             return True
         _record_started(tx, run_id, seq, sched_id, attempt, identity, payload)
         if timeout_kind:
+            payload = timeouts.timed_out_failure(
+                timeout_kind, retry_state, failure_pb.Failure.FromString(bytes(last)) if last else None
+            )
+            if details:
+                payload.timeout_failure_info.last_heartbeat_details.CopyFrom(
+                    common.Payloads.FromString(bytes(details))
+                )
             h.append(
                 tx,
                 run_id,
@@ -371,13 +382,13 @@ def expire_if_queued(tx: Tx, run_id: str, seq: int, now: float) -> float | None:
     or schedule-to-close. Returns when to check again, or None if there is nothing to check.
     """
     row = tx.one(
-        "SELECT state, available_at, scheduled_time, scheduled_event_id, paused FROM activity_tasks"
-        " WHERE run_id = %s AND seq = %s",
+        "SELECT state, available_at, scheduled_time, scheduled_event_id, paused, last_failure"
+        " FROM activity_tasks WHERE run_id = %s AND seq = %s",
         (run_id, seq),
     )
     if row is None:
         return None  # it has an outcome
-    state, available_at, sched_time, sched_id, paused = row
+    state, available_at, sched_time, sched_id, paused, last = row
     if paused:
         # A paused activity has no timeouts (as on Temporal); look again later, for the unpause.
         return now + PAUSED_RECHECK
@@ -398,7 +409,9 @@ def expire_if_queued(tx: Tx, run_id: str, seq: int, now: float) -> float | None:
     at, kind = min(checks)
     if at > now:
         return float(at)
-    failure = timeout_failure(kind)
+    failure = timeouts.timed_out_failure(
+        kind, wfenums.RETRY_STATE_TIMEOUT, failure_pb.Failure.FromString(bytes(last)) if last else None
+    )
     h.append(
         tx, run_id, et.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
         hist.ActivityTaskTimedOutEventAttributes(

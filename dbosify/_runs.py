@@ -187,9 +187,27 @@ def close_run(
         from dbosify._server import scheduler  # (it starts runs itself)
 
         scheduler.on_run_closed(tx, run, status, attrs)
-    # Updates that never reached a handler fail like on Temporal once the run closes; those a
-    # handler accepted but did not finish fail with Temporal's AcceptedUpdateCompletedWorkflow
-    # ('aborted': answered like a completed one, but not one an update-with-start attaches to).
+    # Updates that never reached a handler go on to the run this one continues into (continue-as-
+    # new, a retry, the next cron run), as on Temporal; its first workflow task delivers them and
+    # their callers follow them ('continued' names the new run). Without a new run they fail like
+    # on Temporal; those a handler accepted but did not finish fail with Temporal's
+    # AcceptedUpdateCompletedWorkflow ('aborted': answered like a completed one, but not one an
+    # update-with-start attaches to).
+    successor = getattr(attrs, "new_execution_run_id", "")
+    if successor:
+        carried = tx.all(
+            "SELECT update_id, request FROM updates WHERE run_id = %s AND state IN ('requested', 'delivered')",
+            (run.run_id,),
+        )
+        for update_id, request in carried:
+            tx.execute(
+                "INSERT INTO updates (run_id, update_id, state, request) VALUES (%s, %s, 'requested', %s)",
+                (successor, update_id, request),
+            )
+            tx.execute(
+                "UPDATE updates SET state = 'continued', outcome = %s WHERE run_id = %s AND update_id = %s",
+                (successor.encode(), run.run_id, update_id),
+            )
     tx.execute(
         "UPDATE updates SET state = 'closed' WHERE run_id = %s AND state IN ('requested', 'delivered')",
         (run.run_id,),

@@ -8,6 +8,7 @@ names and messages are Temporal's own, so the client above is used unchanged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,6 @@ from temporalio.api.enums.v1 import update_pb2 as upd_enums
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.errordetails.v1 import message_pb2 as errdetails
 from temporalio.api.history.v1 import message_pb2 as hist
-from temporalio.api.namespace.v1 import message_pb2 as ns_pb
 from temporalio.api.query.v1 import message_pb2 as query_pb
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
@@ -34,6 +34,7 @@ from dbosify._server import (
     activities,
     activity_ops,
     limits,
+    namespace_info,
     routes,
     search_attributes,
     visibility,
@@ -62,6 +63,19 @@ def _not_found_chain(workflow_id: str, first_execution_run_id: str) -> ServiceEr
         f"workflow execution not found for workflow ID {workflow_id!r} in the chain started by"
         f" run ID {first_execution_run_id!r}"
     )
+
+
+# An update admitted but not accepted when its run closed with no run to continue into (Temporal's
+# words, status NOT_FOUND; an update sent to a closed run is "workflow execution already completed").
+_UPDATE_ABORTED = "workflow update was aborted by closing workflow"
+
+
+def _update_row(run_id: str, update_id: str, tx: Tx) -> Any:
+    return tx.one("SELECT state, outcome FROM updates WHERE run_id = %s AND update_id = %s", (run_id, update_id))
+
+
+def _get_run(run_id: str, tx: Tx) -> h.Run | None:
+    return h.get_run(tx, run_id)
 
 
 def _completed_error() -> ServiceError:
@@ -129,11 +143,7 @@ class WorkflowService:
         if name != namespaces.DEFAULT:
             # Registered (or adopted from before the catalog), else NamespaceNotFound: NOT_FOUND.
             await asyncio.get_running_loop().run_in_executor(None, self.store.ident, name)
-        resp = rr.DescribeNamespaceResponse()
-        resp.namespace_info.name = name
-        resp.namespace_info.state = 1  # type: ignore
-        resp.namespace_info.id = name
-        return resp
+        return namespace_info.describe(name, self.store.blob_size_limit)
 
     async def register_namespace(self, req: rr.RegisterNamespaceRequest) -> Message:
         """Register a namespace, as Temporal does before one can be used (its options, such as
@@ -151,7 +161,7 @@ class WorkflowService:
     async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
         resp = rr.ListNamespacesResponse()
         for name in await self._namespace_names():
-            resp.namespaces.add(namespace_info=ns_pb.NamespaceInfo(name=name, id=name, state=1))  # type: ignore
+            resp.namespaces.append(namespace_info.describe(name, self.store.blob_size_limit))
         return resp
 
     # -- starting ---------------------------------------------------------------------------
@@ -640,16 +650,18 @@ class WorkflowService:
         want_completed = stage == upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED
         while True:
             fut = self.store.waiter(ns, [f"upd:{run.run_id}:{update_id}", f"upd-run:{run.run_id}"])
-            row = await self.store.transact(
-                ns,
-                lambda tx: tx.one(
-                    "SELECT state, outcome FROM updates WHERE run_id = %s AND update_id = %s",
-                    (run.run_id, update_id),
-                ),
-            )
-            state, outcome = row if row else ("closed", None)
+            row = await self.store.transact(ns, functools.partial(_update_row, run.run_id, update_id))
+            state, outcome = row if row else ("gone", None)
+            if state == "continued":  # carried to the run this one continued into: follow it
+                fut.cancel()
+                successor = bytes(outcome or b"").decode()
+                nxt = await self.store.transact(ns, functools.partial(_get_run, successor))
+                if nxt is None:
+                    raise ServiceError.not_found(_UPDATE_ABORTED)
+                run = nxt
+                continue
             done = (
-                state in ("rejected", "completed", "aborted", "closed")
+                state in ("rejected", "completed", "aborted", "closed", "gone")
                 or (state == "accepted" and not want_completed)
                 # No wait policy, or ADMITTED: answer with the stage reached so far, at once.
                 or stage
@@ -670,7 +682,9 @@ class WorkflowService:
         resp.update_ref.workflow_execution.CopyFrom(h.execution(run))
         resp.update_ref.update_id = update_id
         if state == "closed":
-            raise ServiceError.not_found("workflow execution already completed")
+            raise ServiceError.not_found(_UPDATE_ABORTED)
+        if state == "gone":
+            raise _completed_error()
         if state in ("rejected", "completed", "aborted"):
             resp.outcome.CopyFrom(upd_pb.Outcome.FromString(bytes(outcome)))  # type: ignore
             resp.stage = upd_enums.UPDATE_WORKFLOW_EXECUTION_LIFECYCLE_STAGE_COMPLETED  # type: ignore[assignment]

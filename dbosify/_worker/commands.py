@@ -22,6 +22,7 @@ from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
 from dbosify import _activity_tasks as acts
+from dbosify import _activity_timeouts as timeouts
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._errors import ServiceError
@@ -125,8 +126,7 @@ def _schedule_activity(a: Applying, cmd: wc.WorkflowCommand) -> None:
               "heartbeat_timeout", "retry_policy", "priority"):
         if sa.HasField(f):
             getattr(a2, f).CopyFrom(getattr(sa, f))
-    if not a2.HasField("start_to_close_timeout") and a2.HasField("schedule_to_close_timeout"):
-        a2.start_to_close_timeout.CopyFrom(a2.schedule_to_close_timeout)
+    timeouts.normalize_timeouts(a2)
     eid = h.append(
         tx, rid, E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, a2, seq=sa.seq, at=ts, metadata=meta
     )
