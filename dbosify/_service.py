@@ -143,7 +143,7 @@ class WorkflowService:
         if name != namespaces.DEFAULT:
             # Registered (or adopted from before the catalog), else NamespaceNotFound: NOT_FOUND.
             await asyncio.get_running_loop().run_in_executor(None, self.store.ident, name)
-        return namespace_info.describe(name, self.store.blob_size_limit)
+        return namespace_info.describe(name, self.store.limits_for(name).blob_error)
 
     async def register_namespace(self, req: rr.RegisterNamespaceRequest) -> Message:
         """Register a namespace, as Temporal does before one can be used (its options, such as
@@ -161,7 +161,7 @@ class WorkflowService:
     async def list_namespaces(self, req: rr.ListNamespacesRequest) -> Message:
         resp = rr.ListNamespacesResponse()
         for name in await self._namespace_names():
-            resp.namespaces.append(namespace_info.describe(name, self.store.blob_size_limit))
+            resp.namespaces.append(namespace_info.describe(name, self.store.limits_for(name).blob_error))
         return resp
 
     # -- starting ---------------------------------------------------------------------------
