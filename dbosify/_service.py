@@ -34,6 +34,7 @@ from dbosify._server import (
     activities,
     activity_ops,
     limits,
+    listing,
     namespace_info,
     routes,
     search_attributes,
@@ -412,7 +413,7 @@ class WorkflowService:
         ns = req.namespace
         wid = req.execution.workflow_id
         close_only = req.history_event_filter_type == 2  # HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT
-        after = int(req.next_page_token.decode()) if req.next_page_token else 0
+        after = listing.read_int_token(req.next_page_token)
         page = req.maximum_page_size or 1000
 
         def read(tx: Tx, run: h.Run) -> tuple[bool, list[Any]]:

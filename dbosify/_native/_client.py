@@ -7,11 +7,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dbosify._errors import ServiceError
+from dbosify._errors import INTERNAL, UNAVAILABLE, ServiceError
 from dbosify._server.operator import OperatorService
 from dbosify._server.time_skipping import TestService
 from dbosify._service import WorkflowService
 from dbosify._store import ENV_NAMESPACES, Store, StoreError, get_store, resolve_url
+from dbosify._store.errors import InvalidData
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 
 logger = logging.getLogger("dbosify")
@@ -72,8 +73,15 @@ class ClientRef:
             raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
         except ServiceError as err:
             raise RPCError(err.status, err.message, err.grpc_status_bytes()) from None
+        except InvalidData as err:  # the database refused a value: the request is at fault
+            err2 = ServiceError.invalid(f"invalid argument: {err}")
+            raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
         except StoreError as err:
-            raise RPCError(14, str(err), b"") from None  # UNAVAILABLE
+            err2 = ServiceError(UNAVAILABLE, str(err))
+            raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
+        except Exception as err:  # a fault of ours: INTERNAL, never a driver's exception class
+            err2 = internal_error(service, call.rpc, err)
+            raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
 
     def _same_process(self) -> None:
         if self.runtime is not None:
@@ -95,6 +103,15 @@ class ClientRef:
 
     def call_health_service(self, call: Any) -> Any:
         return self._call("health", call)
+
+
+def internal_error(service: str, rpc: str, err: Exception) -> ServiceError:
+    """INTERNAL with one line for an exception nothing expected; its traceback goes to the log."""
+    logger.error("dbosify: %s RPC %s failed unexpectedly", service, rpc, exc_info=err)
+    return ServiceError(
+        INTERNAL,
+        f"internal error in {rpc} ({type(err).__name__}); the traceback is logged on the 'dbosify' logger",
+    )
 
 
 def namespace_not_found(err: NamespaceNotFound) -> ServiceError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,16 +21,69 @@ from dbosify._store import Tx
 DEFAULT_PAGE = 1000
 
 
+MAX_OFFSET = 2**62  # past any table; keeps OFFSET inside a 64-bit integer on both stores
+MAX_TOKEN_BYTES = 4096
+
+
+def _bad_token() -> ServiceError:
+    return ServiceError.invalid("invalid next page token")
+
+
 def read_token(token: bytes) -> dict[str, Any] | None:
+    """The position a list page token names, checked strictly: a token that is not one this
+    module made (forged, truncated, from another RPC) is INVALID_ARGUMENT, whatever it holds.
+
+    Two shapes: ``{"o": offset}`` (an explicit ORDER BY) and ``{"s": start time, "r": run id}``
+    (the default order's keyset position).
+    """
     if not token:
         return None
+    if len(token) > MAX_TOKEN_BYTES:
+        raise _bad_token()
     try:
-        data = json.loads(base64.urlsafe_b64decode(token))
-        if isinstance(data, dict):
+        data = json.loads(base64.urlsafe_b64decode(token).decode("utf-8"))
+    except (ValueError, TypeError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise _bad_token() from None
+    if not isinstance(data, dict):
+        raise _bad_token()
+    if set(data) == {"o"}:
+        o = data["o"]
+        if type(o) is int and 0 <= o <= MAX_OFFSET:
             return data
-    except ValueError:
-        pass
-    raise ServiceError.invalid("invalid next page token")
+    elif set(data) == {"s", "r"}:
+        start, run = data["s"], data["r"]
+        if (
+            type(start) in (int, float)
+            and math.isfinite(start)
+            and abs(start) < 1e13
+            and isinstance(run, str)
+            and 0 < len(run) <= 256
+            and "\x00" not in run
+        ):
+            return {"s": float(start), "r": run}
+    raise _bad_token()
+
+
+def read_int_token(token: bytes) -> int:
+    """A page token that is a decimal event id (GetWorkflowExecutionHistory); 0 when empty."""
+    if not token:
+        return 0
+    if len(token) > 19 or not token.isdigit():  # ASCII digits only, below 2**63
+        raise _bad_token()
+    return int(token)
+
+
+def read_key_token(token: bytes) -> str:
+    """A page token that is the last key listed (ListSchedules); "" when empty."""
+    if not token:
+        return ""
+    try:
+        key = token.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad_token() from None
+    if len(token) > MAX_TOKEN_BYTES or "\x00" in key:
+        raise _bad_token()
+    return key
 
 
 def page(tx: Tx, table: str, columns: str, q: Translated, size: int, after: dict[str, Any] | None) -> list[Any]:
@@ -37,6 +91,8 @@ def page(tx: Tx, table: str, columns: str, q: Translated, size: int, after: dict
     if q.group_by_status:
         raise ServiceError.invalid("invalid query: GROUP BY is only supported by count")
     where, params = q.where, list(q.params)
+    if after is not None and ("o" in after) != bool(q.order_by):
+        raise ServiceError.invalid("invalid next page token: it was made for another query")
     if q.order_by:
         offset = int(after.get("o", 0)) if after else 0
         return tx.all(

@@ -245,7 +245,7 @@ _AS_RUNS = (
 
 async def list_schedules(store: Store, req: rr.ListSchedulesRequest) -> Message:
     page = req.maximum_page_size if req.maximum_page_size > 0 else listing.DEFAULT_PAGE
-    after = req.next_page_token.decode() if req.next_page_token else ""
+    after = listing.read_key_token(req.next_page_token)
 
     def fn(tx: Tx) -> rr.ListSchedulesResponse:
         q = translate(req.query, sa.registry(tx), sqlite=tx.store.is_sqlite)

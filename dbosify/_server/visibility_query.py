@@ -34,6 +34,7 @@ character offset into the query the problem was found at.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
@@ -182,6 +183,8 @@ def tokenize(text: str) -> list[Token]:
         if ch in "'\"`":
             i, decoded = _scan_quoted(text, i)
             kind: TokKind = "name" if ch == "`" else "string"
+            if "\0" in decoded:  # Postgres text cannot hold it: refused alike on both stores
+                raise query_error(INVALID, "a value or name cannot contain the NUL character", start)
             out.append(Token(kind, decoded, start, text[start:i]))
         elif ch.isdigit() or (ch == "." and i + 1 < n and text[i + 1].isdigit()):
             i = _scan_number(text, i)
@@ -493,10 +496,13 @@ def _compare_op(op: str) -> CompareOp:
 
 def _number(t: Token, pos: int, *, negative: bool) -> Value:
     text = ("-" if negative else "") + t.text
-    if all(c.isdigit() for c in t.text):
-        value: int | float = int(text)
+    value: int | float
+    if all(c.isdigit() for c in t.text) and len(t.text) <= 19:
+        value = int(text)
         if not -(2**63) <= value < 2**63:  # past int64, Temporal reads it as a float
             value = float(text)
     else:
         value = float(text)
+    if math.isinf(value):  # past a float64 too: Temporal cannot parse it either
+        raise query_error(INVALID, f"unable to parse value {text[:40]!r}", pos)
     return Value(value, pos, text)

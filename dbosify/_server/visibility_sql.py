@@ -84,6 +84,10 @@ TYPE_NAMES: Mapping[int, str] = {
     DATETIME: "Datetime", KEYWORD_LIST: "KeywordList",
 }  # fmt: skip
 
+# Bound values in one translated filter, at most. Temporal takes IN lists of any length; each
+# value here is an SQL parameter, and Postgres's protocol carries at most 65,535 of them.
+MAX_QUERY_VALUES = 10_000
+
 
 @dataclass(frozen=True)
 class Translated:
@@ -509,6 +513,12 @@ def translate(
     parsed: Query = parse(query)
     t = _Translator(registry, sqlite, target)
     where = "1 = 1" if parsed.where is None else t.expr(parsed.where, False)
+    if len(t.params) > MAX_QUERY_VALUES:
+        raise query_error(
+            INVALID,
+            f"the query has {len(t.params)} values (words of Text values and attribute names"
+            f" included); at most {MAX_QUERY_VALUES}",
+        )
     group_by_status = False
     if len(parsed.group_by) > 1:
         raise query_error(

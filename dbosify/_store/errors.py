@@ -39,3 +39,55 @@ def is_connection_lost(err: BaseException) -> bool:
     # one of a process that was stopped; the connection is gone, the transaction rolled back.
     return state.startswith("08") or state in ("57P01", "57P02", "57P03", "25P03", "57P05")
 
+
+
+class InvalidData(StoreError):
+    """The database refused a value or a statement as malformed or past one of its limits (a
+    NUL in text, a number out of range, an index row or a statement too large, too many
+    parameters): the request is at fault, so it is INVALID_ARGUMENT and never retried."""
+
+
+# sqlite3 reports its limits as OperationalError; these are the messages of the ones a request
+# can reach (sqlite3.c: "too many SQL variables", SQLITE_TOOBIG, the parser's depth limits).
+_SQLITE_LIMITS = (
+    "too many sql variables",
+    "string or blob too big",
+    "expression tree is too large",
+    "parser stack overflow",
+    "too many terms in compound select",
+    "like or glob pattern too complex",
+    "too many arguments on function",
+    "too many columns",
+)
+
+
+def as_invalid_data(err: BaseException, conn_ok: bool) -> InvalidData | None:
+    """``err`` as an `InvalidData` with its first line, if it is a data or limit error.
+
+    ``conn_ok``: the connection the statement ran on is still usable. psycopg raises a plain
+    OperationalError, with no SQLSTATE, both for a lost connection and for a statement libpq
+    would not send (more than 65,535 parameters): only the first breaks the connection.
+    """
+    if isinstance(err, OverflowError):  # sqlite3: a Python int past 64 bits
+        return InvalidData(_first_line(err))
+    if isinstance(err, sqlite3.DataError):
+        return InvalidData(_first_line(err))
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err).lower()
+        return InvalidData(_first_line(err)) if any(s in text for s in _SQLITE_LIMITS) else None
+    if "psycopg" not in type(err).__module__:
+        return None
+    state = getattr(err, "sqlstate", None) or ""
+    # Class 22: data exception (out of range, bad text, NUL, ...); class 54: program limit
+    # exceeded (index row size, statement too complex, too many arguments).
+    if state.startswith(("22", "54")) or type(err).__name__ == "DataError":
+        return InvalidData(_first_line(err))
+    if type(err).__name__ == "OperationalError" and not state and conn_ok:
+        return InvalidData(_first_line(err))
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    line = lines[0] if lines else type(err).__name__
+    return line if len(line) <= 300 else line[:300] + "..."

@@ -33,6 +33,7 @@ from dbosify._store import delivery, files, namespaces
 from dbosify._store.clock import Clock
 from dbosify._store.errors import (
     StoreError,
+    as_invalid_data,
     is_connection_lost,
     is_outdated_statement,
     is_transient,
@@ -555,11 +556,14 @@ class Store:
                 if tx.keys_to_fire:
                     delivery.publish(self, tx, namespace)
                 conn.commit() if not self.is_sqlite else conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as err:
+                bad = as_invalid_data(err, self.is_sqlite or not (conn.broken or conn.closed))
                 try:
                     conn.rollback() if not self.is_sqlite else conn.execute("ROLLBACK")
                 except Exception:
                     pass
+                if bad is not None:
+                    raise bad from err
                 raise
         return tx, result
 
@@ -581,11 +585,14 @@ class Store:
                 if tx.keys_to_fire:
                     delivery.publish(self, tx, namespace)
                 tx.execute("COMMIT")
-            except BaseException:
+            except BaseException as err:
+                bad = as_invalid_data(err, not (conn.broken or conn.closed))
                 try:
                     conn.rollback()
                 except Exception:
                     pass
+                if bad is not None:
+                    raise bad from err
                 raise
             conn.autocommit = False
         return tx, result
