@@ -23,7 +23,7 @@ import pytest
 from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import TerminatedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from test_namespaces import Fresh
 
@@ -293,6 +293,7 @@ async def test_a_namespace_schema_or_file_dbosify_did_not_create_is_refused(fres
         await client.start_workflow(Waits.run, id=f"f-{uid()}", task_queue="tq")
     assert repr(foreign) in err.value.message and "not created by dbosify" in err.value.message
     assert "\n" not in err.value.message
+    assert err.value.status == RPCStatusCode.FAILED_PRECONDITION  # not retried as an outage
     if fresh.pg:
         with psycopg.connect(fresh.base, autocommit=True) as pg:
             tables = pg.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (foreign,)).fetchall()

@@ -7,13 +7,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dbosify._errors import INTERNAL, UNAVAILABLE, ServiceError
+from dbosify._errors import FAILED_PRECONDITION, INTERNAL, UNAVAILABLE, ServiceError
 from dbosify._server.operator import OperatorService
 from dbosify._server.time_skipping import TestService
 from dbosify._service import WorkflowService
 from dbosify._store import ENV_NAMESPACES, Store, StoreError, get_store, resolve_url
 from dbosify._store.errors import InvalidData
-from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
+from dbosify._store.namespaces import ForeignStore, InvalidNamespace, NamespaceNotFound
 
 logger = logging.getLogger("dbosify")
 _announced: set[str] = set()
@@ -75,6 +75,9 @@ class ClientRef:
             raise RPCError(err.status, err.message, err.grpc_status_bytes()) from None
         except InvalidData as err:  # the database refused a value: the request is at fault
             err2 = ServiceError.invalid(f"invalid argument: {err}")
+            raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
+        except ForeignStore as err:  # a schema or file dbosify did not create: not retried
+            err2 = ServiceError(FAILED_PRECONDITION, str(err))
             raise RPCError(err2.status, err2.message, err2.grpc_status_bytes()) from None
         except StoreError as err:
             err2 = ServiceError(UNAVAILABLE, str(err))
