@@ -42,6 +42,7 @@ from dbosify._server import (
 )
 from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx, namespaces
+from dbosify._store.threads import in_thread
 
 Handler = Callable[[Any], Awaitable[Message]]
 
@@ -136,23 +137,21 @@ class WorkflowService:
         return resp
 
     async def _namespace_names(self) -> list[str]:
-        names = await asyncio.get_running_loop().run_in_executor(None, self.store.namespace_names)
+        names = await in_thread(self.store.namespace_names)
         return sorted({namespaces.DEFAULT, *names})  # "default" exists from the start, as on Temporal
 
     async def describe_namespace(self, req: rr.DescribeNamespaceRequest) -> Message:
         name = req.namespace or namespaces.DEFAULT
         if name != namespaces.DEFAULT:
             # Registered (or adopted from before the catalog), else NamespaceNotFound: NOT_FOUND.
-            await asyncio.get_running_loop().run_in_executor(None, self.store.ident, name)
+            await in_thread(self.store.ident, name)
         return namespace_info.describe(name, self.store.limits_for(name).blob_error)
 
     async def register_namespace(self, req: rr.RegisterNamespaceRequest) -> Message:
         """Register a namespace, as Temporal does before one can be used (its options, such as
         the retention period, are accepted and not kept: see docs/COMPATIBILITY.md)."""
         name = req.namespace
-        created = await asyncio.get_running_loop().run_in_executor(
-            None, self.store.register_namespace, name
-        )
+        created = await in_thread(self.store.register_namespace, name)
         if not created or name == namespaces.DEFAULT:
             raise ServiceError.already_exists(
                 "Namespace already exists.", errdetails.NamespaceAlreadyExistsFailure()

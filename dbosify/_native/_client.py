@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +13,7 @@ from dbosify._service import WorkflowService
 from dbosify._store import ENV_NAMESPACES, Store, StoreError, get_store, resolve_url
 from dbosify._store.errors import InvalidData
 from dbosify._store.namespaces import ForeignStore, InvalidNamespace, NamespaceNotFound
+from dbosify._store.threads import in_thread
 
 logger = logging.getLogger("dbosify")
 _announced: set[str] = set()
@@ -136,13 +136,12 @@ async def connect_client(runtime_ref: Any, config: Any) -> ClientRef:
         runtime_ref.assert_same_process("create client")
     url = resolve_url(getattr(config, "target_url", None))  # InvalidURL, a ValueError
     store = get_store(url)
-    loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, store.check)
+        await in_thread(store.check)
     except StoreError as err:
         raise RuntimeError(f"Failed client connect: {err}") from None
     try:
-        await loop.run_in_executor(None, store.register_env_namespaces)
+        await in_thread(store.register_env_namespaces)
     except InvalidNamespace as err:
         raise ValueError(f"{ENV_NAMESPACES} lists a name that cannot be a namespace: {err}") from None
     except StoreError as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -16,6 +15,7 @@ from typing import Any
 from dbosify._native import _core_logs as core_logs
 from dbosify._server import limits
 from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files
+from dbosify._store.threads import in_thread
 from dbosify._store.urls import parse_url
 
 logger = logging.getLogger("dbosify")
@@ -91,13 +91,12 @@ class EphemeralServerRef:
     async def shutdown(self) -> None:
         from dbosify._store import forget_store
 
-        loop = asyncio.get_running_loop()
         store = forget_store(self.target)  # closes it: no connection is left on the files
         if self._drop and store is not None:
-            await loop.run_in_executor(None, store.drop_server)
+            await in_thread(store.drop_server)
         if self._created_dir is not None:
             created, self._created_dir = self._created_dir, None
-            await loop.run_in_executor(None, _remove_tree, created)
+            await in_thread(_remove_tree, created)
 
 
 def _remove_tree(path: Path) -> None:
@@ -170,13 +169,12 @@ async def _configure_dev_server(server: EphemeralServerRef, config: Any) -> None
     from dbosify._store import get_store, resolve_url
 
     store = get_store(resolve_url(server.target))
-    loop = asyncio.get_running_loop()
     # Registered, as the dev server registers its --namespace flags (default needs nothing).
     for name in _namespace_args(config):
         if name != "default":
-            await loop.run_in_executor(None, store.register_namespace, name)
+            await in_thread(store.register_namespace, name)
     # A started dev server is ready to serve: the first start must not pay the store's setup.
-    await loop.run_in_executor(None, store.prepare_namespace, _namespace_args(config)[0])
+    await in_thread(store.prepare_namespace, _namespace_args(config)[0])
     args = getattr(config, "extra_args", None)
     attrs = _search_attribute_args(args)
     if attrs:
@@ -236,7 +234,5 @@ async def start_test_server(runtime_ref: Any, config: Any) -> EphemeralServerRef
     store.open_namespaces = True  # the Java test server does not check namespaces
     # Set up before the environment is handed over, as a started test server is: otherwise the
     # first start pays it in real time while time skipping waits for it (seconds under load).
-    await asyncio.get_running_loop().run_in_executor(
-        None, store.prepare_namespace, _namespace_args(config)[0]
-    )
+    await in_thread(store.prepare_namespace, _namespace_args(config)[0])
     return server

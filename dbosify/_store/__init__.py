@@ -4,7 +4,8 @@
 - `namespaces`: the catalog that maps each namespace name to its own tables;
 - `migrations`: the versioned schema of those tables;
 - `store`: connections, transactions (transient errors retried) and cross-process wake-ups;
-- `wakeups`: the in-process hub that wakes waiters on commit.
+- `wakeups`: the in-process hub that wakes waiters on commit;
+- `threads`: blocking work handed to threads and back, on any asyncio-compatible loop.
 """
 
 from dbosify._store.errors import StoreError

@@ -38,6 +38,7 @@ from dbosify._store.errors import (
     is_outdated_statement,
     is_transient,
 )
+from dbosify._store.threads import in_thread
 from dbosify._store.urls import mask_url, parse_url
 from dbosify._store.virtual_clock import VirtualClock
 from dbosify._store.wakeups import Hub
@@ -633,12 +634,12 @@ class Store:
         """
         run = functools.partial(self.transact_sync, namespace, fn, lane, coalesced=coalesced)
         if not self.clock.virtual:
-            return await asyncio.get_running_loop().run_in_executor(self._executors[lane], run)
+            return await in_thread(run, executor=self._executors[lane])
         # Work in progress until its wake-ups are on their way: time must not skip past it.
         key = object()
         self.clock.hold(key)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executors[lane], run)
+            return await in_thread(run, executor=self._executors[lane])
         finally:
             self.clock.release(key)
 

@@ -29,6 +29,7 @@ from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
+from dbosify._store.threads import in_thread
 from dbosify._worker import dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
@@ -171,10 +172,9 @@ class WorkerCore(ActivitySide):
         """Core's check before a worker polls: its namespace must be registered (Core asks
         DescribeNamespace). Nothing is written for a namespace that is not."""
         self._same_process()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.store.check)
+        await in_thread(self.store.check)
         try:
-            await loop.run_in_executor(None, self.store.require_namespace, self.ns)
+            await in_thread(self.store.require_namespace, self.ns)
         except (NamespaceNotFound, InvalidNamespace) as err:
             # temporalio's worker raises what Core's validate raises: this RuntimeError.
             raise RuntimeError(f"Worker validation failed: {err}") from None
