@@ -25,10 +25,12 @@ from temporalio.api.query.v1 import message_pb2 as query_pb
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify import _activity_tasks as acts
-from dbosify import _history as h
-from dbosify import _runs
-from dbosify._errors import ServiceError
+from dbosify._engine import activity_tasks as acts
+from dbosify._engine import history as h
+from dbosify._engine import runs as _runs
+from dbosify._engine import search_attributes
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._native import _core_logs as core_logs
 from dbosify._server import (
     activities,
@@ -37,10 +39,8 @@ from dbosify._server import (
     listing,
     namespace_info,
     routes,
-    search_attributes,
     visibility,
 )
-from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx, namespaces
 from dbosify._store.threads import in_thread
 

@@ -26,8 +26,8 @@ from typing import Any
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
 
-from dbosify import _history as h
 from dbosify._dbos import ids
+from dbosify._engine import history as h
 from dbosify._store import Tx
 
 APP = "dbosify"  # the application name and version of every run's DBOS row

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dbosify._errors import FAILED_PRECONDITION, INTERNAL, UNAVAILABLE, ServiceError
+from dbosify._engine.errors import FAILED_PRECONDITION, INTERNAL, UNAVAILABLE, ServiceError
 from dbosify._server.operator import OperatorService
 from dbosify._server.time_skipping import TestService
 from dbosify._service import WorkflowService

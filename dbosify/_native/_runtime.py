@@ -110,7 +110,7 @@ def _remove_tree(path: Path) -> None:
 
 def _search_attribute_args(args: Any) -> dict[str, int]:
     """The dev server's ``--search-attribute NAME=Type`` arguments (start_local's search_attributes)."""
-    from dbosify._server.search_attributes import TYPE_NAMES
+    from dbosify._engine.search_attributes import TYPE_NAMES
 
     by_name = {v: k for k, v in TYPE_NAMES.items()}
     out: dict[str, int] = {}
@@ -125,8 +125,8 @@ def _search_attribute_args(args: Any) -> dict[str, int]:
 
 
 async def _register_search_attributes(target: str, namespace: str, attrs: dict[str, int]) -> None:
-    from dbosify._server.search_attributes import add
-    from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
+    from dbosify._engine.search_attributes import add
+    from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
     from dbosify._store import get_store, resolve_url
 
     store = get_store(resolve_url(target))

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 
-from dbosify._errors import ServiceError
+from dbosify._engine.errors import ServiceError
 
 logger = logging.getLogger("dbosify.limits")
 

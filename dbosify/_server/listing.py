@@ -14,8 +14,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from dbosify._errors import ServiceError
-from dbosify._server.visibility_sql import Translated
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.visibility_sql import Translated
 from dbosify._store import Tx
 
 DEFAULT_PAGE = 1000

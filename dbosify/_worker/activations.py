@@ -389,7 +389,7 @@ def elide_unsent(commands: Any, kept: list[Any]) -> list[wa.WorkflowActivationJo
 
 
 def _child_attr(t: int) -> str:
-    from dbosify._history import ATTR_FIELD
+    from dbosify._engine.history import ATTR_FIELD
 
     return ATTR_FIELD[t]
 

@@ -21,12 +21,13 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
-from dbosify import _activity_tasks as acts
-from dbosify import _activity_timeouts as timeouts
-from dbosify import _history as h
-from dbosify import _runs
-from dbosify._errors import ServiceError
-from dbosify._server import limits, search_attributes
+from dbosify._engine import activity_tasks as acts
+from dbosify._engine import activity_timeouts as timeouts
+from dbosify._engine import history as h
+from dbosify._engine import runs as _runs
+from dbosify._engine import search_attributes
+from dbosify._engine.errors import ServiceError
+from dbosify._server import limits
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 

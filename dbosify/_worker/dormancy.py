@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
-from dbosify import _history as h
 from dbosify._dbos import records
+from dbosify._engine import history as h
 from dbosify._store import Tx
 from dbosify._worker.tracking import timer_due
 

@@ -15,8 +15,8 @@ from temporalio.api.enums.v1 import failed_cause_pb2 as causes
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 
-from dbosify import _history as h
-from dbosify import _runs
+from dbosify._engine import history as h
+from dbosify._engine import runs as _runs
 from dbosify._server import limits
 from dbosify._store import Tx
 

@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from temporalio.api.schedule.v1 import message_pb2 as sched
 
-from dbosify._errors import ServiceError
-from dbosify._server import cron
+from dbosify._engine import cron
+from dbosify._engine.errors import ServiceError
 
 _UTC = timezone.utc
 MIN_YEAR, MAX_YEAR = 2000, 2100  # the years a calendar can match, as on Temporal

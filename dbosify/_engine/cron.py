@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from temporalio.api.schedule.v1 import message_pb2 as sched
 
-from dbosify._errors import ServiceError
+from dbosify._engine.errors import ServiceError
 
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
            "september", "october", "november", "december")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.history.v1 import message_pb2 as hist
 
-from dbosify import _history as h
+from dbosify._engine import history as h
 
 if TYPE_CHECKING:
     from temporalio.api.common.v1 import message_pb2 as common

@@ -26,7 +26,7 @@ stands for itself) and a doubled delimiter stands for one. Integers outside int6
 Temporal's value parser falls back from ``ParseInt`` to ``ParseFloat``.
 
 Which names exist, which operators suit which types and what the values mean is not decided here
-but in `dbosify._server.visibility_sql`. Every error is a ``ServiceError`` with gRPC status
+but in `dbosify._engine.visibility_sql`. Every error is a ``ServiceError`` with gRPC status
 INVALID_ARGUMENT whose message has Temporal's shape, ``invalid query: <kind>: <detail>``, where kind
 is one of Temporal's three (`MALFORMED`, `INVALID`, `UNSUPPORTED`), followed by the 0-based
 character offset into the query the problem was found at.
@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, NoReturn
 
-from dbosify._errors import ServiceError
+from dbosify._engine.errors import ServiceError
 
 MALFORMED = "malformed SQL query"
 INVALID = "invalid expression"

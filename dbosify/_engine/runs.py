@@ -18,10 +18,10 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 
-from dbosify import _history as h
 from dbosify._dbos import records
-from dbosify._errors import ServiceError
-from dbosify._server import search_attributes
+from dbosify._engine import history as h
+from dbosify._engine import search_attributes
+from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 from dbosify._store.wakeups import with_value
 
@@ -184,7 +184,7 @@ def close_run(
     tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
     records.on_close(tx, run, status, attrs)
     if run.schedule_id is not None:
-        from dbosify._server import scheduler  # (it starts runs itself)
+        from dbosify._engine import scheduler  # (it starts runs itself)
 
         scheduler.on_run_closed(tx, run, status, attrs)
     # Updates that never reached a handler go on to the run this one continues into (continue-as-
@@ -251,7 +251,7 @@ def cron_delay(cron_schedule: str, now: float) -> float:
     """Seconds from ``now`` to the cron string's next time (in UTC unless it names a zone)."""
     from temporalio.api.schedule.v1 import message_pb2 as sched
 
-    from dbosify._server import schedule_spec
+    from dbosify._engine import schedule_spec
 
     spec = schedule_spec.compile_spec(sched.ScheduleSpec(cron_string=[cron_schedule]))
     nxt = spec.next_after(now)

@@ -27,8 +27,8 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 
-from dbosify import _activity_tasks as acts
-from dbosify._errors import FAILED_PRECONDITION, ServiceError
+from dbosify._engine import activity_tasks as acts
+from dbosify._engine.errors import FAILED_PRECONDITION, ServiceError
 from dbosify._store import Tx
 
 STANDALONE_SEQ = 0

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from dbosify import _history as h
-from dbosify import _runs
 from dbosify._dbos import ids, records
+from dbosify._engine import history as h
+from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 
 logger = logging.getLogger("dbosify")

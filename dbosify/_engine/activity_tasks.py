@@ -19,9 +19,9 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 
-from dbosify import _activity_timeouts as timeouts
-from dbosify import _history as h
-from dbosify._errors import ServiceError
+from dbosify._engine import activity_timeouts as timeouts
+from dbosify._engine import history as h
+from dbosify._engine.errors import ServiceError
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
 from dbosify._worker.liveness import RETRY_SET, owns_row
@@ -130,7 +130,7 @@ def claim(
         (owner, now, run_id, seq),
     )
     if seq == STANDALONE_SEQ:  # started by a client, not by a workflow
-        from dbosify import _activity_executions as standalone
+        from dbosify._engine import activity_executions as standalone
 
         c = standalone.claimed(tx, namespace, run_id, attempt, details, avail, now)
         if c is None:
@@ -268,7 +268,7 @@ def finish(
 ) -> bool:
     """Record an attempt's outcome. Returns False if the attempt is no longer current."""
     if seq == STANDALONE_SEQ:
-        from dbosify import _activity_executions as standalone
+        from dbosify._engine import activity_executions as standalone
 
         return standalone.finish(
             tx, run_id, attempt, kind, payload, identity, timeout_kind=timeout_kind
@@ -440,7 +440,7 @@ async def finish_by_token(
 ) -> None:
     run_id, seq, attempt = parse_token(token)
     if seq == STANDALONE_SEQ:
-        from dbosify import _activity_executions as standalone
+        from dbosify._engine import activity_executions as standalone
 
         def by_standalone(tx: Tx) -> None:
             if kind == "canceled":
@@ -487,7 +487,7 @@ async def heartbeat_by_token(
             (run_id, seq),
         )
         if row is None and seq == STANDALONE_SEQ:
-            from dbosify import _activity_executions as standalone
+            from dbosify._engine import activity_executions as standalone
 
             if standalone.heartbeat_on_closed(tx, run_id):
                 return HeartbeatAnswer(True, False, False)  # closed (terminated, say): stop
@@ -538,7 +538,7 @@ def finish_batch(
     """
     done: dict[int, bool] = {}
     if not tx.store.is_sqlite and scheduled is not None:
-        from dbosify._worker import completed_results  # (it imports this module's neighbours)
+        from dbosify._engine import completed_results  # (it imports this module's neighbours)
 
         fast = [
             i for i, o in enumerate(outcomes)

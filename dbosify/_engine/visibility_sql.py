@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dbosify._server.visibility_query import (
+from dbosify._engine.visibility_query import (
     INVALID,
     UNSUPPORTED,
     And,

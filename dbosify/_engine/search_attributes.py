@@ -18,7 +18,7 @@ from typing import Any
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import common_pb2 as enums
 
-from dbosify._errors import ServiceError
+from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 
 TEXT = enums.INDEXED_VALUE_TYPE_TEXT
@@ -131,7 +131,7 @@ def _timestamp(text: str) -> float | None:
 
 def _index_rows(name: str, value_type: int, values: list[Any]) -> list[tuple[str, Any, Any, Any]]:
     """The ``search_attributes`` rows of one attribute: (name, v_text, v_int, v_num)."""
-    from dbosify._server.visibility_sql import text_tokens
+    from dbosify._engine.visibility_sql import text_tokens
 
     rows: list[tuple[str, Any, Any, Any]] = []
     for v in values:

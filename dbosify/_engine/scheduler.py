@@ -28,10 +28,10 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.schedule.v1 import message_pb2 as sched
 
-from dbosify import _history as h
-from dbosify import _runs
-from dbosify._errors import ServiceError
-from dbosify._server import schedule_spec
+from dbosify._engine import history as h
+from dbosify._engine import runs as _runs
+from dbosify._engine import schedule_spec
+from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 
 SKIP = overlap_enum.SCHEDULE_OVERLAP_POLICY_SKIP
