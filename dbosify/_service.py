@@ -26,12 +26,12 @@ from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from dbosify._engine import activity_tasks as acts
+from dbosify._engine import core_logs, search_attributes
 from dbosify._engine import history as h
+from dbosify._engine import limits as engine_limits
 from dbosify._engine import runs as _runs
-from dbosify._engine import search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
-from dbosify._native import _core_logs as core_logs
 from dbosify._server import (
     activities,
     activity_ops,
@@ -761,7 +761,7 @@ class WorkflowService:
 
     async def _heartbeat_too_large(self, req: Any, token: bytes) -> bool:
         """Details over the blob limit fail the attempt, and the heartbeat answers "cancel", as on Temporal."""
-        failure = limits.heartbeat_failure(
+        failure = engine_limits.heartbeat_failure(
             self.store.limits_for(req.namespace), req.details if req.HasField("details") else None
         )
         if failure is not None:
@@ -792,7 +792,7 @@ class WorkflowService:
 
     async def _respond(self, ns: str, token: bytes, kind: str, payload: Message | None) -> None:
         # An outcome over the blob limit is recorded as a failure, as Temporal's frontend does.
-        kind, payload = limits.activity_outcome(self.store.limits_for(ns), kind, payload, worker=False)
+        kind, payload = engine_limits.activity_outcome(self.store.limits_for(ns), kind, payload, worker=False)
         await acts.finish_by_token(self.store, ns, token, kind, payload, self.identity)
 
     async def respond_activity_task_completed(self, req: Any) -> Message:

@@ -22,9 +22,9 @@ from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from dbosify._engine import activity_timeouts as timeouts
 from dbosify._engine import history as h
 from dbosify._engine.errors import ServiceError
+from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
-from dbosify._worker.liveness import RETRY_SET, owns_row
 
 TIMEOUT_START_TO_CLOSE = 1
 TIMEOUT_SCHEDULE_TO_START = 2

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dbosify._native import _core_logs as core_logs
-from dbosify._server import limits
-from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files
+from dbosify._engine import core_logs
+from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files, limits
 from dbosify._store.threads import in_thread
 from dbosify._store.urls import parse_url
 
@@ -180,7 +179,7 @@ async def _configure_dev_server(server: EphemeralServerRef, config: Any) -> None
     if attrs:
         await _register_search_attributes(server.target, getattr(config, "namespace", "default"), attrs)
     # Temporal's limits (limit.blobSize.error, limit.historyCount.error, ...), as the dev server
-    # takes them; see dbosify/_server/limits.py.
+    # takes them; see dbosify/_store/limits.py.
     for key in limits.DYNAMIC_CONFIG:
         value = _dynamic_config(args, key)
         if value is not None:

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from dbosify._dbos import ids
-from dbosify._dbos import setup as dbos_setup
-from dbosify._server import limits as limits_mod
-from dbosify._store import delivery, files, namespaces
+from dbosify._store import dbos_ids as ids
+from dbosify._store import dbos_setup, delivery, files, namespaces
+from dbosify._store import limits as limits_mod
 from dbosify._store.clock import Clock
 from dbosify._store.errors import (
     StoreError,
@@ -59,7 +58,7 @@ TRANSIENT_RETRY_SECONDS = 30.0  # how long deadlocks, lock timeouts and busy fil
 # gives up and is retried, so a frozen worker's row locks go within about a second.
 PG_SESSION_OPTIONS = (
     "-c idle_in_transaction_session_timeout=1000 -c lock_timeout=3000 -c statement_timeout=60000"
-    " -c dbosify.writer=on"  # the DBOS triggers (dbosify._dbos.setup) tell our writes apart
+    " -c dbosify.writer=on"  # the DBOS triggers (dbosify._store.dbos_setup) tell our writes apart
 )
 ENV_NAMESPACES = "DBOSIFY_NAMESPACES"  # namespaces every client registers when it connects
 # Runs' DBOS rows (docs/COMPATIBILITY.md): "1" in DBOS's shared schema (Postgres), "namespace" in
@@ -180,7 +179,7 @@ class Store:
         self.masked_url = mask_url(url)
         self.is_sqlite = target.is_sqlite
         self.hub = Hub()
-        # Temporal's limits (ids, payloads, history; see dbosify/_server/limits.py): Temporal's
+        # Temporal's limits (ids, payloads, history; see dbosify/_store/limits.py): Temporal's
         # defaults, or a dev server's `limit.*` dynamic config; a namespace may have its own.
         try:
             self.limits = limits_mod.from_env(os.environ)

@@ -21,7 +21,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import history as h
-from dbosify._server import limits
+from dbosify._engine import limits
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker.results import ResultRecorder

@@ -24,10 +24,9 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import activity_timeouts as timeouts
 from dbosify._engine import history as h
+from dbosify._engine import limits, search_attributes
 from dbosify._engine import runs as _runs
-from dbosify._engine import search_attributes
 from dbosify._engine.errors import ServiceError
-from dbosify._server import limits
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 

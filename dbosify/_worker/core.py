@@ -16,7 +16,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
@@ -24,6 +24,7 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify._dbos import records
 from dbosify._engine import scheduler
+from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
@@ -32,12 +33,18 @@ from dbosify._store.threads import in_thread
 from dbosify._worker import dbos_commands, dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.liveness import LOCAL_TOKEN, RETRY_SET, Member, owns_row
+from dbosify._worker.liveness import LOCAL_TOKEN, Member
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
-if TYPE_CHECKING:
-    from dbosify._native._client import ClientRef
+
+class ClientRef(Protocol):
+    """What a worker uses of the client it was built with (`dbosify._native._client.ClientRef`)."""
+
+    store: Store
+    config: Any
+    runtime: Any
+    identity: str
 
 __all__ = ["PollShutdownError", "WorkerCore"]
 
@@ -54,7 +61,7 @@ class WorkerCore(ActivitySide):
         self.ns: str = config.namespace
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
-        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/_core_logs.py)
+        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_engine/core_logs.py)
         self.payloads_warn_size = int(getattr(client.config, "payloads_warn_size", 0) or 512 * 1024)
         self.payload_error_limit = not getattr(config, "disable_payload_error_limit", False)
         strategy = config.versioning_strategy

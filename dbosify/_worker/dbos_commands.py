@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 
-from dbosify._dbos import ids, records
+from dbosify._dbos import records
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
+from dbosify._store import dbos_ids as ids
 
 logger = logging.getLogger("dbosify")
 

@@ -27,9 +27,9 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._engine import activity_tasks as acts
+from dbosify._engine import core_logs
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
-from dbosify._native import _core_logs as core_logs
 from dbosify._store import Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker import activations as A

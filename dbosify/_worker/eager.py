@@ -11,8 +11,8 @@ import weakref
 from typing import TYPE_CHECKING
 
 from dbosify._dbos import records
+from dbosify._engine.liveness import owns_row
 from dbosify._store import Store, Tx
-from dbosify._worker.liveness import owns_row
 
 if TYPE_CHECKING:
     from dbosify._worker.core import WorkerCore

@@ -23,7 +23,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dbosify._dbos import ids, requote
+from dbosify._store import dbos_ids as ids
+from dbosify._store import dbos_requote as requote
 
 logger = logging.getLogger("dbosify")
 

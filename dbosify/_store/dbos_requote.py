@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from dbosify._dbos import ids
+from dbosify._store import dbos_ids as ids
 
 # The columns of DBOS's tables that hold a workflow ID, which SQLite's foreign keys (off unless
 # a connection turns them on) do not carry along as Postgres's ON UPDATE CASCADE does.
