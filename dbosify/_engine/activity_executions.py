@@ -27,7 +27,7 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 
-from dbosify._engine import activity_tasks as acts
+from dbosify._engine import activity_attempts as attempts
 from dbosify._engine.errors import FAILED_PRECONDITION, ServiceError
 from dbosify._store import Tx
 
@@ -146,7 +146,7 @@ def task(tx: Tx, run_id: str, *, lock: bool = False) -> Task | None:
 
 
 def _dur(req: Message, field: str) -> float | None:
-    return acts._dur(req, field)
+    return attempts._dur(req, field)
 
 
 # -- when to look again ------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def set_check(tx: Tx, run_id: str, when: float | None) -> None:
 
 def claimed(
     tx: Tx, namespace: str, run_id: str, attempt: int, details: Any, avail: float, now: float
-) -> acts.Claimed | None:
+) -> attempts.Claimed | None:
     """The attempt just claimed (its task row is locked and marked running): the task to run.
     None if the activity is gone or closed (its stray task row is removed)."""
     row = load(tx, run_id, lock=True)
@@ -204,7 +204,7 @@ def claimed(
     t = Task(attempt, "running", None, avail, now, None, None, False, None)
     set_check(tx, run_id, _next_check(row, t, now))
     tx.notify(result_key(run_id))
-    task = at.ActivityTask(task_token=acts.make_token(run_id, STANDALONE_SEQ, attempt))
+    task = at.ActivityTask(task_token=attempts.make_token(run_id, STANDALONE_SEQ, attempt))
     s = task.start
     s.workflow_namespace = namespace
     s.run_id = run_id
@@ -223,7 +223,7 @@ def claimed(
         if req.HasField(f):
             getattr(s, f).CopyFrom(getattr(req, f))
     s2c = _dur(req, "schedule_to_close_timeout")
-    return acts.Claimed(
+    return attempts.Claimed(
         run_id, STANDALONE_SEQ, attempt, task,
         _dur(req, "start_to_close_timeout"), _dur(req, "heartbeat_timeout"),
         row.start_time + s2c if s2c else None,
@@ -297,12 +297,12 @@ def finish(
     assert isinstance(payload, failure_pb.Failure)
     failure = payload
     if timeout_kind:
-        failure = acts.timeout_failure(timeout_kind, payload if payload.message else None)
+        failure = attempts.timeout_failure(timeout_kind, payload if payload.message else None)
         if t.details:
             failure.timeout_failure_info.last_heartbeat_details.CopyFrom(
                 common.Payloads.FromString(t.details)
             )
-    delay = None if t.cancel_requested else acts._retry_delay(req.retry_policy, attempt, failure)
+    delay = None if t.cancel_requested else attempts._retry_delay(req.retry_policy, attempt, failure)
     retry_state = wfenums.RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED if delay is None else 0
     if t.cancel_requested:
         retry_state = wfenums.RETRY_STATE_CANCEL_REQUESTED
@@ -311,7 +311,7 @@ def finish(
         delay, retry_state = None, wfenums.RETRY_STATE_TIMEOUT
     if delay is None and not retry_state:
         retry_state = wfenums.RETRY_STATE_NON_RETRYABLE_FAILURE
-    if timeout_kind == acts.TIMEOUT_SCHEDULE_TO_CLOSE:
+    if timeout_kind == attempts.TIMEOUT_SCHEDULE_TO_CLOSE:
         retry_state = wfenums.RETRY_STATE_TIMEOUT
     if delay is not None:
         tx.execute(
@@ -450,22 +450,22 @@ def _expire(tx: Tx, run_id: str, now: float) -> None:
     )
     due: list[tuple[float, int]] = []
     if s2c and row.start_time + s2c <= now:
-        due.append((row.start_time + s2c, acts.TIMEOUT_SCHEDULE_TO_CLOSE))
+        due.append((row.start_time + s2c, attempts.TIMEOUT_SCHEDULE_TO_CLOSE))
     if t.state == "scheduled" and s2s and t.available_at + s2s <= now:
-        due.append((t.available_at + s2s, acts.TIMEOUT_SCHEDULE_TO_START))
+        due.append((t.available_at + s2s, attempts.TIMEOUT_SCHEDULE_TO_START))
     if t.state == "running" and stc and t.started_at is not None and t.started_at + stc <= now:
-        due.append((t.started_at + stc, acts.TIMEOUT_START_TO_CLOSE))
+        due.append((t.started_at + stc, attempts.TIMEOUT_START_TO_CLOSE))
     if not due:
         set_check(tx, run_id, _next_check(row, t, now))
         return
     # On a tie (a schedule-to-start deduced from schedule-to-close), schedule-to-close it is.
-    kind = min(due, key=lambda d: (d[0], d[1] != acts.TIMEOUT_SCHEDULE_TO_CLOSE))[1]
+    kind = min(due, key=lambda d: (d[0], d[1] != attempts.TIMEOUT_SCHEDULE_TO_CLOSE))[1]
     if t.state == "running":
         # As the worker's watchdog would: the attempt fails with the timeout (maybe retried).
         finish(tx, run_id, t.attempt, "failed", failure_pb.Failure(), "", timeout_kind=kind)
         return
     outcome = activity_pb.ActivityExecutionOutcome()
     last = failure_pb.Failure.FromString(t.last_failure) if t.last_failure else None
-    outcome.failure.CopyFrom(acts.timeout_failure(kind, last))
+    outcome.failure.CopyFrom(attempts.timeout_failure(kind, last))
     outcome.retry_state = wfenums.RETRY_STATE_TIMEOUT
     close(tx, row, TIMED_OUT, outcome, attempt=t.attempt)

@@ -19,41 +19,45 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 
+from dbosify._engine import activity_executions as standalone
 from dbosify._engine import activity_timeouts as timeouts
 from dbosify._engine import history as h
+from dbosify._engine.activity_attempts import (
+    STANDALONE_SEQ,
+    TIMEOUT_HEARTBEAT,
+    TIMEOUT_SCHEDULE_TO_CLOSE,
+    TIMEOUT_SCHEDULE_TO_START,
+    TIMEOUT_START_TO_CLOSE,
+    Claimed,
+    _dur,
+    _retry_delay,
+    _retryable,
+    make_token,
+    parse_token,
+    timeout_failure,
+)
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._store import Store, Tx
 from dbosify._store.store import FACT
 
-TIMEOUT_START_TO_CLOSE = 1
-TIMEOUT_SCHEDULE_TO_START = 2
-TIMEOUT_SCHEDULE_TO_CLOSE = 3
-TIMEOUT_HEARTBEAT = 4
-# The seq of a standalone activity's task row (see _activity_executions); a workflow's activities
-# are numbered from 1.
-STANDALONE_SEQ = 0
+# The names of activity_attempts that callers reach through this module.
+__all__ = [
+    "STANDALONE_SEQ",
+    "TIMEOUT_HEARTBEAT",
+    "TIMEOUT_SCHEDULE_TO_CLOSE",
+    "TIMEOUT_SCHEDULE_TO_START",
+    "TIMEOUT_START_TO_CLOSE",
+    "Claimed",
+    "_dur",
+    "_retry_delay",
+    "_retryable",
+    "make_token",
+    "parse_token",
+    "timeout_failure",
+]
 
 PAUSED_RECHECK = 5.0  # seconds between a run driver's looks at a paused activity's queue timeouts
-
-
-def make_token(run_id: str, seq: int, attempt: int) -> bytes:
-    return f"{run_id}\x00{seq}\x00{attempt}".encode()
-
-
-def parse_token(token: bytes) -> tuple[str, int, int]:
-    try:
-        run_id, seq, attempt = token.decode().split("\x00")
-        return run_id, int(seq), int(attempt)
-    except Exception:
-        raise ServiceError.invalid("invalid activity task token") from None
-
-
-def _dur(msg: Any, field: str) -> float | None:
-    if msg.HasField(field):
-        v = getattr(msg, field).ToNanoseconds() / 1e9
-        return v if v > 0 else None
-    return None
 
 
 def schedule(tx: Tx, run: h.Run, seq: int, event_id: int, task_queue: str, now: float) -> None:
@@ -63,19 +67,6 @@ def schedule(tx: Tx, run: h.Run, seq: int, event_id: int, task_queue: str, now: 
         (run.run_id, seq, task_queue, now, event_id, now),
     )
     tx.notify(f"act:{task_queue}")
-
-
-@dataclass
-class Claimed:
-    run_id: str
-    seq: int
-    attempt: int
-    task: at.ActivityTask
-    start_to_close: float | None
-    heartbeat_timeout: float | None
-    deadline: float | None  # schedule-to-close
-    next_ready: float | None = None  # when the queue's next task is ready (now or later), if any
-    scheduled_event_id: int | None = None  # of a workflow's activity (None: not known here)
 
 
 def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskScheduledEventAttributes:
@@ -130,7 +121,6 @@ def claim(
         (owner, now, run_id, seq),
     )
     if seq == STANDALONE_SEQ:  # started by a client, not by a workflow
-        from dbosify._engine import activity_executions as standalone
 
         c = standalone.claimed(tx, namespace, run_id, attempt, details, avail, now)
         if c is None:
@@ -207,52 +197,7 @@ def _next_ready(tx: Tx, task_queue: str) -> float | None:
     return float(nxt[0]) if nxt and nxt[0] is not None else None
 
 
-def _retry_delay(policy: common.RetryPolicy, attempt: int, failure: failure_pb.Failure | None) -> float | None:
-    """Seconds until the next attempt, or None if the failure is final."""
-    if failure is not None:
-        info = failure.application_failure_info if failure.HasField("application_failure_info") else None
-        if info is not None:
-            if info.non_retryable or info.type in set(policy.non_retryable_error_types):
-                return None
-            if info.HasField("next_retry_delay") and info.next_retry_delay.ToNanoseconds() > 0:
-                if policy.maximum_attempts and attempt >= policy.maximum_attempts:
-                    return None
-                return info.next_retry_delay.ToNanoseconds() / 1e9
-    if policy.maximum_attempts and attempt >= policy.maximum_attempts:
-        return None
-    initial = policy.initial_interval.ToNanoseconds() / 1e9 if policy.HasField("initial_interval") else 1.0
-    initial = initial or 1.0
-    coeff = policy.backoff_coefficient or 2.0
-    maximum = (
-        policy.maximum_interval.ToNanoseconds() / 1e9
-        if policy.HasField("maximum_interval") and policy.maximum_interval.ToNanoseconds()
-        else initial * 100
-    )
-    return float(min(initial * coeff ** (attempt - 1), maximum))
-
-
 _CLEAR_DETAILS = ", details = NULL, heartbeat_at = NULL"  # a reset with reset_heartbeat asked for it
-
-
-def _retryable(policy: common.RetryPolicy, failure: failure_pb.Failure) -> bool:
-    """Whether a failure may be retried at all (attempts left and timing aside)."""
-    if failure.HasField("application_failure_info"):
-        info = failure.application_failure_info
-        return not (info.non_retryable or info.type in set(policy.non_retryable_error_types))
-    if failure.HasField("timeout_failure_info"):
-        return failure.timeout_failure_info.timeout_type not in (
-            TIMEOUT_SCHEDULE_TO_START, TIMEOUT_SCHEDULE_TO_CLOSE,
-        )
-    return True
-
-
-def timeout_failure(kind: int, last: failure_pb.Failure | None = None) -> failure_pb.Failure:
-    names = {1: "StartToClose", 2: "ScheduleToStart", 3: "ScheduleToClose", 4: "Heartbeat"}
-    f = failure_pb.Failure(message=f"activity {names.get(kind, '')} timeout", source="dbosify")
-    f.timeout_failure_info.timeout_type = kind  # type: ignore[assignment]
-    if last is not None:
-        f.cause.CopyFrom(last)
-    return f
 
 
 def finish(
@@ -268,7 +213,6 @@ def finish(
 ) -> bool:
     """Record an attempt's outcome. Returns False if the attempt is no longer current."""
     if seq == STANDALONE_SEQ:
-        from dbosify._engine import activity_executions as standalone
 
         return standalone.finish(
             tx, run_id, attempt, kind, payload, identity, timeout_kind=timeout_kind
@@ -440,7 +384,6 @@ async def finish_by_token(
 ) -> None:
     run_id, seq, attempt = parse_token(token)
     if seq == STANDALONE_SEQ:
-        from dbosify._engine import activity_executions as standalone
 
         def by_standalone(tx: Tx) -> None:
             if kind == "canceled":
@@ -487,7 +430,6 @@ async def heartbeat_by_token(
             (run_id, seq),
         )
         if row is None and seq == STANDALONE_SEQ:
-            from dbosify._engine import activity_executions as standalone
 
             if standalone.heartbeat_on_closed(tx, run_id):
                 return HeartbeatAnswer(True, False, False)  # closed (terminated, say): stop

@@ -7,7 +7,9 @@ event all happen here, atomically.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
@@ -26,6 +28,11 @@ from dbosify._store import Tx
 from dbosify._store.wakeups import with_value
 
 _CLOSED_BAD = {h.FAILED, h.CANCELED, h.TERMINATED, h.TIMED_OUT}
+
+# What `close` tells the scheduler when a run a schedule started closes, in the close's transaction
+# (`dbosify._engine.scheduler.on_run_closed`, set by the `dbosify._engine` package as it loads).
+# The scheduler starts runs through this module, so this module does not import it.
+on_schedule_run_closed: Callable[[Tx, h.Run, int, Any], None] | None = None
 
 
 @dataclass
@@ -184,9 +191,8 @@ def close_run(
     tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
     records.on_close(tx, run, status, attrs)
     if run.schedule_id is not None:
-        from dbosify._engine import scheduler  # (it starts runs itself)
-
-        scheduler.on_run_closed(tx, run, status, attrs)
+        assert on_schedule_run_closed is not None  # (dbosify._engine sets it on import)
+        on_schedule_run_closed(tx, run, status, attrs)
     # Updates that never reached a handler go on to the run this one continues into (continue-as-
     # new, a retry, the next cron run), as on Temporal; its first workflow task delivers them and
     # their callers follow them ('continued' names the new run). Without a new run they fail like
