@@ -127,7 +127,7 @@ async def test_a_store_error_names_no_password(db_url: str, tmp_path: Path) -> N
     """A store that answers, with an error: one line, no password (Postgres: a database that
     does not exist, on a URL with a password; SQLite: a file that is not a database)."""
     if db_url.startswith("sqlite"):
-        directory = Path(db_url.removeprefix("sqlite://"))
+        directory = Path(db_url.removeprefix("sqlite:///"))
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "catalog.sqlite").write_bytes(b"not a database, " * 64)
         url = db_url

@@ -225,17 +225,17 @@ def update_execute_cmd(conn: Conn, workflow_id: str, run_id: str | None, name: s
     uid = update_id or str(uuid.uuid4())
 
     async def go() -> Any:
+        from temporalio.client import WorkflowUpdateFailedError
+
         client = await connect(conn)
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        return await handle.execute_update(name, args=args, id=uid)
+        try:
+            return await handle.execute_update(name, args=args, id=uid)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            raise CliError(f"update failed: {getattr(cause, 'message', None) or cause}") from exc
 
-    from temporalio.client import WorkflowUpdateFailedError
-
-    try:
-        value = run("failed updating workflow", go())
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        raise CliError(f"update failed: {getattr(cause, 'message', None) or cause}") from None
+    value = run("failed updating workflow", go())
     if conn.json:
         echo_json(payloads.dumps({"updateId": uid, "result": payloads.jsonable(value)}, indent=2))
     else:
