@@ -111,7 +111,7 @@ class PgListener:
         backoff = 0.1
         while not store.closed:
             try:
-                conn = psycopg.connect(store.pg_url, autocommit=True, connect_timeout=10)
+                conn = psycopg.connect(store.pg_url, autocommit=True, connect_timeout=store.pg_connect_timeout)
             except Exception:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
