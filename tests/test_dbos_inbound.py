@@ -251,3 +251,49 @@ async def test_sql_send_and_enqueue_in_the_callers_transaction(client: Client) -
             except Exception:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
+
+
+async def test_a_dbos_queue_of_the_same_name_never_takes_the_start(
+    client: Client, dbos: DBOSClient, tmp_path: Path
+) -> None:
+    """A DBOS application that declares the queue and a workflow of the same name, running while
+    no worker of ours is, leaves the enqueued start alone; our worker then starts the run."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    q = queue_name(client.namespace, tq)
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        await client.execute_workflow(Greet.run, args=["x", "."], id=f"g-{tq}", task_queue=tq)
+    wid = f"greet-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(dbos.enqueue, {"workflow_name": "Greet", "queue_name": q, "workflow_id": wid}, "cy", "~")
+    url, schema = dbos_url(client)
+    config: dict[str, Any] = {"name": "other-app", "system_database_url": url}
+    if schema is not None:
+        config["dbos_system_schema"] = schema
+    taken = tmp_path / "taken"
+    script = (
+        "import time\nfrom dbos import DBOS\n"
+        f"DBOS(config={config!r})\n"
+        "@DBOS.workflow(name='Greet')\ndef greet(name, punct):\n"
+        f"    open({str(taken)!r}, 'w').write(name)\n    return name\n"
+        f"DBOS.launch()\nDBOS.register_queue({q!r}, polling_interval_sec=0.1)\n"
+        "time.sleep(3)\nDBOS.destroy()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DBOSIFY_ACTIVATE"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, env=env, cwd=str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    assert not taken.exists()
+    row = (await asyncio.to_thread(dbos.list_workflows, workflow_ids=[wid]))[0]
+    assert (row.status, row.app_version, row.executor_id) == ("ENQUEUED", "dbosify:start", None)
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        h = client.get_workflow_handle(wid)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert await h.result() == "hello cy~"
+                break
+            except Exception:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)

@@ -102,10 +102,11 @@ def _messages(tx: Tx, task_queue: str, identity: str) -> int:
     done = 0
     for message_uuid, destination, topic, message, serialization in rows:
         parts = ids.split(str(destination))
-        run = h.get_run(tx, parts[2], lock=True) if parts else None
-        if run is None or parts is None or run.workflow_id != parts[1]:
-            continue  # not a run of ours (a DBOS workflow's ID that looks like one)
-        if run.task_queue != task_queue:
+        run = h.get_run(tx, parts[2]) if parts else None
+        if run is None or parts is None or run.workflow_id != parts[1] or run.task_queue != task_queue:
+            continue  # another queue's run, or not a run of ours (a DBOS ID that looks like one)
+        run = h.get_run(tx, run.run_id, lock=True)  # locked as any signal locks it
+        if run is None:
             continue
         tx.execute(f"DELETE FROM {nt} WHERE message_uuid = %s", (message_uuid,))
         if not run.running:
