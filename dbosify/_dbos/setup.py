@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from dbosify._dbos import ids, requote
+from dbosify._dbos import inbound_triggers as inbound
 
 logger = logging.getLogger("dbosify")
 
 # Our triggers; bump when they change. 2: DBOS IDs quote `%` and `/` in each part (`ids`), the
 # command trigger matches the exact namespace, and rows written before are renamed (`requote`).
-ENVELOPE_VERSION = 2
+# 3: DBOS's send and enqueue reach Temporal runs (`inbound`).
+ENVELOPE_VERSION = 3
 SETUP_WAIT_SECONDS = 120.0
 APP = "dbosify"
 MARKER_KEY = "dbos"
@@ -84,7 +86,7 @@ def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str, own: bool = Fal
             return
         logger.info("dbosify: setting up DBOS's system tables in schema %s", schema)
         _migrate(pg_url, schema)
-        for stmt in _pg_triggers(catalog, schema, own):
+        for stmt in _pg_triggers(catalog, schema, own) + inbound.pg_triggers(catalog, schema):
             conn.execute(stmt)
         if before is not None and before.endswith("/1") and not own:
             requote.pg_shared(conn, catalog, schema)
@@ -182,7 +184,7 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
     _migrate(f"sqlite:///{path}", None)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for stmt in _SQLITE_TRIGGERS:
+        for stmt in _SQLITE_TRIGGERS + inbound.SQLITE_TRIGGERS:
             conn.execute(stmt)
         if row is not None and str(row[0]).endswith("/1"):
             requote.sqlite_file(conn, namespace)
