@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_cli_edges import _read_only
 
 CONNECT = textwrap.dedent(
