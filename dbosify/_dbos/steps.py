@@ -33,18 +33,6 @@ def step_id(scheduling_event_id: int) -> int:
     return scheduling_event_id
 
 
-def reset_point(tx: Tx, run_id: str, step: int) -> int | None:
-    """The event a reset goes back to for DBOS's ``fork --step N``: the last workflow task
-    completed before step ``step`` (the task that gave its command), so the new run runs that
-    step and every later one again. None when there is none (the fork then starts from the
-    first workflow task)."""
-    row = tx.one(
-        "SELECT MAX(event_id) FROM history WHERE run_id = %s AND event_type = %s AND event_id < %s",
-        (run_id, et.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, step),
-    )
-    return int(row[0]) if row is not None and row[0] is not None else None
-
-
 _STARTS: dict[int, Any] = {
     E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: lambda a: a.activity_type.name,
     E.EVENT_TYPE_TIMER_STARTED: lambda a: "sleep",
