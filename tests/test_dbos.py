@@ -197,7 +197,7 @@ async def test_dbos_resume_of_a_stuck_run(client: Client, dbos: DBOSClient) -> N
     assert done.executor_id != ghost  # the live worker took it over
 
 
-async def test_dbos_resume_of_closed_run_and_fork_are_refused(
+async def test_dbos_resume_of_closed_run_is_refused(
     client: Client, dbos: DBOSClient
 ) -> None:
     tq = f"tq-{uuid.uuid4().hex[:8]}"
@@ -208,8 +208,6 @@ async def test_dbos_resume_of_closed_run_and_fork_are_refused(
     await wait_status(dbos, client.namespace, h.id, h.result_run_id or "", "CANCELLED")
     with pytest.raises(Exception, match="closed Temporal run"):
         await asyncio.to_thread(dbos.resume_workflow, wid)
-    with pytest.raises(Exception, match="Temporal reset"):
-        await asyncio.to_thread(dbos.fork_workflow, wid, 1)
     assert (await h.describe()).status == WorkflowExecutionStatus.TERMINATED
 
 

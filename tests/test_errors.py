@@ -204,14 +204,16 @@ async def test_unexpected_exception_is_internal_with_one_line(
     from temporalio.bridge.client import RpcCall
 
     bridge = await client.service_client._connected_client()  # type: ignore[attr-defined]
-    call = RpcCall("list_workflow_executions", b"\xff\xff\xff not a protobuf", False, {}, None)
+    # The workflow service refuses undecodable bytes as INVALID_ARGUMENT before any handler
+    # (the frontend limits); the operator service decodes in its handler, where it is a fault.
+    call = RpcCall("list_search_attributes", b"\xff\xff\xff not a protobuf", False, {}, None)
     with caplog.at_level(logging.ERROR, logger="dbosify"):
         with pytest.raises(Exception) as info:
-            await bridge._ref.call_workflow_service(call)
+            await bridge._ref.call_operator_service(call)
     err = info.value
     assert type(err).__name__ == "RPCError" and type(err).__module__.startswith("dbosify")
     status, message, _details = err.args
     assert status == RPCStatusCode.INTERNAL
-    assert "\n" not in message and "list_workflow_executions" in message
+    assert "\n" not in message and "list_search_attributes" in message
     assert any(r.exc_info for r in caplog.records if r.name == "dbosify")
     assert (await client.count_workflows()).count == 0  # the client still works

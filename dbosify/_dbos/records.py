@@ -166,7 +166,7 @@ def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
     now = _ms()
     tx.execute(
         f"UPDATE {table(tx, 'workflow_status')} SET status = %s, completed_at = %s, updated_at = %s,"
-        " owner_xid = NULL, queue_name = NULL WHERE workflow_uuid = %s",
+        " owner_xid = NULL WHERE workflow_uuid = %s",  # the queue name is kept, as DBOS does
         (DBOS_STATUS[status], now, now, uuid),
     )
     tx.execute(

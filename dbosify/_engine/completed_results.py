@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.history.v1 import message_pb2 as hist
 
+from dbosify._dbos import records
 from dbosify._engine import history as h
+from dbosify._store import dbos_ids as ids
 
 if TYPE_CHECKING:
     from temporalio.api.common.v1 import message_pb2 as common
@@ -62,6 +65,7 @@ class Completed:
     scheduled_event_id: int
     started: bytes
     completed: bytes
+    output: str  # the result as the run's DBOS step output (`_dbos.steps`)
 
 
 def build(
@@ -79,8 +83,10 @@ def build(
     if payload is not None:
         attrs.result.CopyFrom(payload)
     h.set_attrs(done, et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, attrs)
+    first = payload.payloads[0] if payload is not None and payload.payloads else None
     return Completed(
-        run_id, seq, attempt, scheduled_event_id, started.SerializeToString(), done.SerializeToString()
+        run_id, seq, attempt, scheduled_event_id, started.SerializeToString(), done.SerializeToString(),
+        json.dumps(records.payload_json(first) if first is not None else None),
     )
 
 
@@ -109,13 +115,22 @@ def varint_field_sql(expr: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def statement(schema: str) -> str:
-    """The statement for ``schema`` (a namespace's Postgres schema, quoted here)."""
+def statement(schema: str, steps_table: str | None = None) -> str:
+    """The statement for ``schema`` (a namespace's Postgres schema, quoted here); with
+    ``steps_table`` (DBOS's `operation_outputs`), it completes each attempt's DBOS step too
+    (`_dbos.steps`: the step's `function_id` is the scheduled event's id)."""
     s = f'"{schema}"'
+    op = (
+        f" op AS (UPDATE {steps_table} o SET output = ids.output, completed_at_epoch_ms ="
+        "  (extract(epoch FROM clock_timestamp()) * 1000)::bigint FROM ids JOIN u ON u.run_id = ids.run_id"
+        "  WHERE o.workflow_uuid = %s || replace(replace(u.workflow_id, '%%', '%%25'), '/', '%%2F')"
+        "   || '/' || ids.run_id AND o.function_id = ids.sched),"
+        if steps_table else ""
+    )
     return (
         "WITH k AS MATERIALIZED (SELECT DISTINCT ON (run_id, seq, attempt) * FROM unnest(%s::text[],"
-        "  %s::int[], %s::int[], %s::bigint[], %s::bytea[], %s::bytea[])"
-        "  AS k(run_id, seq, attempt, sched, started, completed)),"
+        "  %s::int[], %s::int[], %s::bigint[], %s::bytea[], %s::bytea[], %s::text[])"
+        "  AS k(run_id, seq, attempt, sched, started, completed, output)),"
         # The runs first, in a fixed order (drivers lock a run before its tasks), then the attempts.
         f" e AS MATERIALIZED (SELECT run_id FROM {s}.executions WHERE run_id = ANY(%s)"
         "  ORDER BY run_id FOR UPDATE),"
@@ -136,7 +151,7 @@ def statement(schema: str) -> str:
         f"   sum(octet_length(started) + octet_length(completed) + {2 * _ID_BYTES}) AS size"
         "   FROM live GROUP BY run_id) n WHERE x.run_id = n.run_id"
         "  RETURNING x.run_id, x.next_event_id - n.n AS first, x.owner IS NULL AND x.status = 1"
-        "   AS unowned, x.task_queue),"
+        "   AS unowned, x.task_queue, x.workflow_id),"
         " ids AS MATERIALIZED (SELECT l.*, u.first + l.off AS eid FROM live l JOIN u ON u.run_id = l.run_id),"
         f" ins AS (INSERT INTO {s}.history (run_id, event_id, event_type, seq, dedup, event)"
         f"  SELECT run_id, eid, {et.EVENT_TYPE_ACTIVITY_TASK_STARTED}, NULL, 'act-start:' || seq,"
@@ -144,6 +159,7 @@ def statement(schema: str) -> str:
         f"  UNION ALL SELECT run_id, eid + 1, {et.EVENT_TYPE_ACTIVITY_TASK_COMPLETED}, seq,"
         f"   'act-done:' || seq, completed || {varint_field_sql('eid + 1')} FROM ids),"
         f" del AS (DELETE FROM {s}.activity_tasks t USING ids WHERE t.run_id = ids.run_id AND t.seq = ids.seq),"
+        f"{op}"
         # The wake-ups for other processes: the run's driver, history long-polls, and the claim
         # loops of its queue when no worker holds it.
         " keys AS (SELECT 'run:' || run_id AS key FROM u UNION SELECT 'hist:' || run_id FROM u"
@@ -158,11 +174,26 @@ def statement(schema: str) -> str:
     )
 
 
-def params(items: Sequence[Completed], channel: str) -> tuple[Any, ...]:
+def params(items: Sequence[Completed], channel: str, steps_prefix: str | None = None) -> tuple[Any, ...]:
+    """The statement's values; ``steps_prefix``: the namespace's part of DBOS IDs plus ``/``
+    when the statement completes DBOS steps."""
     return (
         [i.run_id for i in items], [i.seq for i in items], [i.attempt for i in items],
         [i.scheduled_event_id for i in items], [i.started for i in items],
-        [i.completed for i in items], sorted({i.run_id for i in items}), channel,
+        [i.completed for i in items], [i.output for i in items], sorted({i.run_id for i in items}),
+        *([steps_prefix] if steps_prefix is not None else []), channel,
+    )
+
+
+def statement_for(store: Store, namespace: str, items: Sequence[Completed]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and its values for ``namespace``."""
+    channel = store.ident(namespace)
+    if not store.dbos_on(namespace):
+        return statement(channel), params(items, channel)
+    dbos_schema = store.dbos_schema_of(namespace)
+    return (
+        statement(channel, f'"{dbos_schema}".operation_outputs'),
+        params(items, channel, f"{ids.quote(namespace)}/"),
     )
 
 
@@ -192,8 +223,7 @@ def verdicts(items: Sequence[Completed], rows: Sequence[Sequence[Any]]) -> tuple
 
 def record_in(tx: Tx, items: Sequence[Completed]) -> list[bool | None]:
     """The statement inside ``tx`` (the general path's transaction, on Postgres)."""
-    channel = tx.store.ident(tx.namespace)
-    rows = tx.all(statement(channel), params(items, channel))
+    rows = tx.all(*statement_for(tx.store, tx.namespace, items))
     out, keys = verdicts(items, rows)
     for key in keys:
         tx.notify(key)
@@ -249,8 +279,7 @@ class DirectWriter:
             batch, self._pending = self._pending, []
             items = [b[0] for b in batch]
             try:
-                channel = self.store.ident(self.ns)
-                rows = await self.pool.fetch(statement(channel), params(items, channel))
+                rows = await self.pool.fetch(*statement_for(self.store, self.ns, items))
                 values, keys = verdicts(items, rows)
             except Exception as err:
                 logger.debug("dbosify: direct result write failed (%s); the general path records them", err)

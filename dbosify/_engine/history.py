@@ -210,7 +210,7 @@ def append(
         row = tx.one(
             "UPDATE executions SET next_event_id = next_event_id + 1, dormant = 0,"
             " history_size_bytes = history_size_bytes + %s WHERE run_id = %s"
-            " RETURNING next_event_id - 1, owner IS NULL AND status = 1, task_queue",
+            " RETURNING next_event_id - 1, owner IS NULL AND status = 1, task_queue, workflow_id",
             (size, run_id),
         )
         if row is not None and row[1]:
@@ -219,7 +219,7 @@ def append(
         row = tx.one(
             "UPDATE executions SET next_event_id = next_event_id + 1,"
             " history_size_bytes = history_size_bytes + %s WHERE run_id = %s"
-            " RETURNING next_event_id - 1",
+            " RETURNING next_event_id - 1, NULL, NULL, workflow_id",
             (size, run_id),
         )
     if row is None:
@@ -235,6 +235,8 @@ def append(
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (run_id, event_id, event_type, seq, dedup, event.SerializeToString()),
     )
+    if event_type in steps.WATCHED:  # the run's DBOS steps, in this transaction
+        steps.on_event(tx, run_id, str(row[3]), event_id, event_type, attrs, seq)
     tx.notify(f"run:{run_id}")  # the run's driver
     tx.notify(f"hist:{run_id}")  # history long-polls
     return event_id
@@ -254,3 +256,6 @@ def attrs_of(event: hist.HistoryEvent) -> Any:
 
 def execution(run: Run) -> common.WorkflowExecution:
     return common.WorkflowExecution(workflow_id=run.workflow_id, run_id=run.run_id)
+
+
+from dbosify._dbos import steps  # noqa: E402  (it reads this module's names)

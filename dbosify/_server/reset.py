@@ -345,9 +345,11 @@ def reset_run(
     identity: str = "",
     exclude: Iterable[int] = (),
     post_reset_operations: Sequence[wf_pb.PostResetOperation] = (),
+    new_run_id: str | None = None,
 ) -> str:
     """Reset a run (``run_id``, else the workflow's current run) to the workflow task that
-    finished at ``finish_event_id``; returns the new run's id. See the module's docstring."""
+    finished at ``finish_event_id``; returns the new run's id (``new_run_id`` when given). See
+    the module's docstring."""
     base = h.find_run(tx, workflow_id, run_id or None, lock=True)
     if base is None:
         if run_id:
@@ -369,7 +371,7 @@ def reset_run(
         attrs = hist.WorkflowExecutionTerminatedEventAttributes(reason=reason, identity=IDENTITY_RESETTER)
         _runs.close_run(tx, current, h.TERMINATED, E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED, attrs)
     now = tx.store.clock.now()
-    new_id = h.new_run_id()
+    new_id = new_run_id or h.new_run_id()
     started = events[0][0].workflow_execution_started_event_attributes
     _insert_run(tx, base, new_id, started, request_id, now)
     _copy_history(tx, base, new_id, cut)

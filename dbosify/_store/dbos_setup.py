@@ -9,9 +9,13 @@ run's rows and its DBOS row.
 They are created by DBOS's public ``DBOS.migrate`` once per dbos release, under a lock; a
 marker (the dbos version and `ENVELOPE_VERSION`) says whether that is done, so a process that
 finds it current runs no DDL. Then our triggers on `workflow_status`:
-- a DBOS cancel or resume of a run (status set to CANCELLED or ENQUEUED by anyone but us) wakes
-  the workers of its task queue (key ``dbos:<task queue>``): Postgres NOTIFY, SQLite `notices`;
-- a resume of a closed run, and a fork, are refused with a message that says why.
+- a DBOS cancel or resume of a run (status set to CANCELLED or ENQUEUED by anyone but us), a
+  fork (a new row ``forked_from`` a run) and a delete wake the workers of its task queue (key
+  ``dbos:<queue name>``): Postgres NOTIFY, SQLite `notices`; a delete is also recorded in
+  `DELETES`, as the row is gone;
+- the queue name stays the run's, whatever DBOS's verbs set it to (a resume sets DBOS's
+  internal queue, a cancel NULL), so every later verb reaches the run's workers;
+- a resume of a closed run is refused with a message that says why.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from dbosify._dbos import inbound_triggers as inbound
 from dbosify._store import dbos_ids as ids
 from dbosify._store import dbos_requote as requote
 
@@ -30,15 +35,15 @@ logger = logging.getLogger("dbosify")
 
 # Our triggers; bump when they change. 2: DBOS IDs quote `%` and `/` in each part (`ids`), the
 # command trigger matches the exact namespace, and rows written before are renamed (`requote`).
-ENVELOPE_VERSION = 2
+# 3: DBOS's send and enqueue reach Temporal runs (`inbound`).
+# 4: the queue name is kept through DBOS's verbs, forks are resets, deletes are carried out.
+ENVELOPE_VERSION = 4
 SETUP_WAIT_SECONDS = 120.0
 APP = "dbosify"
 MARKER_KEY = "dbos"
 
 _REFUSE_RESUME = "a closed Temporal run cannot run again; start a new run instead"
-_REFUSE_FORK = (
-    "DBOS fork of a Temporal run maps to a Temporal reset, which dbosify does not support yet"
-)
+DELETES = "dbosify_deletes"  # DBOS deletes of runs, for a worker to carry out (`commands`)
 
 
 def marker() -> str:
@@ -85,7 +90,7 @@ def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str, own: bool = Fal
             return
         logger.info("dbosify: setting up DBOS's system tables in schema %s", schema)
         _migrate(pg_url, schema)
-        for stmt in _pg_triggers(catalog, schema, own):
+        for stmt in _pg_triggers(catalog, schema, own) + inbound.pg_triggers(catalog, schema):
             conn.execute(stmt)
         if before is not None and before.endswith("/1") and not own:
             requote.pg_shared(conn, catalog, schema)
@@ -122,49 +127,94 @@ def _pg_marker(conn: Any, catalog: str, key: str = MARKER_KEY) -> str | None:
 
 def _pg_triggers(catalog: str, schema: str, own: bool) -> list[str]:
     ws = f'"{schema}".workflow_status'
-    # The namespace's NOTIFY channel is its schema: the table's own schema when it is the
+    # The namespace's NOTIFY channel is its schema: the DBOS tables' own schema when it is the
     # namespace's, else the catalog's entry for the exact name in the ID's first part.
-    name = ids.sql_unquote("split_part(NEW.workflow_uuid, '/', 1)")
+    name = ids.sql_unquote("split_part(uuid, '/', 1)")
     find = (
-        "channel := TG_TABLE_SCHEMA;" if own
+        f"channel := '{schema}';" if own
         else f'SELECT ident INTO channel FROM "{catalog}".namespaces WHERE name = {name};'
     )
-    return [
-        f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_command() RETURNS trigger
+    # Wakes the workers of a run's task queue: key `dbos:<queue_name>` on the namespace's channel.
+    wake = f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_wake(uuid TEXT, queue TEXT) RETURNS void
         LANGUAGE plpgsql AS $$
         DECLARE channel TEXT;
         BEGIN
-            IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NULL; END IF;
             {find}
             IF channel IS NOT NULL THEN
-                PERFORM pg_notify(channel, 'dbos:' || COALESCE(OLD.queue_name, NEW.queue_name, ''));
+                PERFORM pg_notify(channel, 'dbos:' || COALESCE(queue, ''));
             END IF;
+        END $$"""
+    ours = f"NEW.application_name = '{APP}'"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {_pg_deletes(schema)} (workflow_uuid TEXT PRIMARY KEY)",
+        wake,
+        f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_command() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NULL; END IF;
+            PERFORM "{schema}".dbosify_wake(COALESCE(NEW.forked_from, NEW.workflow_uuid), NEW.queue_name);
             RETURN NULL;
         END $$""",
         f"DROP TRIGGER IF EXISTS dbosify_command ON {ws}",
+        # A cancel, a resume (of an ENQUEUED run too: a dormant one), a fork (its new row).
         f"""CREATE TRIGGER dbosify_command AFTER UPDATE OF status ON {ws} FOR EACH ROW
-        WHEN (NEW.application_name = '{APP}' AND NEW.status IN ('CANCELLED', 'ENQUEUED')
-              AND OLD.status IS DISTINCT FROM NEW.status)
+        WHEN ({ours} AND NEW.status IN ('CANCELLED', 'ENQUEUED'))
         EXECUTE FUNCTION "{schema}".dbosify_command()""",
+        f"DROP TRIGGER IF EXISTS dbosify_fork ON {ws}",
+        f"""CREATE TRIGGER dbosify_fork AFTER INSERT ON {ws} FOR EACH ROW
+        WHEN ({ours} AND NEW.forked_from IS NOT NULL)
+        EXECUTE FUNCTION "{schema}".dbosify_command()""",
+        # The queue is the run's: DBOS's cancel (NULL) and resume or fork
+        # (`_dbos_internal_queue`) do not move it, so later verbs reach the run's workers too.
+        f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_keep_queue() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                SELECT queue_name INTO NEW.queue_name FROM {ws} WHERE workflow_uuid = NEW.forked_from;
+            ELSIF OLD.queue_name IS NOT NULL THEN
+                NEW.queue_name := OLD.queue_name;
+            END IF;
+            RETURN NEW;
+        END $$""",
+        f"DROP TRIGGER IF EXISTS dbosify_keep_queue ON {ws}",
+        f"""CREATE TRIGGER dbosify_keep_queue BEFORE UPDATE OF queue_name ON {ws} FOR EACH ROW
+        WHEN ({ours} AND NEW.forked_from IS NULL AND NEW.queue_name IS DISTINCT FROM OLD.queue_name)
+        EXECUTE FUNCTION "{schema}".dbosify_keep_queue()""",
+        f"DROP TRIGGER IF EXISTS dbosify_fork_queue ON {ws}",
+        f"""CREATE TRIGGER dbosify_fork_queue BEFORE INSERT ON {ws} FOR EACH ROW
+        WHEN ({ours} AND NEW.forked_from IS NOT NULL)
+        EXECUTE FUNCTION "{schema}".dbosify_keep_queue()""",
+        # A DBOS delete of a run: recorded for a worker, which deletes the run (Temporal's delete).
+        f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_delete() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_setting('dbosify.writer', true) = 'on' THEN RETURN OLD; END IF;
+            INSERT INTO {_pg_deletes(schema)} (workflow_uuid) VALUES (OLD.workflow_uuid)
+                ON CONFLICT DO NOTHING;
+            PERFORM "{schema}".dbosify_wake(OLD.workflow_uuid, OLD.queue_name);
+            RETURN OLD;
+        END $$""",
+        f"DROP TRIGGER IF EXISTS dbosify_delete ON {ws}",
+        f"""CREATE TRIGGER dbosify_delete BEFORE DELETE ON {ws} FOR EACH ROW
+        WHEN (OLD.application_name = '{APP}' AND OLD.forked_from IS NULL)
+        EXECUTE FUNCTION "{schema}".dbosify_delete()""",
         f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_refuse() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
             IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NEW; END IF;
-            IF TG_OP = 'INSERT' THEN
-                RAISE EXCEPTION 'dbosify: {_REFUSE_FORK} (%)', NEW.forked_from;
-            END IF;
             RAISE EXCEPTION 'dbosify: % is %: {_REFUSE_RESUME}', NEW.workflow_uuid, OLD.status;
         END $$""",
         f"DROP TRIGGER IF EXISTS dbosify_refuse_resume ON {ws}",
         f"""CREATE TRIGGER dbosify_refuse_resume BEFORE UPDATE OF status ON {ws} FOR EACH ROW
-        WHEN (NEW.application_name = '{APP}' AND NEW.status = 'ENQUEUED'
+        WHEN ({ours} AND NEW.status = 'ENQUEUED'
               AND OLD.status IN ('SUCCESS', 'ERROR', 'CANCELLED'))
         EXECUTE FUNCTION "{schema}".dbosify_refuse()""",
         f"DROP TRIGGER IF EXISTS dbosify_refuse_fork ON {ws}",
-        f"""CREATE TRIGGER dbosify_refuse_fork BEFORE INSERT ON {ws} FOR EACH ROW
-        WHEN (NEW.application_name = '{APP}' AND NEW.forked_from IS NOT NULL)
-        EXECUTE FUNCTION "{schema}".dbosify_refuse()""",
     ]
+
+
+def _pg_deletes(schema: str) -> str:
+    return f'"{schema}".{DELETES}'
 
 
 # -- SQLite -----------------------------------------------------------------------------------
@@ -183,7 +233,7 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
     _migrate(f"sqlite:///{path}", None)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for stmt in _SQLITE_TRIGGERS:
+        for stmt in _SQLITE_TRIGGERS + inbound.SQLITE_TRIGGERS:
             conn.execute(stmt)
         if row is not None and str(row[0]).endswith("/1"):
             requote.sqlite_file(conn, namespace)
@@ -201,14 +251,38 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
         raise
 
 
+_SQLITE_WAKE = "INSERT INTO notices (origin, key) VALUES ('dbos', 'dbos:' || COALESCE({q}, ''))"
 _SQLITE_TRIGGERS = [
+    f"CREATE TABLE IF NOT EXISTS {DELETES} (workflow_uuid TEXT PRIMARY KEY)",
     "DROP TRIGGER IF EXISTS dbosify_command",
+    # Our own writes fire it too (SQLite has no session setting to tell them apart); the
+    # workers then find nothing to do.
     f"""CREATE TRIGGER dbosify_command AFTER UPDATE OF status ON workflow_status
     WHEN NEW.application_name = '{APP}' AND NEW.status IN ('CANCELLED', 'ENQUEUED')
-         AND OLD.status IS NOT NEW.status
+    BEGIN {_SQLITE_WAKE.format(q="OLD.queue_name")}; END""",
+    "DROP TRIGGER IF EXISTS dbosify_keep_queue",
+    f"""CREATE TRIGGER dbosify_keep_queue AFTER UPDATE OF queue_name ON workflow_status
+    WHEN NEW.application_name = '{APP}' AND NEW.forked_from IS NULL
+         AND OLD.queue_name IS NOT NULL AND NEW.queue_name IS NOT OLD.queue_name
     BEGIN
-        INSERT INTO notices (origin, key)
-        VALUES ('dbos', 'dbos:' || COALESCE(OLD.queue_name, NEW.queue_name, ''));
+        UPDATE workflow_status SET queue_name = OLD.queue_name
+        WHERE workflow_uuid = NEW.workflow_uuid;
+    END""",
+    "DROP TRIGGER IF EXISTS dbosify_fork",
+    f"""CREATE TRIGGER dbosify_fork AFTER INSERT ON workflow_status
+    WHEN NEW.application_name = '{APP}' AND NEW.forked_from IS NOT NULL
+    BEGIN
+        UPDATE workflow_status SET queue_name = (
+            SELECT queue_name FROM workflow_status WHERE workflow_uuid = NEW.forked_from)
+        WHERE workflow_uuid = NEW.workflow_uuid;
+        {_SQLITE_WAKE.format(q="(SELECT queue_name FROM workflow_status WHERE workflow_uuid = NEW.forked_from)")};
+    END""",
+    "DROP TRIGGER IF EXISTS dbosify_delete",
+    f"""CREATE TRIGGER dbosify_delete BEFORE DELETE ON workflow_status
+    WHEN OLD.application_name = '{APP}' AND OLD.forked_from IS NULL
+    BEGIN
+        INSERT OR IGNORE INTO {DELETES} (workflow_uuid) VALUES (OLD.workflow_uuid);
+        {_SQLITE_WAKE.format(q="OLD.queue_name")};
     END""",
     "DROP TRIGGER IF EXISTS dbosify_refuse_resume",
     f"""CREATE TRIGGER dbosify_refuse_resume BEFORE UPDATE OF status ON workflow_status
@@ -216,7 +290,4 @@ _SQLITE_TRIGGERS = [
          AND OLD.status IN ('SUCCESS', 'ERROR', 'CANCELLED')
     BEGIN SELECT RAISE(ABORT, 'dbosify: {_REFUSE_RESUME}'); END""",
     "DROP TRIGGER IF EXISTS dbosify_refuse_fork",
-    f"""CREATE TRIGGER dbosify_refuse_fork BEFORE INSERT ON workflow_status
-    WHEN NEW.application_name = '{APP}' AND NEW.forked_from IS NOT NULL
-    BEGIN SELECT RAISE(ABORT, 'dbosify: {_REFUSE_FORK}'); END""",
 ]

@@ -38,6 +38,7 @@ class Store(Protocol):
     is_sqlite: bool
     origin: str
     notices_written: int
+    pg_connect_timeout: int
     hub: Hub
 
     @property
@@ -144,7 +145,7 @@ class PgListener:
         backoff = 0.1
         while not store.closed:
             try:
-                conn = psycopg.connect(store.pg_url, autocommit=True, connect_timeout=10)
+                conn = psycopg.connect(store.pg_url, autocommit=True, connect_timeout=store.pg_connect_timeout)
             except Exception:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

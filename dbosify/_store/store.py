@@ -221,12 +221,21 @@ class Store:
         )
         # Ours after the user's own (URL `options`, else PGOPTIONS), which a keyword would replace.
         self._pg_options = PG_SESSION_OPTIONS
+        # libpq's connect_timeout, 10 s unless the URL (or PGCONNECT_TIMEOUT) sets it.
+        self.pg_connect_timeout = 10
         if self._pg_url:
             from psycopg.conninfo import conninfo_to_dict
 
-            given = conninfo_to_dict(self._pg_url).get("options") or os.environ.get("PGOPTIONS")
+            given_info = conninfo_to_dict(self._pg_url)
+            given = given_info.get("options") or os.environ.get("PGOPTIONS")
             if given:
                 self._pg_options = f"{given} {PG_SESSION_OPTIONS}"
+            timeout = given_info.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT")
+            if timeout is not None:
+                try:
+                    self.pg_connect_timeout = max(2, int(str(timeout)))  # libpq's own minimum
+                except ValueError:
+                    raise StoreError(f"connect_timeout must be a whole number of seconds, not {timeout!r}") from None
         # Operators (and the crash tests) can tell which process holds a session.
         self._pg_app_name: dict[str, Any] = (
             {} if "application_name" in self._pg_url else {"application_name": f"dbosify:{os.getpid()}"}
@@ -296,7 +305,7 @@ class Store:
             return namespaces.sqlite_names(self._sqlite_dir)
         import psycopg
 
-        with psycopg.connect(self._pg_url, connect_timeout=10, autocommit=True) as conn:
+        with psycopg.connect(self._pg_url, connect_timeout=self.pg_connect_timeout, autocommit=True) as conn:
             return namespaces.pg_names(conn, self.server)
 
     def check(self) -> None:
@@ -306,11 +315,13 @@ class Store:
                 files.private_dir(self._sqlite_dir)
             except OSError as err:
                 raise StoreError(f"cannot create the SQLite directory {self._sqlite_dir}: {err}") from err
+            if not os.access(self._sqlite_dir, os.W_OK | os.X_OK):
+                raise StoreError(f"the SQLite directory {self._sqlite_dir} is not writable")
             return
         import psycopg
 
         try:
-            conn = psycopg.connect(self._pg_url, connect_timeout=10, autocommit=True)
+            conn = psycopg.connect(self._pg_url, connect_timeout=self.pg_connect_timeout, autocommit=True)
         except Exception as err:  # psycopg raises many kinds
             database = urlsplit(self._pg_url).path.lstrip("/") or "(default)"
             raise self._pg_failure("cannot connect to", f"(database {database})", err) from None
@@ -328,7 +339,7 @@ class Store:
         """What our Postgres sessions connect with (for a connection made elsewhere, such as an
         asynchronous one on a worker's event loop)."""
         return {
-            "conninfo": self._pg_url, "connect_timeout": 10, "options": self._pg_options,
+            "conninfo": self._pg_url, "connect_timeout": self.pg_connect_timeout, "options": self._pg_options,
             "prepare_threshold": _pg_prepare_threshold(), **self._pg_app_name,
         }
 
@@ -679,7 +690,7 @@ class Store:
             return
         import psycopg
 
-        with psycopg.connect(self._pg_url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(self._pg_url, autocommit=True, connect_timeout=self.pg_connect_timeout) as conn:
             rows = conn.execute(
                 "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
                 (namespaces.prefix(self.server).replace("_", "\\_") + "%",),

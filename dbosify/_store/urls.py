@@ -51,7 +51,7 @@ def mask_url(url: str) -> str:
     """The URL (or any text meant as one) with its password replaced by ``***``.
 
     Errs on the side of hiding: see `_userinfo_end`; the value of a ``password=`` parameter
-    goes too.
+    goes too. The one masking function: every message and log line that shows a URL uses it.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -64,18 +64,45 @@ def mask_url(url: str) -> str:
     return scheme + sep + _PASSWORD_PARAM.sub(r"\g<1>***", rest)
 
 
+def url_secrets(url: str) -> list[str]:
+    """The passwords ``url`` holds, as written and percent-decoded: what `mask_url` hides, for
+    scrubbing them from text that quotes them some other way (a driver's message)."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep:
+        rest = url
+    found: list[str] = []
+    at = _userinfo_end(rest)
+    if at >= 0:
+        _user, colon, password = rest[:at].partition(":")
+        if colon:
+            found.append(password)
+    for m in _PASSWORD_PARAM.finditer(rest):
+        found.append(m.group(2).strip("'"))
+    return sorted({v for s in found for v in (s, unquote(s)) if v}, key=len, reverse=True)
+
+
+# What a '/', '?' or '#' is followed by in a real path or query (a ``key=``), rather than in a
+# password written without percent-encoding.
+_QUERYISH = re.compile(r"[?&][^=&@/]*=")
+_PLAIN_HOSTS = re.compile(r"(?:\[[^\]]*\]|[^:@,\[\]]*)(?::\d*)?(?:,(?:\[[^\]]*\]|[^:@,\[\]]*)(?::\d*)?)*")
+
+
 def _userinfo_end(rest: str) -> int:
     """Where the user information of ``rest`` (a URL after its ``scheme://``) ends: its ``@``, or -1.
 
     Normally the last ``@`` before the first ``/``, ``?`` or ``#``. A password with one of those
-    unencoded puts its ``@`` later: a later ``@`` with a ``:`` before it counts too, unless
-    what lies between looks like a query parameter (has a ``=``).
+    unencoded puts its ``@`` later: the last ``@`` counts, unless the text before the first of
+    those characters is a plain ``host[:port]`` list (the ``@`` is in the path or the query),
+    or the user information ended earlier and a query parameter (``?key=``) comes between.
     """
     end = min((i for i in (rest.find(d) for d in "/?#") if i >= 0), default=len(rest))
-    later = rest.rfind("@")
-    if later > end and ":" in rest[:later] and "=" not in rest[end:later]:
-        return later
-    return rest.rfind("@", 0, end)
+    before = rest.rfind("@", 0, end)
+    last = rest.rfind("@")
+    if last < end:
+        return before
+    if before < 0:
+        return -1 if _PLAIN_HOSTS.fullmatch(rest[:end]) else last
+    return before if _QUERYISH.search(rest[end:last]) else last
 
 
 def default_sqlite_dir() -> Path:
@@ -186,10 +213,10 @@ def parse_url(url: str, source: str = "database URL") -> Target:
         raise _invalid(source, url, f"the scheme {scheme!r} is not supported")
     pg_url = "postgresql://" + rest
     at = _userinfo_end(rest)
-    if at >= 0 and any(d in rest[:at] for d in "/?#"):
+    if at >= 0 and any(d in rest[:at] for d in "/?#@"):
         raise _invalid(
-            source, url, "a '/', '?' or '#' in a user name or password must be percent-encoded"
-            " (%2F, %3F, %23)"
+            source, url, "a '/', '?', '#' or '@' in a user name or password must be"
+            " percent-encoded (%2F, %3F, %23, %40)"
         )
     hosts = re.split(r"[/?#]", rest[at + 1 :], maxsplit=1)[0]
     if any(c.isspace() for c in hosts):

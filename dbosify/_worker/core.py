@@ -22,6 +22,7 @@ from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
+from dbosify._dbos import inbound as dbos_inbound
 from dbosify._dbos import records
 from dbosify._engine import scheduler
 from dbosify._engine.liveness import RETRY_SET, owns_row
@@ -165,6 +166,7 @@ class WorkerCore(ActivitySide):
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
             if self.store.dbos_on(self.ns):
                 self._tasks.append(asyncio.create_task(self._dbos_commands_loop()))
+                self._tasks.append(asyncio.create_task(self._dbos_inbound_loop()))
             self._tasks.append(busy_task(self.store.clock, self._schedules_loop))
         if self.enable_activities:
             self._tasks.append(busy_task(self.store.clock, self._standalone_timeouts_loop))
@@ -509,6 +511,16 @@ class WorkerCore(ActivitySide):
             )
 
         await self._on_wake(f"dbos:{self.tq}", step, "carrying out DBOS commands")
+
+    async def _dbos_inbound_loop(self) -> None:
+        """Deliver DBOS's messages to this task queue's runs and start the runs enqueued on it
+        through DBOS (see _dbos/inbound.py)."""
+        await self._registered()
+
+        async def step() -> None:
+            await self.store.transact(self.ns, lambda tx: dbos_inbound.apply(tx, self.tq, self.identity))
+
+        await self._on_wake(dbos_inbound.wake_key(self.tq), step, "taking DBOS messages and starts")
 
     async def _schedules_loop(self) -> None:
         """Take the namespace's due schedule actions (any worker may: row locks decide who).

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from dbosify import __version__
+from dbosify.cli import failures
 
 SUMMARY = """\
 Run an unmodified Temporal Python app on dbosify (DBOS on Postgres/SQLite)
@@ -38,6 +39,8 @@ class _Root(click.Group):
 @click.group(cls=_Root, help=SUMMARY, no_args_is_help=True,
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="dbosify", message="%(prog)s %(version)s")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              callback=failures.set_debug, help=failures.DEBUG_HELP)
 def cli() -> None:
     pass
 
@@ -104,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if isinstance(code, int):
             return code
-        print(code, file=sys.stderr)
+        click.echo(f"Error: {failures.error_line(str(code))}", err=True)
         return 1
+    except Exception as exc:  # not a verb's own error: still one line (--debug: the traceback)
+        return failures.report(exc)
     return 0

@@ -18,6 +18,7 @@ import click
 
 from dbosify.cli import payloads
 from dbosify.cli.common import CliError, Conn, connect
+from dbosify.cli.output import echo, echo_json
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHandle
@@ -79,10 +80,10 @@ def _message(exc: BaseException) -> str:
 def _report(conn: Conn, verb: str, total: int, failed: list[dict[str, str]]) -> None:
     done = total - len(failed)
     if conn.json:
-        click.echo(payloads.dumps({"matched": total, "succeeded": done, "failed": failed}, indent=2))
+        echo_json(payloads.dumps({"matched": total, "succeeded": done, "failed": failed}, indent=2))
     else:
         click.echo(f"Batch {verb}: {done} of {total} workflow(s) succeeded")
         for f in failed:
-            click.echo(f"  failed {f['workflowId']} ({f['runId']}): {f['error']}")
+            echo(f"  failed {f['workflowId']} ({f['runId']}): {f['error']}")
     if failed:
         raise CliError(f"batch {verb}: {len(failed)} of {total} workflow(s) failed")

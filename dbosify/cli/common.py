@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from dbosify.cli import failures
+from dbosify.cli.output import echo, escape
+
 if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.converter import DataConverter
@@ -32,9 +35,18 @@ DEFAULT_TARGET = "localhost:7233"  # under the hook: DBOSIFY_DATABASE_URL, else 
 
 
 class CliError(click.ClickException):
-    """A failure reported in one line, ``Error: ...``, with exit code 1."""
+    """A failure reported in one line, ``Error: ...``, with exit code 1 (see `failures`);
+    with ``--debug``, the traceback of what caused it first."""
 
     exit_code = 1
+
+    def format_message(self) -> str:
+        return failures.error_line(self.message)
+
+    def show(self, file: Any = None) -> None:
+        if failures.debug():
+            failures.print_traceback(self.__cause__ or self)
+        super().show(file)
 
 
 @dataclass
@@ -87,13 +99,35 @@ async def connect(conn: Conn) -> Client:
     activate()
     from temporalio.client import Client
 
+    from dbosify._store.urls import mask_url, parse_url, resolve_url
+
+    failures.given_url(conn.address)
+    where = f"failed connecting to {mask_url(conn.address)!r}"
     converter = load_converter(conn.data_converter)
+    try:
+        target = parse_url(resolve_url(conn.address))
+    except ValueError as exc:  # an unusable target; the message says what is accepted
+        raise CliError(f"{where}: {exc}") from exc
+    failures.given_url(target.url, target.sqlite_dir)
+    if target.sqlite_dir is not None:
+        problem = failures.sqlite_problem(target.sqlite_dir)
+        if problem:
+            raise CliError(f"{where}: {problem}")
     try:
         return await Client.connect(
             conn.address, namespace=conn.namespace, data_converter=converter
         )
     except ValueError as exc:  # an unusable target; the message says what is accepted
-        raise CliError(f"failed connecting to {conn.address!r}: {exc}") from None
+        raise CliError(f"{where}: {exc}") from exc
+    except RuntimeError as exc:  # the database cannot be reached: the message says why
+        message = str(exc).removeprefix("Failed client connect: ")
+        raise CliError(f"{where}: {failures.with_sqlite_path(message)}") from exc
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=failures.set_debug,
+    help=failures.DEBUG_HELP,
+)
 
 
 def client_options(f: F) -> F:
@@ -113,6 +147,7 @@ def client_options(f: F) -> F:
         "--data-converter", metavar="MODULE:ATTR", default=None,
         help="A temporalio DataConverter (or a function returning one) to decode payloads.",
     )
+    @debug_option
     @functools.wraps(f)
     def wrapper(
         address: str, namespace: str, output: str, data_converter: str | None, **kwargs: Any
@@ -124,7 +159,7 @@ def client_options(f: F) -> F:
 
 
 def run(action: str, coro: Coroutine[Any, Any, T]) -> T:
-    """Run one verb's coroutine; a Temporal error becomes ``Error: <action>: <message>``."""
+    """Run one verb's coroutine; any failure becomes ``Error: <action>: <message>``."""
     from temporalio.client import RPCError
     from temporalio.service import RPCStatusCode
 
@@ -134,11 +169,13 @@ def run(action: str, coro: Coroutine[Any, Any, T]) -> T:
         message = exc.message
         if exc.status == RPCStatusCode.UNIMPLEMENTED:
             message = f"not supported by dbosify: {message}"
-        raise CliError(f"{action}: {message}") from None
-    except (CliError, click.exceptions.Exit, click.Abort):
+        raise CliError(f"{action}: {failures.with_sqlite_path(message)}") from exc
+    except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
     except KeyboardInterrupt:
         raise click.Abort() from None
+    except Exception as exc:  # a driver's or the SDK's: its first line, the traceback with --debug
+        raise CliError(f"{action}: {failures.with_sqlite_path(failures.one_line(exc))}") from exc
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -158,7 +195,8 @@ def status_name(status: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(c) for c in row] for row in rows]
+    """Rows under their headers, aligned; each cell's control characters escaped."""
+    cells = [[escape(str(c)) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     for line in [list(headers), *cells]:
         click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
@@ -171,7 +209,7 @@ def section(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
     shown = [(k, v) for k, v in pairs if v not in (None, "")]
     width = max((len(k) for k, _ in shown), default=0)
     for k, v in shown:
-        click.echo(f"  {k.ljust(width)}  {v}")
+        echo(f"  {k.ljust(width)}  {v}")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")

@@ -12,6 +12,7 @@ import json
 import click
 
 from dbosify.cli.common import Conn, client_options, connect, run, table
+from dbosify.cli.output import echo, echo_json
 
 
 def register(group: click.Group) -> None:
@@ -32,9 +33,9 @@ def create_cmd(conn: Conn, name: str | None) -> None:
         client = await connect(conn)
         await client.workflow_service.register_namespace(RegisterNamespaceRequest(namespace=target))
         if conn.json:
-            click.echo(json.dumps({"namespace": target, "registered": True}))
+            echo_json(json.dumps({"namespace": target, "registered": True}))
         else:
-            click.echo(f"Registered namespace {target}.")
+            echo(f"Registered namespace {target}.")
 
     run(f"failed registering namespace {target!r}", go())
 
@@ -51,7 +52,7 @@ def list_cmd(conn: Conn) -> None:
         resp = await client.workflow_service.list_namespaces(ListNamespacesRequest())
         names = [n.namespace_info.name for n in resp.namespaces]
         if conn.json:
-            click.echo(json.dumps([{"name": n, "state": "Registered"} for n in names], indent=2))
+            echo_json(json.dumps([{"name": n, "state": "Registered"} for n in names], indent=2))
         else:
             table(["Name", "State"], [[n, "Registered"] for n in names])
 

@@ -25,6 +25,7 @@ from dbosify.cli.common import (
     section,
     table,
 )
+from dbosify.cli.output import echo_json
 
 if TYPE_CHECKING:
     from temporalio.client import Schedule
@@ -55,7 +56,7 @@ def list_cmd(conn: Conn, query: str | None) -> None:
         client = await connect(conn)
         found = [s async for s in await client.list_schedules(query or None)]
         if conn.json:
-            click.echo(payloads.dumps(
+            echo_json(payloads.dumps(
                 [await payloads.decoded(s.raw_entry, client.data_converter) for s in found], indent=2))
             return
         rows = []
@@ -80,7 +81,7 @@ def describe_cmd(conn: Conn, schedule_id: str) -> None:
         client = await connect(conn)
         desc = await client.get_schedule_handle(schedule_id).describe()
         if conn.json:
-            click.echo(payloads.dumps(
+            echo_json(payloads.dumps(
                 await payloads.decoded(desc.raw_description, client.data_converter), indent=2))
             return
         sched, info = desc.schedule, desc.info
@@ -142,7 +143,7 @@ def create_cmd(conn: Conn, schedule_id: str, crons: tuple[str, ...], intervals: 
         await client.create_schedule(schedule_id, schedule)
 
     run("failed creating schedule", go())
-    click.echo(payloads.dumps({"scheduleId": schedule_id}) if conn.json else "Schedule created")
+    echo_json(payloads.dumps({"scheduleId": schedule_id}) if conn.json else "Schedule created")
 
 
 def _schedule(crons: tuple[str, ...], intervals: tuple[str, ...], time_zone: str | None,

@@ -19,6 +19,7 @@ from dbosify.cli.common import (
     status_name,
     table,
 )
+from dbosify.cli.output import echo, echo_json
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowExecution, WorkflowHandle
@@ -33,7 +34,7 @@ def register(group: click.Group) -> None:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(payloads.dumps(value, indent=2))
+    echo_json(payloads.dumps(value, indent=2))
 
 
 # -- list, count -------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def count_cmd(conn: Conn, query: str | None) -> None:
             return
         click.echo(f"Total: {counted.count}")
         for values, c in groups:
-            click.echo(f"  {', '.join(str(v) for v in values)}: {c}")
+            echo(f"  {', '.join(str(v) for v in values)}: {c}")
 
     run("failed counting workflows", go())
 
@@ -191,12 +192,12 @@ async def print_events(
         details = await payloads.event_details(event, client.data_converter)
         head = f"{event.event_id:>5}  {fmt_time(payloads.event_time(event))}  {payloads.event_type(event)}"
         if detailed:
-            click.echo(head)
+            echo(head)
             for line in payloads.dumps(details, indent=2).splitlines():
-                click.echo(f"         {line}")
+                echo(f"         {line}")
         else:
             text = payloads.dumps(details)
-            click.echo(f"{head:<72}  {text if len(text) <= 160 else text[:157] + '...'}")
+            echo(f"{head:<72}  {text if len(text) <= 160 else text[:157] + '...'}")
 
 
 @click.command("show")
@@ -212,7 +213,7 @@ def show_cmd(conn: Conn, workflow_id: str, run_id: str | None, follow: bool, det
         client, handle = await _handle(conn, workflow_id, run_id)
         if conn.json:
             history = await handle.fetch_history()
-            click.echo(history.to_json())
+            echo_json(history.to_json())
             return
         click.echo("Progress:")
         await print_events(handle, client, follow=follow, detailed=detailed)
@@ -344,4 +345,4 @@ def stack_cmd(
     if conn.json:
         _echo_json({"stackTrace": value})
     else:
-        click.echo(str(value).rstrip())
+        echo(str(value).rstrip(), lines=True)

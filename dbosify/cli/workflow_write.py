@@ -21,6 +21,7 @@ from dbosify.cli.common import (
     run,
     section,
 )
+from dbosify.cli.output import echo_json
 from dbosify.cli.workflow_read import RUN_ID, WORKFLOW_ID, outcome, print_events, print_outcome
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def start_cmd(conn: Conn, **opts: Any) -> None:
     _, handle = run("failed starting workflow", _start(conn, opts))
     info = _running(conn, handle, opts["wf_type"], opts["task_queue"])
     if conn.json:
-        click.echo(payloads.dumps(info, indent=2))
+        echo_json(payloads.dumps(info, indent=2))
     else:
         section("Running execution:", [(k[0].upper() + k[1:], v) for k, v in info.items()])
 
@@ -172,7 +173,7 @@ def _single_or_batch(
 
     run(action, one())
     if conn.json:
-        click.echo(payloads.dumps({"workflowId": t["workflow_id"], "runId": t["run_id"] or "",
+        echo_json(payloads.dumps({"workflowId": t["workflow_id"], "runId": t["run_id"] or "",
                                    "result": done}))
     else:
         click.echo(done)
@@ -224,19 +225,19 @@ def update_execute_cmd(conn: Conn, workflow_id: str, run_id: str | None, name: s
     uid = update_id or str(uuid.uuid4())
 
     async def go() -> Any:
+        from temporalio.client import WorkflowUpdateFailedError
+
         client = await connect(conn)
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        return await handle.execute_update(name, args=args, id=uid)
+        try:
+            return await handle.execute_update(name, args=args, id=uid)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            raise CliError(f"update failed: {getattr(cause, 'message', None) or cause}") from exc
 
-    from temporalio.client import WorkflowUpdateFailedError
-
-    try:
-        value = run("failed updating workflow", go())
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        raise CliError(f"update failed: {getattr(cause, 'message', None) or cause}") from None
+    value = run("failed updating workflow", go())
     if conn.json:
-        click.echo(payloads.dumps({"updateId": uid, "result": payloads.jsonable(value)}, indent=2))
+        echo_json(payloads.dumps({"updateId": uid, "result": payloads.jsonable(value)}, indent=2))
     else:
         section("Update result:", [("UpdateId", uid), ("Result", payloads.dumps(value))])
 
