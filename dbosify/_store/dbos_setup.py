@@ -27,8 +27,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dbosify._dbos import inbound_triggers as inbound
 from dbosify._store import dbos_ids as ids
+from dbosify._store import dbos_inbound_triggers as inbound
 from dbosify._store import dbos_requote as requote
 
 logger = logging.getLogger("dbosify")

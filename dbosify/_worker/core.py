@@ -22,7 +22,6 @@ from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
-from dbosify._dbos import inbound as dbos_inbound
 from dbosify._dbos import records
 from dbosify._engine import scheduler
 from dbosify._engine.liveness import RETRY_SET, owns_row
@@ -31,7 +30,7 @@ from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._store.threads import in_thread
-from dbosify._worker import dbos_commands, dormancy, eager, liveness
+from dbosify._worker import dbos_commands, dbos_inbound, dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 
-from dbosify._dbos import fork, records
+from dbosify._dbos import records
+from dbosify._engine import delete
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
 from dbosify._store import dbos_setup as setup
+from dbosify._worker import dbos_fork as fork
 
 logger = logging.getLogger("dbosify")
 
@@ -99,8 +101,6 @@ def _deletes(tx: Tx, identity: str) -> int:
         parts = ids.split(str(uuid))
         run = h.get_run(tx, parts[2], lock=True) if parts is not None else None
         if run is not None and parts is not None and run.workflow_id == parts[1]:
-            from dbosify._server import delete  # the server's module, imported when first needed
-
             logger.info("dbosify: run %s was deleted through DBOS; deleting it", run.run_id)
             delete.delete_run(tx, run.workflow_id, run.run_id, identity)
         tx.execute(f"DELETE FROM {deletes} WHERE workflow_uuid = %s", (uuid,))

@@ -1,4 +1,4 @@
-"""DBOS's fork of a run is a Temporal reset (`dbosify._server.reset.reset_run`).
+"""DBOS's fork of a run is a Temporal reset (`dbosify._engine.reset.reset_run`).
 
 ``dbos workflow fork <run's DBOS ID> --step N`` (`DBOSClient.fork_workflow`) inserts a new DBOS
 row ``forked_from`` the run; a trigger wakes the run's workers (`setup`), and one of them resets
@@ -34,6 +34,7 @@ from temporalio.api.enums.v1 import event_type_pb2 as et
 
 from dbosify._dbos import records
 from dbosify._engine import history as h
+from dbosify._engine import reset
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
@@ -127,8 +128,6 @@ def carry_out(tx: Tx, fork_uuid: str, source: str, identity: str) -> None:
             tx.execute(
                 f"DELETE FROM {records.table(tx, name)} WHERE workflow_uuid = %s", (fork_uuid,)
             )
-    from dbosify._server import reset  # the server's module, imported when first needed
-
     try:
         reset.reset_run(
             tx, workflow_id=workflow_id, run_id=run_id, finish_event_id=point,
