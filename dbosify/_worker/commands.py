@@ -1,6 +1,6 @@
 """Applying a workflow task's commands: one applier per command kind, in one transaction.
 
-The driver (`driver.RunDriver._apply`) opens the workflow task's transaction, records its
+The driver (`workflow_task.WorkflowTask._apply`) opens the workflow task's transaction, records its
 scheduled/started/completed events, then hands each command to the applier for its kind
 (`APPLIERS`). An applier appends the command's history events and performs its effect in that
 same transaction (schedule an activity task, start a child, signal or cancel another run, close
@@ -31,7 +31,7 @@ from dbosify._store import Tx
 from dbosify._worker import activations as A
 
 if TYPE_CHECKING:
-    from dbosify._worker.driver import RunDriver
+    from dbosify._worker.driver_base import DriverBase
 
 E = et
 
@@ -44,7 +44,7 @@ ACTIVITY_CANCEL_ABANDON = 2
 class Applying:
     """One workflow task's transaction, as each command's applier sees it."""
 
-    driver: RunDriver
+    driver: DriverBase
     tx: Tx
     run: h.Run
     wft_id: int  # the WorkflowTaskCompleted event's id
@@ -385,7 +385,7 @@ def _schedule_nexus_operation(a: Applying, cmd: wc.WorkflowCommand) -> None:
 
 
 def _apply_update_response(
-    d: RunDriver, tx: Tx, ur: wc.UpdateResponse, wft_id: int, ts: float, delivered: dict[str, upd_pb.Request]
+    d: DriverBase, tx: Tx, ur: wc.UpdateResponse, wft_id: int, ts: float, delivered: dict[str, upd_pb.Request]
 ) -> None:
     uid = ur.protocol_instance_id
     rid = d.run_id
@@ -421,7 +421,7 @@ def _apply_update_response(
     tx.notify(f"upd:{rid}:{uid}")
 
 def _start_child(
-    d: RunDriver, tx: Tx, run: h.Run, sc: wc.StartChildWorkflowExecution, wft_id: int, ts: float,
+    d: DriverBase, tx: Tx, run: h.Run, sc: wc.StartChildWorkflowExecution, wft_id: int, ts: float,
     meta: Any = None,
 ) -> None:
     rid = d.run_id
@@ -488,7 +488,7 @@ def _start_child(
     h.append(tx, rid, E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED, cs, seq=sc.seq, at=ts)
 
 def _signal_external(
-    d: RunDriver, tx: Tx, se: wc.SignalExternalWorkflowExecution, wft_id: int, ts: float
+    d: DriverBase, tx: Tx, se: wc.SignalExternalWorkflowExecution, wft_id: int, ts: float
 ) -> None:
     rid = d.run_id
     if se.HasField("child_workflow_id") or se.WhichOneof("target") == "child_workflow_id":
@@ -528,7 +528,7 @@ def _signal_external(
         )
 
 def _fail_or_retry(
-    d: RunDriver, tx: Tx, run: h.Run, failure: failure_pb.Failure, wft_id: int) -> None:
+    d: DriverBase, tx: Tx, run: h.Run, failure: failure_pb.Failure, wft_id: int) -> None:
     """Fail the run, or start its next attempt when the workflow has a retry policy."""
     first = h.load_events(tx, d.run_id, 0)[0][0].workflow_execution_started_event_attributes
     delay = (
@@ -567,7 +567,7 @@ def _fail_or_retry(
     )
 
 def _continue_as_new(
-    d: RunDriver, tx: Tx, run: h.Run, can: wc.ContinueAsNewWorkflowExecution, wft_id: int
+    d: DriverBase, tx: Tx, run: h.Run, can: wc.ContinueAsNewWorkflowExecution, wft_id: int
 ) -> None:
     first = h.load_events(tx, d.run_id, 0)[0][0].workflow_execution_started_event_attributes
     new_run_id = h.new_run_id()
