@@ -29,6 +29,7 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
 from dbosify import _runs
+from dbosify._metrics import engine as engine_metrics
 from dbosify._native import _core_logs as core_logs
 from dbosify._store import Tx
 from dbosify._store.clock import busy_task
@@ -156,7 +157,7 @@ class RunDriver:
         if run is None or not run.running:
             return None
         if self.gen is not None and (run.owner != self.owner or run.claim_gen != self.gen):
-            raise Fenced()
+            raise engine_metrics.fenced(Fenced())
         return run
 
     async def _close_if_timed_out(self, wait: float) -> bool:
