@@ -179,14 +179,30 @@ ACTIVITIES = [echo, slow]
 # --------------------------------------------------------------------------- processes
 
 
+def _metrics_runtime() -> Any:
+    """With BENCH_PROMETHEUS=1: a runtime exporting metrics on a Prometheus endpoint (a free
+    loopback port), to measure what metrics cost."""
+    if os.environ.get("BENCH_PROMETHEUS") != "1":
+        return None
+    import socket
+
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
+
+
 async def connect(target: str) -> Any:
     """``Client.connect``, retried for a while: a dev server may still be starting."""
     from temporalio.client import Client
 
     deadline = time.monotonic() + 60
+    runtime = _metrics_runtime()
     while True:
         try:
-            return await Client.connect(target)
+            return await Client.connect(target, runtime=runtime) if runtime else await Client.connect(target)
         except Exception:
             if time.monotonic() > deadline:
                 raise

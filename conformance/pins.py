@@ -26,6 +26,7 @@ TEST_REQUIREMENTS: tuple[str, ...] = (
     "pytest-xdist==3.8.0",
     "opentelemetry-api==1.45.2",
     "opentelemetry-sdk==1.45.2",
+    "opentelemetry-exporter-otlp-proto-grpc==1.45.2",  # upstream's dev dependency (opentelemetry.proto)
     "pydantic==2.14.4",
     "httpx==0.28.1",
     "grpcio==1.85.3",

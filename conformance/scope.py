@@ -20,18 +20,10 @@ OUT_OF_SCOPE_MODULES: dict[str, str] = {
     "tests.test_type_errors": "static typing: runs pyright through uv on test sources, not runtime behaviour",
 }
 
-_CORE_METRICS = "Core runtime metrics export: reads the Rust core's Prometheus/OTel/buffered metrics"
 _DEPLOYMENTS = "worker-deployment versioning: deployment versions, routing config, ramping on the server"
 
 # Single tests (classname, test name without parameters), with the reason.
 OUT_OF_SCOPE_TESTS: dict[tuple[str, str], str] = {
-    ("tests.test_runtime", "test_different_runtimes"): _CORE_METRICS,
-    ("tests.test_runtime", "test_prometheus_histogram_bucket_overrides"): _CORE_METRICS,
-    ("tests.test_runtime", "test_opentelemetry_histogram_bucket_overrides"): _CORE_METRICS,
-    ("tests.worker.test_workflow", "test_workflow_custom_metrics"): _CORE_METRICS,
-    ("tests.worker.test_workflow", "test_workflow_buffered_metrics"): _CORE_METRICS,
-    ("tests.worker.test_workflow", "test_workflow_metrics_other_types"): _CORE_METRICS,
-    ("tests.worker.test_worker", "test_can_run_autoscaling_polling_worker"): _CORE_METRICS,
     ("tests.worker.test_worker", "test_continue_as_new_with_ramping_version"): _DEPLOYMENTS,
     ("tests.worker.test_worker", "test_continue_as_new_with_version_upgrade"): _DEPLOYMENTS,
     ("tests.worker.test_worker", "test_worker_deployment_dynamic_workflow_with_auto_upgrade_versioning"): _DEPLOYMENTS,

@@ -66,10 +66,10 @@ def ensure(
     _run([python, "-m", "venv", str(venv)], "creating the venv")
     py = str(venv_python(venv))
     reqs = requirements()
-    log("installing: " + " ".join(reqs) + f" -e {REPO_ROOT}")
+    log("installing: " + " ".join(reqs) + f" -e {REPO_ROOT}[metrics]")
     _run(
         [py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q",
-         *reqs, "-e", str(REPO_ROOT)],
+         *reqs, "-e", f"{REPO_ROOT}[metrics]"],
         "installing the pinned test dependencies and this repo (editable)",
     )
     stamp.write_text(want + "\n")

@@ -166,7 +166,7 @@ def test_tsv_roundtrip(tmp_path: Path) -> None:
 def test_scope_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scope.classify("tests.nexus.test_workflow_caller", "test_x")[0] == "out-of-scope"
     assert scope.classify("tests.test_tls", "test_y", "passed")[0] == "out-of-scope"
-    assert scope.classify("tests.worker.test_workflow", "test_workflow_custom_metrics")[0] == "out-of-scope"
+    assert scope.classify("tests.worker.test_worker", "test_worker_deployment_ramp")[0] == "out-of-scope"
     assert scope.classify("tests.worker.test_workflow", "test_workflow_hello", "passed") == ("fail", "not yet")
     # A known failure names its COMPATIBILITY row, before the baseline's own reason.
     monkeypatch.setitem(scope.KNOWN_FAILURES, ("tests.a", "test_known"), "COMPAT: a documented gap")

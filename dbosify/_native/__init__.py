@@ -7,13 +7,8 @@ Each name here mirrors one the Rust extension exports (see its ``src/lib.rs``).
 
 from __future__ import annotations
 
-from dbosify._native import envconfig
-from dbosify._native._client import ClientRef, RPCError, connect_client
-from dbosify._native._runtime import (
-    BufferedLogEntry,
-    BufferedMetric,
-    BufferedMetricUpdate,
-    EphemeralServerRef,
+from dbosify._metrics.buffer import BufferedMetric, BufferedMetricUpdate
+from dbosify._metrics.meter import (
     MetricAttributesRef,
     MetricCounterRef,
     MetricGaugeFloatRef,
@@ -22,6 +17,12 @@ from dbosify._native._runtime import (
     MetricHistogramFloatRef,
     MetricHistogramRef,
     MetricMeterRef,
+)
+from dbosify._native import envconfig
+from dbosify._native._client import ClientRef, RPCError, connect_client
+from dbosify._native._runtime import (
+    BufferedLogEntry,
+    EphemeralServerRef,
     RuntimeRef,
     init_runtime,
     new_metric_meter,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dbosify._engine.errors import FAILED_PRECONDITION, INTERNAL, UNAVAILABLE, ServiceError
+from dbosify._metrics import core as core_metrics
 from dbosify._server.operator import OperatorService
 from dbosify._server.service import WorkflowService
 from dbosify._server.time_skipping import TestService
@@ -39,6 +40,7 @@ class ClientRef:
         self.service.memo_warn_size = int(getattr(config, "memo_warn_size", 0) or 2 * 1024)
         self.operator = OperatorService(store)
         self.test = TestService(store)
+        self.metrics = core_metrics.for_client(getattr(runtime, "meter", None))  # Core's request metrics
 
     def update_metadata(self, headers: Mapping[str, str | bytes]) -> None:
         self.config.metadata = headers
@@ -92,11 +94,11 @@ class ClientRef:
 
     def call_workflow_service(self, call: Any) -> Any:
         self._same_process()
-        return self._call("workflow", call)
+        return self._call("workflow", call) if self.metrics is None else self.metrics.call(call.rpc, self._call("workflow", call))
 
     def call_operator_service(self, call: Any) -> Any:
         self._same_process()
-        return self._call("operator", call)
+        return self._call("operator", call) if self.metrics is None else self.metrics.call(call.rpc, self._call("operator", call))
 
     def call_cloud_service(self, call: Any) -> Any:
         return self._call("cloud", call)

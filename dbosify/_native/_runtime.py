@@ -8,11 +8,14 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dbosify._engine import core_logs
+from dbosify._metrics import meter_for
+from dbosify._metrics.meter import Meter
 from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files, limits
 from dbosify._store.threads import in_thread
 from dbosify._store.urls import parse_url
@@ -21,12 +24,16 @@ logger = logging.getLogger("dbosify")
 
 
 class RuntimeRef:
-    """Core runtime handle: its log forwarding (see `core_logs`); no metrics are buffered."""
+    """Core runtime handle: its log forwarding (see `core_logs`) and its metric meter (see
+    `dbosify._metrics`: Prometheus, OpenTelemetry or a buffer), closed with the runtime."""
 
     def __init__(self, options: Any) -> None:
         self.options = options
         self.log_forwarder = core_logs.Forwarder.of(options)
         self.pid = os.getpid()
+        self.meter, self._buffer = meter_for(options)
+        if self.meter is not None:
+            weakref.finalize(self, self.meter.close)
 
     def assert_same_process(self, action: str) -> None:
         """Like Core: a runtime, and its clients and workers, belong to the process that made it
@@ -37,7 +44,9 @@ class RuntimeRef:
             )
 
     def retrieve_buffered_metrics(self, durations_as_seconds: bool) -> Sequence[Any]:
-        return []
+        if self._buffer is None:
+            raise RuntimeError("Attempting to retrieve buffered metrics without buffer")
+        return self._buffer.retrieve(durations_as_seconds)  # type: ignore[no-any-return]
 
     def write_test_info_log(self, message: str, extra_data: str) -> None:
         core_logs.emit(self, logging.INFO, core_logs.RUNTIME_TARGET, message, extra_data=extra_data)
@@ -56,9 +65,9 @@ def raise_in_thread(thread_id: int, exc: Any) -> bool:
     return bool(res == 1)
 
 
-def new_metric_meter(runtime_ref: Any) -> None:
-    """No core metric meter: temporalio falls back to its no-op meter."""
-    return None
+def new_metric_meter(runtime_ref: Any) -> Meter | None:
+    """The runtime's meter; None without metrics (temporalio then uses its no-op meter)."""
+    return runtime_ref.meter  # type: ignore[no-any-return]
 
 
 class _Inert:
@@ -66,9 +75,7 @@ class _Inert:
         pass
 
 
-MetricMeterRef = MetricAttributesRef = MetricCounterRef = MetricHistogramRef = _Inert
-MetricHistogramFloatRef = MetricHistogramDurationRef = MetricGaugeRef = MetricGaugeFloatRef = _Inert
-BufferedMetricUpdate = BufferedMetric = BufferedLogEntry = _Inert
+BufferedLogEntry = _Inert
 
 
 class EphemeralServerRef:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from dbosify._metrics import engine as engine_metrics
 from dbosify._store import delivery, files
 from dbosify._store import limits as limits_mod
 from dbosify._store.catalog import ENV_NAMESPACES, NamespaceCatalog, env_namespaces
@@ -89,6 +90,7 @@ class Tx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.store.is_sqlite:
             sql = sql.replace("%s", "?")
+        engine_metrics.STATS.statements += 1  # the engine's metrics (a counter, no I/O)
         if self._deferred:
             return self._send_deferred(sql, params)
         self._cur.execute(sql, tuple(params))
@@ -305,7 +307,7 @@ class Store(NamespaceCatalog):
         round trip: the thread then waits for the interpreter lock held by the busy event loop.
         """
         once = self._transact_coalesced if coalesced and not self.is_sqlite else self._transact_once
-        tx, result = self._retrying(lambda lost: once(namespace, fn, lane, lost))
+        tx, result = engine_metrics.timed_transaction(lambda: self._retrying(lambda lost: once(namespace, fn, lane, lost)))
         for key in tx.keys_to_fire:
             self.hub.fire(f"{namespace}\x00{key}")
         return result

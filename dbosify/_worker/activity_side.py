@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Any
 
 from temporalio.api.common.v1 import message_pb2 as common
@@ -22,6 +23,8 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import history as h
 from dbosify._engine import limits
+from dbosify._metrics import engine as engine_metrics
+from dbosify._metrics.core import WorkerMetrics
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker.results import ResultRecorder
@@ -66,6 +69,7 @@ class ActivitySide:
     identity: str
     shutting_down: bool
     enable_activities: bool
+    metrics: WorkerMetrics | None  # Core's metrics, when the runtime has a meter
     _eager_limit: int
     _recheck_owned: bool
     _reserved: int
@@ -103,9 +107,13 @@ class ActivitySide:
     async def _poll_activity_task(self) -> bytes:
         self._ensure_started()
         assert self._activity_queue is not None
+        t0 = time.perf_counter()
         while True:
             if not self._activity_queue.empty():
-                return bytes(self._activity_queue.get_nowait().SerializeToString())
+                task = self._activity_queue.get_nowait()
+                if self.metrics:
+                    self.metrics.activity_task(task, t0)
+                return bytes(task.SerializeToString())
             if self.shutting_down:
                 if not self._running:
                     for waiter in (self._claim_waiter, self._cancel_waiter):
@@ -148,10 +156,10 @@ class ActivitySide:
                         recheck, self._recheck_owned = self._recheck_owned, False
                         self._reserved += 1
                         try:
-                            got = await self.store.transact(self.ns, functools.partial(
+                            got = await engine_metrics.timed_claim("activity", self.store.transact(self.ns, functools.partial(
                                 acts.claim, task_queue=self.tq, owner=self.id, namespace=self.ns,
                                 tracked=self._tracked, recheck=recheck,
-                            ))
+                            )))
                         finally:
                             self._reserved -= 1
                         if isinstance(got, acts.Claimed):
@@ -161,6 +169,8 @@ class ActivitySide:
                             nxt = got.next_ready
                             self._queue_idle = nxt is None or nxt > self.store.clock.now()
                             self._queue_next_at = nxt
+                            if self.metrics:
+                                self.metrics.activity_task(got.task, t0)
                             return bytes(got.task.SerializeToString())
                         self._queue_next_at = got
                 cancel_waiter = self._cancel_waiter
@@ -306,6 +316,8 @@ class ActivitySide:
 
     async def complete_activity_task(self, proto: bytes) -> None:
         comp = ci.ActivityTaskCompletion.FromString(proto)
+        if self.metrics:
+            self.metrics.activity_done(comp)
         ra = self._running.pop(comp.task_token, None)
         if ra is not None and ra.watchdog is not None and not ra.watchdog.done():
             try:

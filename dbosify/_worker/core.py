@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -25,12 +26,14 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 from dbosify._dbos import records
 from dbosify._engine import scheduler
 from dbosify._engine.liveness import RETRY_SET, owns_row
+from dbosify._metrics import core as core_metrics
+from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._store.threads import in_thread
-from dbosify._worker import dbos_commands, dbos_inbound, dormancy, eager, liveness
+from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.driver_base import DriverBase
@@ -131,6 +134,8 @@ class WorkerCore(ActivitySide):
         }
         if self.enable_workflows:
             eager.register(self)  # a start in this process may hand it its first task
+        self.metrics = core_metrics.for_worker(getattr(self.runtime, "meter", None), self.ns, self.tq, config)
+        backlog.watch(self)  # the queue's backlog, read when metrics are exported (backlog.py)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -282,12 +287,15 @@ class WorkerCore(ActivitySide):
         self._same_process()
         self._ensure_started()
         assert self._activations is not None
+        t0 = time.perf_counter()
         while True:
             if self.shutting_down and not self._drivers and self._activations.empty():
                 raise PollShutdownError()
             act = await self._activations.get()
             if not act.run_id:
                 continue  # a wake-up to re-check shutdown
+            if self.metrics:
+                self.metrics.polled_workflow(t0)
             return bytes(act.SerializeToString())
 
     async def complete_workflow_activation(self, proto: bytes) -> None:
@@ -303,7 +311,7 @@ class WorkerCore(ActivitySide):
         )
         self._pending[act.run_id] = fut
         self._activations.put_nowait(act)
-        return await fut
+        return await (fut if self.metrics is None else self.metrics.activation(act, fut))
 
     async def _claim_runs_loop(self) -> None:
         with self.store.clock.participant():
@@ -323,7 +331,7 @@ class WorkerCore(ActivitySide):
                             fut.cancel()
                         fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
                         self._claim_looking = True
-                        got = await self.store.transact(self.ns, self._claim_run)
+                        got = await engine_metrics.timed_claim("workflow", self.store.transact(self.ns, self._claim_run))
                         if isinstance(got, tuple):
                             claimed, next_at = got
                             for run_id, gen in claimed:

@@ -26,6 +26,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._engine import history as h
+from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 from dbosify._worker import queries
@@ -135,7 +136,7 @@ class DriverBase:
         if run is None or not run.running:
             return None
         if self.gen is not None and (run.owner != self.owner or run.claim_gen != self.gen):
-            raise Fenced()
+            raise engine_metrics.fenced(Fenced())
         return run
 
     def _snapshot(self, tx: Tx, after: int) -> Snapshot:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dbosify._engine.liveness import RETRY_SET
+from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
 from dbosify._store.store import BEAT, REAP
 from dbosify._worker import dormancy
@@ -235,6 +236,7 @@ def reap(tx: Tx, own: set[str]) -> None:
         if tx.rowcount == 0:
             continue  # another reaper got there first, or it is alive after all
         logger.info("dbosify: worker %s %s; taking over its work", worker_id, why)
+        engine_metrics.takeover()
         # Its runs with nothing due go dormant: survivors claim only the runs that have work.
         released = dormancy.release(tx, "owner = %s", (worker_id,))
         rescheduled = tx.all(
