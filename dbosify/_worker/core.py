@@ -36,7 +36,7 @@ from dbosify._store.threads import in_thread
 from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.driver_base import DriverBase
+from dbosify._worker.interfaces import Driver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
@@ -447,7 +447,7 @@ class WorkerCore(ActivitySide):
         self._drivers[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))  # type: ignore
 
-    def _driver_idle(self, driver: DriverBase | None) -> None:
+    def _driver_idle(self, driver: Driver | None) -> None:
         """``driver`` has nothing to do (or a driver was added): over capacity, the least
         recently used idle runs are asked to go dormant (``driver`` itself sees its flag)."""
         for d in self.cache.to_evict(self._driver_objs):

@@ -30,7 +30,7 @@ from dbosify._store import Tx
 from dbosify._worker.tracking import timer_due
 
 if TYPE_CHECKING:
-    from dbosify._worker.driver_base import DriverBase
+    from dbosify._worker.interfaces import Driver
     from dbosify._worker.tracking import DriverState
 
 # The reason temporalio is given when a run leaves the cache to make room (Core's CacheFull).
@@ -79,7 +79,7 @@ def wake_after_commands(
     return min(times, default=None)
 
 
-def put_to_sleep(tx: Tx, driver: DriverBase, last_seen: int, wake: float | None) -> Any:
+def put_to_sleep(tx: Tx, driver: Driver, last_seen: int, wake: float | None) -> Any:
     """The driver's run becomes dormant, unless something arrived since ``last_seen``: then the
     fresh snapshot is returned instead (and the driver goes on). Under the run's row lock, so an
     event appended concurrently either comes first (and is seen here) or finds the run dormant
@@ -163,11 +163,11 @@ class Cache:
         self._order.pop(run_id, None)
         self._asked.discard(run_id)
 
-    def to_evict(self, drivers: Mapping[str, DriverBase]) -> list[DriverBase]:
+    def to_evict(self, drivers: Mapping[str, Driver]) -> list[Driver]:
         """Idle drivers to put to sleep so that at most ``capacity`` remain, least recently
         used first (drivers already asked count as gone); each is marked as asked."""
         over = len(drivers) - self.capacity - len(self._asked)
-        out: list[DriverBase] = []
+        out: list[Driver] = []
         if over <= 0:
             return out
         for run_id in self._order:

@@ -27,20 +27,20 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
-from dbosify._worker import commands as commands_
 from dbosify._worker import dormancy
+from dbosify._worker.activations import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 from dbosify._worker.driver_base import (
     Dormant,
     E,
     Fenced,
     RunClosed,
-    Snapshot,
     WorkflowTaskFailed,
     logger,
     set_suggest_continue_as_new_after,
     suggest_continue_as_new_after,
 )
 from dbosify._worker.driver_replay import Replaying
+from dbosify._worker.interfaces import Snapshot
 from dbosify._worker.live_loop import LiveLoop
 
 __all__ = [
@@ -48,10 +48,6 @@ __all__ = [
     "Snapshot", "WorkflowTaskFailed", "set_suggest_continue_as_new_after",
     "suggest_continue_as_new_after",
 ]
-
-ACTIVITY_CANCEL_TRY = commands_.ACTIVITY_CANCEL_TRY
-ACTIVITY_CANCEL_WAIT = commands_.ACTIVITY_CANCEL_WAIT
-
 
 class RunDriver(LiveLoop, Replaying):
     async def drive(self) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.enums.v1 import failed_cause_pb2 as WFT_CAUSE
@@ -30,11 +28,8 @@ from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 from dbosify._worker import queries
+from dbosify._worker.interfaces import Core, Snapshot
 from dbosify._worker.tracking import DriverState
-
-if TYPE_CHECKING:
-    from dbosify._worker.core import WorkerCore
-
 
 _UNHANDLED = WFT_CAUSE.WORKFLOW_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE
 logger = logging.getLogger("dbosify")
@@ -51,14 +46,6 @@ class Fenced(Exception):
 
 class Dormant(Exception):
     """The run was evicted to make room in the cache, and gave up its claim (see dormancy.py)."""
-
-
-@dataclass
-class Snapshot:
-    run: h.Run
-    events: list[tuple[hist.HistoryEvent, int | None]]
-    updates: list[upd_pb.Request]
-    queries: list[tuple[str, query_pb.WorkflowQuery]]
 
 
 class WorkflowTaskFailed(Exception):
@@ -94,7 +81,7 @@ def set_suggest_continue_as_new_after(n: int) -> None:
 class DriverBase:
     """A run driver's state, and the steps its replay, live loop and workflow tasks share."""
 
-    def __init__(self, core: WorkerCore, run_id: str, gen: int | None = None) -> None:
+    def __init__(self, core: Core, run_id: str, gen: int | None = None) -> None:
         self.core = core
         self.run_id = run_id
         # The claim this driver holds: (owner, generation). None for a closed run's query replay.

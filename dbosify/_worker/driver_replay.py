@@ -12,9 +12,9 @@ from dbosify._worker import tracking
 from dbosify._worker.driver_base import (
     DriverBase,
     E,
-    Snapshot,
     _build_id_of,
 )
+from dbosify._worker.interfaces import Snapshot
 from dbosify._worker.tracking import DriverState
 
 

@@ -27,9 +27,9 @@ from dbosify._worker.driver_base import (
     E,
     Fenced,
     RunClosed,
-    Snapshot,
     WorkflowTaskFailed,
 )
+from dbosify._worker.interfaces import Snapshot
 from dbosify._worker.local_activities import LocalActivities
 from dbosify._worker.workflow_task import WorkflowTask
 

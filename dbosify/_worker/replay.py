@@ -21,8 +21,8 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify._engine.history import attrs_of
 from dbosify._worker import activations as A
+from dbosify._worker.activations import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 from dbosify._worker.core import PollShutdownError
-from dbosify._worker.driver import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 
 E = et
 EVICT = wa.RemoveFromCache.EvictionReason

@@ -31,9 +31,9 @@ from dbosify._worker.driver_base import (
     DriverBase,
     E,
     RunClosed,
-    Snapshot,
     WorkflowTaskFailed,
 )
+from dbosify._worker.interfaces import Snapshot
 
 
 class WorkflowTask(DriverBase):
