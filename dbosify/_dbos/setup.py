@@ -6,7 +6,8 @@ server, see `SERVER_PARAM`, has its own), so ``dbos workflow list -s <url>`` wor
 so namespaces' DBOS rows are apart. SQLite: in each namespace's file, so one transaction covers a
 run's rows and its DBOS row.
 
-They are created by DBOS's public ``DBOS.migrate`` once per dbos release, under a lock; a
+They are created by DBOS's own migrations (`migrate`: what ``DBOS.migrate`` does, without
+importing ``dbos``) once per dbos release, under a lock; a
 marker (the dbos version and `ENVELOPE_VERSION`) says whether that is done, so a process that
 finds it current runs no DDL. Then our triggers on `workflow_status`:
 - a DBOS cancel or resume of a run (status set to CANCELLED or ENQUEUED by anyone but us), a
@@ -50,12 +51,11 @@ def marker() -> str:
 
 
 def _migrate(url: str, schema: str | None) -> None:
-    from dbos import DBOS
+    # DBOS's own migrations, applied without importing the dbos package (`migrate`): this runs
+    # inside a user's first call.
+    from dbosify._dbos import migrate
 
-    if schema is None:
-        DBOS.migrate(url)
-    else:
-        DBOS.migrate(url, schema=schema)
+    migrate.migrate(url, schema)
 
 
 # -- Postgres -------------------------------------------------------------------------------
