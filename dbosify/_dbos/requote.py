@@ -102,9 +102,12 @@ def queue_names(dialect: str) -> str:
         f"split_part({source}, '/', 1)" if dialect == "postgres"
         else f"substr({source}, 1, instr({source}, '/') - 1)"
     )
+    # A queue already in the new form (its first part the ID's namespace) is left as it is, so
+    # the statement is idempotent.
     return (
         f"UPDATE {{ws}} SET queue_name = {first} || '/'"
         " || replace(replace(queue_name, '%', '%25'), '/', '%2F')"
         " WHERE application_name = 'dbosify' AND application_version <> '" + START_VERSION + "'"
         " AND queue_name IS NOT NULL AND queue_name <> '_dbos_internal_queue'"
+        f" AND substr(queue_name, 1, length({first}) + 1) <> {first} || '/'"
     )

@@ -99,13 +99,14 @@ def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str, own: bool = Fal
             return
         logger.info("dbosify: setting up DBOS's system tables in schema %s", schema)
         _migrate(pg_url, schema)
-        if 0 < _envelope(before) < 5:
+        if 0 < _envelope(before) < 5:  # renames first (IDs, then queues), then the triggers
             conn.execute(f'DROP TRIGGER IF EXISTS dbosify_keep_queue ON "{schema}".workflow_status')
+        if before is not None and before.endswith("/1") and not own:
+            requote.pg_shared(conn, catalog, schema)
+        if 0 < _envelope(before) < 5:
             conn.execute(requote.queue_names("postgres").format(ws=f'"{schema}".workflow_status'))
         for stmt in _pg_triggers(catalog, schema, own) + inbound.pg_triggers(catalog, schema):
             conn.execute(stmt)
-        if before is not None and before.endswith("/1") and not own:
-            requote.pg_shared(conn, catalog, schema)
         conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{catalog}".meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)'
         )
@@ -246,13 +247,13 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
     _migrate(f"sqlite:///{path}", None)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if row is not None and 0 < _envelope(str(row[0])) < 5:
+        if row is not None and 0 < _envelope(str(row[0])) < 5:  # renames (IDs, queues) first
             conn.execute("DROP TRIGGER IF EXISTS dbosify_keep_queue")
+            if str(row[0]).endswith("/1"):
+                requote.sqlite_file(conn, namespace)
             conn.execute(requote.queue_names("sqlite").format(ws="workflow_status"))
         for stmt in _SQLITE_TRIGGERS + inbound.SQLITE_TRIGGERS:
             conn.execute(stmt)
-        if row is not None and str(row[0]).endswith("/1"):
-            requote.sqlite_file(conn, namespace)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS dbosify_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
