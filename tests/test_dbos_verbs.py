@@ -30,6 +30,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from dbos import DBOSClient
 
+    from dbosify._dbos.inbound import queue_name
     from dbosify._store import get_store
 
 
@@ -150,7 +151,7 @@ async def test_cancel_after_resume_terminates_the_run(client: Client, dbos: DBOS
         assert isinstance(err.value.cause, TerminatedError)
         assert time.monotonic() - began < 1.0
         got = (await asyncio.to_thread(dbos.list_workflows, workflow_ids=[dbos_id]))[0]
-        assert got.queue_name == tq  # kept through the verbs, and at close
+        assert got.queue_name == queue_name(client.namespace, tq)  # kept through the verbs, and at close
 
 
 async def test_delete_through_dbos_deletes_the_run(client: Client, dbos: DBOSClient) -> None:

@@ -22,6 +22,7 @@ import logging
 from dbosify import _history as h
 from dbosify import _runs
 from dbosify._dbos import fork, ids, records, setup
+from dbosify._dbos.inbound_triggers import queue_name
 from dbosify._store import Tx
 
 logger = logging.getLogger("dbosify")
@@ -78,7 +79,7 @@ def _forks(tx: Tx, task_queue: str, identity: str) -> int:
     rows = tx.all(
         f"SELECT f.workflow_uuid, f.forked_from FROM {ws} f WHERE f.application_name = %s"
         " AND f.status = 'ENQUEUED' AND substr(f.forked_from, 1, %s) = %s AND f.queue_name = %s",
-        (records.APP, len(prefix), prefix, task_queue),
+        (records.APP, len(prefix), prefix, queue_name(tx.namespace, task_queue)),
     )
     for fork_uuid, source in rows:
         fork.carry_out(tx, str(fork_uuid), str(source), identity)
