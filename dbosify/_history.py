@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message

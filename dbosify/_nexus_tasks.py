@@ -224,7 +224,7 @@ def _outcome(
         if result is not None:
             msg.result.CopyFrom(result)
     else:
-        cls = {
+        cls: Any = {
             E.EVENT_TYPE_NEXUS_OPERATION_FAILED: hist.NexusOperationFailedEventAttributes,
             E.EVENT_TYPE_NEXUS_OPERATION_CANCELED: hist.NexusOperationCanceledEventAttributes,
             E.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT: hist.NexusOperationTimedOutEventAttributes,
@@ -361,14 +361,18 @@ def complete(tx: Tx, owner: str, token: bytes, completion: core_nx.NexusTaskComp
         if _started(tx, run_id, seq, sched_id, attrs, op_token, links) and cancel_requested:
             _schedule_cancel(tx, run_id, seq, sched_id, attrs, op_token, now)
     else:
-        f = so.failure if variant == "failure" else so.operation_error.failure
-        if not f.message and variant == "operation_error":
-            f = failure_pb.Failure(message=so.operation_error.message)
-            f.application_failure_info.type = "OperationError"
-            f.application_failure_info.non_retryable = True
+        if variant == "failure":
+            f = so.failure
+        else:  # the older form: a Nexus failure and the operation's state
+            f = failure_pb.Failure(message=so.operation_error.failure.message)
+            if so.operation_error.operation_state == "canceled":
+                f.canceled_failure_info.SetInParent()
+            else:
+                f.application_failure_info.type = "OperationError"
+                f.application_failure_info.non_retryable = True
         etype = (
             E.EVENT_TYPE_NEXUS_OPERATION_CANCELED
-            if f.HasField("canceled_failure_info") or so.operation_error.operation_state == "canceled"
+            if f.WhichOneof("failure_info") == "canceled_failure_info"
             else E.EVENT_TYPE_NEXUS_OPERATION_FAILED
         )
         _outcome(tx, run_id, seq, sched_id, attrs, etype, cause=f)

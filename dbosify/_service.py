@@ -27,8 +27,7 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
-from dbosify import _nexus_tasks
-from dbosify import _runs
+from dbosify import _nexus_tasks, _runs
 from dbosify._errors import ServiceError
 from dbosify._native import _core_logs as core_logs
 from dbosify._server import (

@@ -287,3 +287,29 @@ async def test_handler_killed_mid_operation_is_retried_by_another_worker(client:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_cli_endpoint_verbs(db_url: str) -> None:
+    """``dbosify operator nexus endpoint create|list|get|delete`` with the temporal CLI's flags."""
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    ns = new_namespace(db_url)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dbosify", "operator", "nexus", "endpoint", *args,
+                               "--address", db_url], capture_output=True, text=True, timeout=60)
+
+    made = cli("create", "--name", name, "--target-namespace", ns, "--target-task-queue", "q1",
+               "--description", "routes to q1")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == f"Endpoint {name} successfully created."
+    again = cli("create", "--name", name, "--target-namespace", ns, "--target-task-queue", "q1")
+    assert again.returncode != 0 and "already registered" in again.stderr
+    got = cli("get", "--name", name, "-o", "json")
+    assert got.returncode == 0, got.stderr
+    info = json.loads(got.stdout)
+    assert (info["name"], info["targetNamespace"], info["targetTaskQueue"], info["description"]) == (
+        name, ns, "q1", "routes to q1")
+    assert name in cli("list").stdout
+    assert cli("delete", "--name", name).returncode == 0
+    gone = cli("get", "--name", name)
+    assert gone.returncode != 0 and "not found" in gone.stderr

@@ -153,7 +153,8 @@ def lookup_in_tx(tx: Tx, name: str) -> Endpoint | None:
     """The endpoint named ``name``, read in a namespace's open transaction (a workflow task's)."""
     store = tx.store
     if store.is_sqlite:
-        return _Catalog(store).run(lambda q: _by_name(q, name), False)
+        found: Endpoint | None = _Catalog(store).run(lambda q: _by_name(q, name), False)
+        return found
     table = pg_table(store)
     if store.url not in _pg_has_table:
         if tx.one("SELECT to_regclass(%s)", (table,))[0] is None:
@@ -280,7 +281,7 @@ def delete(store: Store, eid: str) -> None:
         raise ServiceError.invalid("endpoint ID not set")
 
     def fn(q: Any) -> bool:
-        return q("DELETE FROM {t} WHERE id = %s", (eid,)).rowcount > 0
+        return bool(q("DELETE FROM {t} WHERE id = %s", (eid,)).rowcount > 0)
 
     if not _Catalog(store).run(fn, True):
         raise _not_found(f"error deleting nexus endpoint with ID: {eid}")

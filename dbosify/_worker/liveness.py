@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dbosify._store import Store, Tx
 from dbosify import _nexus_tasks
+from dbosify._store import Store, Tx
 from dbosify._store.store import BEAT, REAP
 from dbosify._worker import dormancy
 

@@ -12,7 +12,6 @@ answers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections import deque
