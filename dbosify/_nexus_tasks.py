@@ -52,6 +52,13 @@ OUTCOMES = (
 )
 
 
+_FAILURE_ATTRS: dict[int, Any] = {
+    E.EVENT_TYPE_NEXUS_OPERATION_FAILED: hist.NexusOperationFailedEventAttributes,
+    E.EVENT_TYPE_NEXUS_OPERATION_CANCELED: hist.NexusOperationCanceledEventAttributes,
+    E.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT: hist.NexusOperationTimedOutEventAttributes,
+}
+
+
 def wake_key(task_queue: str) -> str:
     return f"nexus:{task_queue}"
 
@@ -224,11 +231,7 @@ def _outcome(
         if result is not None:
             msg.result.CopyFrom(result)
     else:
-        cls: Any = {
-            E.EVENT_TYPE_NEXUS_OPERATION_FAILED: hist.NexusOperationFailedEventAttributes,
-            E.EVENT_TYPE_NEXUS_OPERATION_CANCELED: hist.NexusOperationCanceledEventAttributes,
-            E.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT: hist.NexusOperationTimedOutEventAttributes,
-        }[event_type]
+        cls: Any = _FAILURE_ATTRS[event_type]
         msg = cls(scheduled_event_id=sched_id, request_id=attrs.request_id)
         assert cause is not None
         msg.failure.CopyFrom(wrap_failure(sched_id, attrs, cause, token))
