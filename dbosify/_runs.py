@@ -19,6 +19,7 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 
 from dbosify import _history as h
+from dbosify import _nexus_tasks
 from dbosify._dbos import records
 from dbosify._errors import ServiceError
 from dbosify._server import search_attributes
@@ -182,6 +183,7 @@ def close_run(
         (status, now, run.run_id),
     )
     tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
+    _nexus_tasks.on_run_closed(tx, run, status, attrs)  # its operations; a workflow-run operation's caller
     records.on_close(tx, run, status, attrs)
     if run.schedule_id is not None:
         from dbosify._server import scheduler  # (it starts runs itself)

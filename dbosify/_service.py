@@ -27,7 +27,7 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from dbosify import _activity_tasks as acts
 from dbosify import _history as h
-from dbosify import _runs
+from dbosify import _nexus_tasks, _runs
 from dbosify._errors import ServiceError
 from dbosify._native import _core_logs as core_logs
 from dbosify._server import (
@@ -185,6 +185,8 @@ class WorkflowService:
             if req.HasField(f):
                 getattr(a, f).CopyFrom(getattr(req, f))
         a.cron_schedule = req.cron_schedule
+        if hasattr(req, "completion_callbacks"):  # a workflow-run Nexus operation's callback
+            a.completion_callbacks.extend(req.completion_callbacks)
         for f in ("continued_failure", "last_completion_result"):
             if hasattr(req, f) and req.HasField(f):
                 getattr(a, f).CopyFrom(getattr(req, f))
@@ -253,6 +255,8 @@ class WorkflowService:
             started=res.started,
             status=wfenums.WORKFLOW_EXECUTION_STATUS_RUNNING,
         )
+        if req.completion_callbacks and res.started:  # a Nexus handler's start: the link to its event
+            resp.link.CopyFrom(_nexus_tasks.started_link(req.namespace, req.workflow_id, res.run_id))
         if worker is not None and gen is not None:
             eager.dispatch(worker, res.run_id, gen)
             task = resp.eager_workflow_task

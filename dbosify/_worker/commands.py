@@ -29,6 +29,7 @@ from dbosify._errors import ServiceError
 from dbosify._server import limits, search_attributes
 from dbosify._store import Tx
 from dbosify._worker import activations as A
+from dbosify._worker import nexus
 
 if TYPE_CHECKING:
     from dbosify._worker.driver import RunDriver
@@ -380,10 +381,6 @@ def _continue_as_new_workflow_execution(a: Applying, cmd: wc.WorkflowCommand) ->
     _continue_as_new(d, tx, run, cmd.continue_as_new_workflow_execution, wft_id)
 
 
-def _schedule_nexus_operation(a: Applying, cmd: wc.WorkflowCommand) -> None:
-    raise ServiceError.unimplemented("Nexus operations are not supported by dbosify")
-
-
 def _apply_update_response(
     d: RunDriver, tx: Tx, ur: wc.UpdateResponse, wft_id: int, ts: float, delivered: dict[str, upd_pb.Request]
 ) -> None:
@@ -648,6 +645,6 @@ APPLIERS: dict[str, Callable[[Applying, wc.WorkflowCommand], None]] = {
     "fail_workflow_execution": _fail_workflow_execution,
     "cancel_workflow_execution": _cancel_workflow_execution,
     "continue_as_new_workflow_execution": _continue_as_new_workflow_execution,
-    "schedule_nexus_operation": _schedule_nexus_operation,
-    "request_cancel_nexus_operation": _schedule_nexus_operation,
+    "schedule_nexus_operation": nexus.schedule,
+    "request_cancel_nexus_operation": nexus.request_cancel,
 }

@@ -316,7 +316,8 @@ class RunDriver:
             flags = list(ev.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
             tracking.inputs(self.state, inputs)
             jobs = A.jobs_for(
-                self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
+                self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled,
+                st.nexus_started,
             )
             # workflow.now() is the task's started time; its commands took effect at its completion
             # (the same moment in histories written before the two were told apart).
@@ -501,7 +502,7 @@ class RunDriver:
         jobs = A.jobs_for(
             self.run_id, inputs, [(u, True) for u in updates],
             st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
-            st.scheduled, st.activity_cancelled,
+            st.scheduled, st.activity_cancelled, st.nexus_started,
         )
         ts = self.task_time = self.store.clock.now()
         self.task_build_id = self.core.build_id

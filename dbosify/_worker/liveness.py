@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dbosify import _nexus_tasks
 from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
 from dbosify._store.store import BEAT, REAP
@@ -256,6 +257,7 @@ def reap(tx: Tx, own: set[str]) -> None:
             tx.notify(f"wf:{q}")
         for q in {r[0] for r in rescheduled}:
             tx.notify(f"act:{q}")
+        _nexus_tasks.release_owner(tx, worker_id, now)
 
 
 def owns_row(tx: Tx, worker_id: str) -> bool:
