@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from dbos import DBOSClient
 
     from dbosify._store import get_store
+    from dbosify._store.dbos_inbound_triggers import queue_name
 
 
 @activity.defn
@@ -150,7 +151,7 @@ async def test_cancel_after_resume_terminates_the_run(client: Client, dbos: DBOS
         assert isinstance(err.value.cause, TerminatedError)
         assert time.monotonic() - began < 1.0
         got = (await asyncio.to_thread(dbos.list_workflows, workflow_ids=[dbos_id]))[0]
-        assert got.queue_name == tq  # kept through the verbs, and at close
+        assert got.queue_name == queue_name(client.namespace, tq)  # kept through the verbs, and at close
 
 
 async def test_delete_through_dbos_deletes_the_run(client: Client, dbos: DBOSClient) -> None:
@@ -271,3 +272,44 @@ async def test_every_pair_of_verbs(
                     t = await temporal_status(client, wid, run)
                     d = await asyncio.to_thread(status_of, dbos, uuid_of(client, wid, run))
                     raise AssertionError(f"after {verb}: run {run} is {t}, DBOS says {d}") from err
+
+
+_instances: list[str] = []  # run ids, one per workflow instance made (a claim of a dormant run replays)
+
+
+@workflow.defn
+class SleepsLong:
+    def __init__(self) -> None:
+        _instances.append(workflow.info().run_id)
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.sleep(3600)
+
+
+async def test_resume_of_a_dormant_run_hands_it_to_a_worker_at_once(
+    client: Client, dbos: DBOSClient
+) -> None:
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    store = get_store(client.service_client.config.target_host)
+    async with Worker(client, task_queue=tq, workflows=[SleepsLong], max_cached_workflows=0,
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        h = await client.start_workflow(SleepsLong.run, id=f"d-{uuid.uuid4().hex[:8]}", task_queue=tq)
+        rid = h.result_run_id or ""
+
+        async def dormant() -> bool:  # evicted after its first task: nothing due for an hour
+            row = await store.transact(client.namespace, lambda tx: tx.one(
+                "SELECT owner, dormant FROM executions WHERE run_id = %s", (rid,)))
+            return row is not None and row[0] is None and bool(row[1])
+
+        await wait_for(dormant, timeout=15)
+        made = _instances.count(rid)
+        await asyncio.to_thread(dbos.resume_workflow, uuid_of(client, h.id, rid))
+
+        async def claimed_again() -> bool:
+            return _instances.count(rid) > made
+
+        await wait_for(claimed_again, timeout=5)  # not in an hour, when its timer is due
+        await h.terminate()

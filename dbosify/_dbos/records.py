@@ -2,7 +2,8 @@
 
 A run is a DBOS workflow whose ID is ``<namespace>/<workflow id>/<run id>`` (each part quoted,
 see `ids`), whose name is the
-workflow type and whose queue is the task queue. Its `workflow_status` row is written where the
+workflow type and whose queue is ``<namespace>/<task queue>``, each part quoted as in the ID
+(`inbound_triggers.queue_name`, the form DBOS's enqueue of a start takes too). Its `workflow_status` row is written where the
 run changes: ENQUEUED at start (through DBOS's documented SQL function on Postgres), PENDING
 with the worker as executor at each claim, ENQUEUED again when a dead worker's runs are released,
 and SUCCESS / ERROR / CANCELLED with the output or error at close. Being in the transaction
@@ -29,6 +30,7 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
+from dbosify._store.dbos_inbound_triggers import queue_name
 
 
 class RunIds(Protocol):
@@ -42,6 +44,9 @@ class RunIds(Protocol):
 
 
 APP = "dbosify"  # the application name and version of every run's DBOS row
+# The application version of a DBOS enqueue's row once its run is started (`inbound`): PENDING
+# until the workflow closes (the last run of its chain), then that run's status and outcome.
+ALIAS_VERSION = "dbosify:started"
 
 # Temporal close status -> DBOS status.
 DBOS_STATUS: dict[int, str] = {
@@ -92,6 +97,7 @@ def on_start(
     if not enabled(tx):
         return
     uuid = workflow_uuid(tx.namespace, workflow_id, run_id)
+    queue = queue_name(tx.namespace, task_queue)
     args = [payload_json(p) for p in inputs.payloads]
     named = {"namespace": tx.namespace, "workflow_id": workflow_id, "run_id": run_id}
     if tx.store.is_sqlite:
@@ -101,7 +107,7 @@ def on_start(
             " created_at, updated_at, application_version, application_name, recovery_attempts,"
             " priority, serialization) VALUES (%s, 'ENQUEUED', %s, %s, %s, %s, %s, %s, 0, 0,"
             " 'portable_json') ON CONFLICT (workflow_uuid) DO NOTHING",
-            (uuid, workflow_type, task_queue, now, now, APP, APP),
+            (uuid, workflow_type, queue, now, now, APP, APP),
         )
         tx.execute(
             f"INSERT INTO {table(tx, 'workflow_input')} (workflow_uuid, inputs, retention_timestamp)"
@@ -114,7 +120,7 @@ def on_start(
             f'SELECT "{tx.store.dbos_schema_of(tx.namespace)}".enqueue_workflow(workflow_name => %s,'
             " queue_name => %s, positional_args => %s::json[], named_args => %s::json,"
             " workflow_id => %s, app_version => %s, application_name => %s)",
-            (workflow_type, task_queue, [json.dumps(a) for a in args], json.dumps(named), uuid,
+            (workflow_type, queue, [json.dumps(a) for a in args], json.dumps(named), uuid,
              APP, APP),
         )
     if parent is not None:  # DBOS's cancel of a parent reaches its children too
@@ -162,7 +168,7 @@ def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
     if not enabled(tx):
         return
     uuid = workflow_uuid(tx.namespace, run.workflow_id, run.run_id)
-    output, error = _outcome(status, attrs)
+    output, error = _outcome(tx, run, status, attrs)
     now = _ms()
     tx.execute(
         f"UPDATE {table(tx, 'workflow_status')} SET status = %s, completed_at = %s, updated_at = %s,"
@@ -175,6 +181,33 @@ def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
         " error = EXCLUDED.error",
         (uuid, output, error, now),
     )
+    if status != wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:  # a chain's last run closes its DBOS enqueue's row
+        _close_alias(tx, run.workflow_id, DBOS_STATUS[status], output, error, now)
+
+
+def _close_alias(
+    tx: Tx, alias: str, status: str, output: str | None, error: str | None, now: int
+) -> None:
+    """The row of a DBOS enqueue that started the workflow ``alias`` (its DBOS ID is the
+    workflow ID, `inbound`), if any: closed with the run's outcome, so DBOS's handle of the
+    enqueue (``get_result()``) returns the workflow's result."""
+    ws = table(tx, "workflow_status")
+    pending = (
+        f"SELECT 1 FROM {ws} WHERE workflow_uuid = %s AND application_version = %s"
+        " AND status = 'PENDING'"
+    )
+    tx.execute(
+        f"INSERT INTO {table(tx, 'workflow_output')} (workflow_uuid, output, error,"
+        f" retention_timestamp) SELECT %s, %s, %s, %s WHERE EXISTS ({pending})"
+        " ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output, error = EXCLUDED.error",
+        (alias, output, error, now, alias, ALIAS_VERSION),
+    )
+    tx.execute(
+        f"UPDATE {ws} SET status = %s, completed_at = %s, updated_at = %s,"
+        " serialization = 'portable_json' WHERE workflow_uuid = %s AND application_version = %s"
+        " AND status = 'PENDING'",
+        (status, now, now, alias, ALIAS_VERSION),
+    )
 
 
 def on_delete(tx: Tx, run: RunIds) -> None:
@@ -186,13 +219,15 @@ def on_delete(tx: Tx, run: RunIds) -> None:
         tx.execute(f"DELETE FROM {table(tx, name)} WHERE workflow_uuid = %s", (uuid,))
 
 
-def _outcome(status: int, attrs: Any) -> tuple[str | None, str | None]:
+def _outcome(tx: Tx, run: RunIds, status: int, attrs: Any) -> tuple[str | None, str | None]:
     """(output, error) in DBOS's portable JSON."""
     if status == wfenums.WORKFLOW_EXECUTION_STATUS_COMPLETED:
         payloads = list(attrs.result.payloads)
         return json.dumps(payload_json(payloads[0]) if payloads else None), None
     if status == wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:
-        return json.dumps({"continued_as_new": attrs.new_execution_run_id}), None
+        # The next run, by its DBOS ID (docs/COMPATIBILITY.md).
+        return json.dumps({"continued_as_new": workflow_uuid(
+            tx.namespace, run.workflow_id, attrs.new_execution_run_id)}), None
     if status == wfenums.WORKFLOW_EXECUTION_STATUS_FAILED:
         f = attrs.failure
         name = f.application_failure_info.type if f.HasField("application_failure_info") else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,11 @@ WAKING_EVENT_TYPES = frozenset({
     et.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
     et.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
     et.EVENT_TYPE_MARKER_RECORDED,
+    et.EVENT_TYPE_NEXUS_OPERATION_STARTED,
+    et.EVENT_TYPE_NEXUS_OPERATION_COMPLETED,
+    et.EVENT_TYPE_NEXUS_OPERATION_FAILED,
+    et.EVENT_TYPE_NEXUS_OPERATION_CANCELED,
+    et.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT,
 })
 
 
@@ -189,6 +195,7 @@ def append(
     dedup: str | None = None,
     at: float | None = None,
     metadata: Message | None = None,
+    links: Sequence[Message] = (),
 ) -> int | None:
     """Append one event to a run's history and wake its driver.
 
@@ -230,6 +237,8 @@ def append(
     set_attrs(event, event_type, attrs)
     if metadata is not None and metadata.ByteSize():
         event.user_metadata.CopyFrom(metadata)  # type: ignore[arg-type]
+    if links:
+        event.links.extend(links)  # type: ignore[arg-type]
     tx.execute(
         "INSERT INTO history (run_id, event_id, event_type, seq, dedup, event)"
         " VALUES (%s, %s, %s, %s, %s, %s)",

@@ -20,6 +20,7 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 
+from dbosify import _nexus_tasks
 from dbosify._dbos import records
 from dbosify._engine import history as h
 from dbosify._engine import search_attributes
@@ -189,6 +190,7 @@ def close_run(
         (status, now, run.run_id),
     )
     tx.execute("DELETE FROM activity_tasks WHERE run_id = %s", (run.run_id,))
+    _nexus_tasks.on_run_closed(tx, run, status, attrs)  # its operations; a workflow-run operation's caller
     records.on_close(tx, run, status, attrs)
     if run.schedule_id is not None:
         assert on_schedule_run_closed is not None  # (dbosify._engine sets it on import)

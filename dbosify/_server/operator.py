@@ -1,4 +1,5 @@
-"""The operator service: a namespace's custom search attributes (add, remove, list)."""
+"""The operator service: a namespace's custom search attributes (add, remove, list), and Nexus
+endpoints (`nexus_endpoints`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
 from dbosify._engine import search_attributes as sa
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
+from dbosify._server import nexus_endpoints
 from dbosify._store import Store, Tx
 
 
-class OperatorService:
+class OperatorService(nexus_endpoints.NexusEndpointRPCs):
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -55,4 +57,5 @@ _HANDLERS: dict[str, tuple[Any, Any]] = {
     "list_search_attributes": (ops.ListSearchAttributesRequest, OperatorService.list_search_attributes),
     "add_search_attributes": (ops.AddSearchAttributesRequest, OperatorService.add_search_attributes),
     "remove_search_attributes": (ops.RemoveSearchAttributesRequest, OperatorService.remove_search_attributes),
+    **nexus_endpoints.HANDLERS,
 }

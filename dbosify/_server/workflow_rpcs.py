@@ -14,6 +14,7 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from dbosify import _nexus_tasks
 from dbosify._engine import core_logs
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
@@ -51,6 +52,8 @@ class WorkflowRpcs(RpcBase):
             if req.HasField(f):
                 getattr(a, f).CopyFrom(getattr(req, f))
         a.cron_schedule = req.cron_schedule
+        if hasattr(req, "completion_callbacks"):  # a workflow-run Nexus operation's callback
+            a.completion_callbacks.extend(req.completion_callbacks)
         for f in ("continued_failure", "last_completion_result"):
             if hasattr(req, f) and req.HasField(f):
                 getattr(a, f).CopyFrom(getattr(req, f))
@@ -119,6 +122,8 @@ class WorkflowRpcs(RpcBase):
             started=res.started,
             status=wfenums.WORKFLOW_EXECUTION_STATUS_RUNNING,
         )
+        if req.completion_callbacks and res.started:  # a Nexus handler's start: the link to its event
+            resp.link.CopyFrom(_nexus_tasks.started_link(req.namespace, req.workflow_id, res.run_id))
         if worker is not None and gen is not None:
             eager.dispatch(worker, res.run_id, gen)
             task = resp.eager_workflow_task

@@ -1,4 +1,5 @@
-"""Rows written before DBOS IDs quoted their parts are renamed once, to the quoted form.
+"""Rows written before DBOS IDs quoted their parts are renamed once, to the quoted form; so are
+queue names written before they named the namespace (`queue_names`).
 
 Up to envelope version 1 (`setup.ENVELOPE_VERSION`) a run's DBOS ID was its parts joined by
 ``/`` as they are. The ID of a run whose namespace or workflow ID holds ``/`` or ``%`` is
@@ -13,6 +14,8 @@ import sqlite3
 from typing import Any
 
 from dbosify._store import dbos_ids as ids
+
+START_VERSION = "dbosify:start"  # `inbound_triggers.START_VERSION`: rows already in the new form
 
 # The columns of DBOS's tables that hold a workflow ID, which SQLite's foreign keys (off unless
 # a connection turns them on) do not carry along as Postgres's ON UPDATE CASCADE does.
@@ -83,3 +86,28 @@ def sqlite_file(conn: sqlite3.Connection, namespace: str) -> int:
                     f'UPDATE "{table}" SET {column} = ? WHERE {column} = ?', renames
                 )
     return len(renames)
+
+
+# -- queue names ---------------------------------------------------------------------------------
+
+
+def queue_names(dialect: str) -> str:
+    """The statement renaming the queue of our runs' rows written up to envelope version 4 (the
+    bare task queue) to ``<namespace>/<task queue>`` (`inbound_triggers.queue_name`): the
+    namespace is the first part of the row's DBOS ID (a fork's record: of the run it forks),
+    already quoted. Runs once, at the envelope's upgrade, with the queue-keeping trigger
+    dropped (it would put the old name back)."""
+    source = "COALESCE(forked_from, workflow_uuid)"
+    first = (
+        f"split_part({source}, '/', 1)" if dialect == "postgres"
+        else f"substr({source}, 1, instr({source}, '/') - 1)"
+    )
+    # A queue already in the new form (its first part the ID's namespace) is left as it is, so
+    # the statement is idempotent.
+    return (
+        f"UPDATE {{ws}} SET queue_name = {first} || '/'"
+        " || replace(replace(queue_name, '%', '%25'), '/', '%2F')"
+        " WHERE application_name = 'dbosify' AND application_version <> '" + START_VERSION + "'"
+        " AND queue_name IS NOT NULL AND queue_name <> '_dbos_internal_queue'"
+        f" AND substr(queue_name, 1, length({first}) + 1) <> {first} || '/'"
+    )

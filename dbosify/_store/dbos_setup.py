@@ -6,12 +6,13 @@ server, see `SERVER_PARAM`, has its own), so ``dbos workflow list -s <url>`` wor
 so namespaces' DBOS rows are apart. SQLite: in each namespace's file, so one transaction covers a
 run's rows and its DBOS row.
 
-They are created by DBOS's public ``DBOS.migrate`` once per dbos release, under a lock; a
+They are created by DBOS's own migrations (`migrate`: what ``DBOS.migrate`` does, without
+importing ``dbos``) once per dbos release, under a lock; a
 marker (the dbos version and `ENVELOPE_VERSION`) says whether that is done, so a process that
 finds it current runs no DDL. Then our triggers on `workflow_status`:
 - a DBOS cancel or resume of a run (status set to CANCELLED or ENQUEUED by anyone but us), a
   fork (a new row ``forked_from`` a run) and a delete wake the workers of its task queue (key
-  ``dbos:<queue name>``): Postgres NOTIFY, SQLite `notices`; a delete is also recorded in
+  ``dbos:<task queue>``, the task queue read from the queue name ``<namespace>/<task queue>``): Postgres NOTIFY, SQLite `notices`; a delete is also recorded in
   `DELETES`, as the row is gone;
 - the queue name stays the run's, whatever DBOS's verbs set it to (a resume sets DBOS's
   internal queue, a cancel NULL), so every later verb reaches the run's workers;
@@ -37,7 +38,9 @@ logger = logging.getLogger("dbosify")
 # command trigger matches the exact namespace, and rows written before are renamed (`requote`).
 # 3: DBOS's send and enqueue reach Temporal runs (`inbound`).
 # 4: the queue name is kept through DBOS's verbs, forks are resets, deletes are carried out.
-ENVELOPE_VERSION = 4
+# 5: the queue name is `<namespace>/<task queue>` (`inbound_triggers.queue_name`); older rows
+# are renamed (`requote.queue_names`).
+ENVELOPE_VERSION = 5
 SETUP_WAIT_SECONDS = 120.0
 APP = "dbosify"
 MARKER_KEY = "dbos"
@@ -50,13 +53,20 @@ def marker() -> str:
     return f"{version('dbos')}/{ENVELOPE_VERSION}"
 
 
-def _migrate(url: str, schema: str | None) -> None:
-    from dbos import DBOS
+def _envelope(value: str | None) -> int:
+    """The envelope version a marker names (0: none)."""
+    try:
+        return int(value.rsplit("/", 1)[1]) if value else 0
+    except (IndexError, ValueError):
+        return 0
 
-    if schema is None:
-        DBOS.migrate(url)
-    else:
-        DBOS.migrate(url, schema=schema)
+
+def _migrate(url: str, schema: str | None) -> None:
+    # DBOS's own migrations, applied without importing the dbos package (`migrate`): this runs
+    # inside a user's first call.
+    from dbosify._dbos import migrate
+
+    migrate.migrate(url, schema)
 
 
 # -- Postgres -------------------------------------------------------------------------------
@@ -90,10 +100,14 @@ def pg_ensure(conn: Any, pg_url: str, catalog: str, schema: str, own: bool = Fal
             return
         logger.info("dbosify: setting up DBOS's system tables in schema %s", schema)
         _migrate(pg_url, schema)
-        for stmt in _pg_triggers(catalog, schema, own) + inbound.pg_triggers(catalog, schema):
-            conn.execute(stmt)
+        if 0 < _envelope(before) < 5:  # renames first (IDs, then queues), then the triggers
+            conn.execute(f'DROP TRIGGER IF EXISTS dbosify_keep_queue ON "{schema}".workflow_status')
         if before is not None and before.endswith("/1") and not own:
             requote.pg_shared(conn, catalog, schema)
+        if 0 < _envelope(before) < 5:
+            conn.execute(requote.queue_names("postgres").format(ws=f'"{schema}".workflow_status'))
+        for stmt in _pg_triggers(catalog, schema, own) + inbound.pg_triggers(catalog, schema):
+            conn.execute(stmt)
         conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{catalog}".meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)'
         )
@@ -130,6 +144,7 @@ def _pg_triggers(catalog: str, schema: str, own: bool) -> list[str]:
     # The namespace's NOTIFY channel is its schema: the DBOS tables' own schema when it is the
     # namespace's, else the catalog's entry for the exact name in the ID's first part.
     name = ids.sql_unquote("split_part(uuid, '/', 1)")
+    task_queue = ids.sql_unquote("split_part(queue, '/', 2)")  # of `<namespace>/<task queue>`
     find = (
         f"channel := '{schema}';" if own
         else f'SELECT ident INTO channel FROM "{catalog}".namespaces WHERE name = {name};'
@@ -141,7 +156,7 @@ def _pg_triggers(catalog: str, schema: str, own: bool) -> list[str]:
         BEGIN
             {find}
             IF channel IS NOT NULL THEN
-                PERFORM pg_notify(channel, 'dbos:' || COALESCE(queue, ''));
+                PERFORM pg_notify(channel, 'dbos:' || COALESCE({task_queue}, ''));
             END IF;
         END $$"""
     ours = f"NEW.application_name = '{APP}'"
@@ -233,10 +248,13 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
     _migrate(f"sqlite:///{path}", None)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if row is not None and 0 < _envelope(str(row[0])) < 5:  # renames (IDs, queues) first
+            conn.execute("DROP TRIGGER IF EXISTS dbosify_keep_queue")
+            if str(row[0]).endswith("/1"):
+                requote.sqlite_file(conn, namespace)
+            conn.execute(requote.queue_names("sqlite").format(ws="workflow_status"))
         for stmt in _SQLITE_TRIGGERS + inbound.SQLITE_TRIGGERS:
             conn.execute(stmt)
-        if row is not None and str(row[0]).endswith("/1"):
-            requote.sqlite_file(conn, namespace)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS dbosify_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
@@ -251,7 +269,11 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
         raise
 
 
-_SQLITE_WAKE = "INSERT INTO notices (origin, key) VALUES ('dbos', 'dbos:' || COALESCE({q}, ''))"
+# The key names the task queue: the second part of the queue name `<namespace>/<task queue>`.
+_SQLITE_WAKE = (
+    "INSERT INTO notices (origin, key) VALUES ('dbos', 'dbos:' || COALESCE("
+    + ids.sql_unquote("substr({q}, instr({q}, '/') + 1)") + ", ''))"
+)
 _SQLITE_TRIGGERS = [
     f"CREATE TABLE IF NOT EXISTS {DELETES} (workflow_uuid TEXT PRIMARY KEY)",
     "DROP TRIGGER IF EXISTS dbosify_command",

@@ -273,6 +273,34 @@ def _v8(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX executions_owned ON executions (owner) WHERE owner IS NOT NULL")
 
 
+def _v9(execute: Execute, is_sqlite: bool) -> None:
+    # Nexus operations' tasks (dbosify/_nexus_tasks.py): a start or cancel request waiting for, or
+    # held by, a worker of the endpoint's task queue; retried with backoff, fenced by attempt.
+    execute(
+        "CREATE TABLE nexus_tasks ("
+        " task_id TEXT PRIMARY KEY,"
+        " run_id TEXT NOT NULL,"
+        " seq INTEGER NOT NULL,"
+        " scheduled_event_id INTEGER NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " task_queue TEXT NOT NULL,"
+        " endpoint TEXT NOT NULL,"
+        " request BYTEA NOT NULL,"
+        " state TEXT NOT NULL,"
+        " attempt INTEGER NOT NULL,"
+        " owner TEXT,"
+        " available_at DOUBLE PRECISION NOT NULL,"
+        " deadline DOUBLE PRECISION,"
+        " cancel_requested INTEGER NOT NULL DEFAULT 0,"
+        " last_failure BYTEA)"
+    )
+    execute(
+        "CREATE INDEX nexus_tasks_ready ON nexus_tasks (task_queue, available_at) WHERE state = 'scheduled'"
+    )
+    execute("CREATE INDEX nexus_tasks_owned ON nexus_tasks (owner) WHERE owner IS NOT NULL")
+    execute("CREATE INDEX nexus_tasks_by_run ON nexus_tasks (run_id, seq)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -289,6 +317,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "standalone activities (started by a client, not by a workflow)", _v6),
     Migration(7, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v7),
     Migration(8, "an index of the runs each worker owns, for releasing them", _v8),
+    Migration(9, "Nexus operations' tasks", _v9),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

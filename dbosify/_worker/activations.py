@@ -21,6 +21,8 @@ ACTIVITY_CANCEL_TRY = 0
 ACTIVITY_CANCEL_WAIT = 1
 ACTIVITY_CANCEL_ABANDON = 2
 
+from dbosify._worker import nexus  # noqa: E402
+
 E = et
 
 INPUT_EVENT_TYPES = {
@@ -43,6 +45,11 @@ INPUT_EVENT_TYPES = {
     E.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
     E.EVENT_TYPE_EXTERNAL_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
     E.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED,
+    E.EVENT_TYPE_NEXUS_OPERATION_STARTED,
+    E.EVENT_TYPE_NEXUS_OPERATION_COMPLETED,
+    E.EVENT_TYPE_NEXUS_OPERATION_FAILED,
+    E.EVENT_TYPE_NEXUS_OPERATION_CANCELED,
+    E.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT,
 }
 
 RESET_WORKFLOW = failed_cause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
@@ -164,6 +171,7 @@ def jobs_for(
     patches: list[str],
     scheduled: dict[int, Any],
     cancelled: frozenset[int] | set[int] = frozenset(),
+    nexus_started: set[int] | None = None,
 ) -> list[wa.WorkflowActivationJob]:
     """The jobs of one activation: its input events and the updates delivered with it.
 
@@ -172,7 +180,11 @@ def jobs_for(
     Core, which resolves those as cancelled at once, an outcome that raced in after the workflow
     task started resolves them as cancelled.
     ``updates`` are (update.v1.Request, run_validator) pairs.
+    ``nexus_started``: Nexus operations whose start was resolved in earlier activations (the
+    caller's state, updated here; see `nexus.jobs`).
     """
+    if nexus_started is None:
+        nexus_started = set()
     first: list[wa.WorkflowActivationJob] = []
     middle: list[wa.WorkflowActivationJob] = []
     rest: list[wa.WorkflowActivationJob] = []
@@ -343,6 +355,8 @@ def jobs_for(
                 rc.failure.message = "Unable to cancel external workflow because it was not found"
                 rc.failure.application_failure_info.type = "RequestCancelExternalWorkflowExecutionFailed"
             rest.append(wa.WorkflowActivationJob(resolve_request_cancel_external_workflow=rc))
+        elif t in nexus.INPUT_EVENT_TYPES:
+            rest.extend(nexus.jobs(event, seq or 0, nexus_started))
     for request, run_validator in updates:
         du = wa.DoUpdate(
             id=request.meta.update_id,

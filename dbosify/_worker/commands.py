@@ -28,6 +28,7 @@ from dbosify._engine import runs as _runs
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 from dbosify._worker import activations as A
+from dbosify._worker import nexus
 from dbosify._worker.activations import (
     ACTIVITY_CANCEL_ABANDON,
     ACTIVITY_CANCEL_TRY,
@@ -388,8 +389,6 @@ def _continue_as_new_workflow_execution(a: Applying, cmd: wc.WorkflowCommand) ->
     _continue_as_new(d, tx, run, cmd.continue_as_new_workflow_execution, wft_id)
 
 
-def _schedule_nexus_operation(a: Applying, cmd: wc.WorkflowCommand) -> None:
-    raise ServiceError.unimplemented("Nexus operations are not supported by dbosify")
 
 
 APPLIERS: dict[str, Callable[[Applying, wc.WorkflowCommand], None]] = {
@@ -413,6 +412,6 @@ APPLIERS: dict[str, Callable[[Applying, wc.WorkflowCommand], None]] = {
     "fail_workflow_execution": _fail_workflow_execution,
     "cancel_workflow_execution": _cancel_workflow_execution,
     "continue_as_new_workflow_execution": _continue_as_new_workflow_execution,
-    "schedule_nexus_operation": _schedule_nexus_operation,
-    "request_cancel_nexus_operation": _schedule_nexus_operation,
+    "schedule_nexus_operation": nexus.schedule,
+    "request_cancel_nexus_operation": nexus.request_cancel,
 }

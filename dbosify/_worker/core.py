@@ -33,7 +33,7 @@ from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._store.threads import in_thread
-from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness
+from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness, nexus
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.interfaces import Driver
@@ -136,6 +136,7 @@ class WorkerCore(ActivitySide):
             eager.register(self)  # a start in this process may hand it its first task
         self.metrics = core_metrics.for_worker(getattr(self.runtime, "meter", None), self.ns, self.tq, config)
         backlog.watch(self)  # the queue's backlog, read when metrics are exported (backlog.py)
+        self._nexus = nexus.NexusPoller(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -235,6 +236,7 @@ class WorkerCore(ActivitySide):
         )
         tx.notify(f"wf:{self.tq}")
         tx.notify(f"act:{self.tq}")
+        self._nexus.hand_back(tx)
 
     def _reaped(self) -> None:
         """Another worker presumed this one dead (its beats stopped: e.g. the process was frozen)
@@ -267,19 +269,18 @@ class WorkerCore(ActivitySide):
             d.evict_requested = True
             self.store.hub.fire(f"{self.ns}\x00evict:{run_id}")
 
-    # -- nexus -------------------------------------------------------------------------------
+    # -- nexus (dbosify/_worker/nexus.py) ----------------------------------------------------
 
     async def poll_nexus_task(self) -> bytes:
-        """Nexus operations are not supported (docs/COMPATIBILITY.md): a worker with Nexus
-        handlers runs, but no Nexus task ever arrives; the poll ends at shutdown."""
         self._same_process()
         self._ensure_started()
-        assert self._shutdown_event is not None
-        await self._shutdown_event.wait()
-        raise PollShutdownError()
+        try:
+            return await self._nexus.poll()
+        except nexus.PollShutdown:
+            raise PollShutdownError() from None
 
     async def complete_nexus_task(self, proto: bytes) -> None:
-        pass
+        await self._nexus.complete(proto)
 
     # -- workflows ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
 from dbosify._store import dbos_setup as setup
+from dbosify._store.dbos_inbound_triggers import queue_name
 from dbosify._worker import dbos_fork as fork
 
 logger = logging.getLogger("dbosify")
@@ -82,7 +83,7 @@ def _forks(tx: Tx, task_queue: str, identity: str) -> int:
     rows = tx.all(
         f"SELECT f.workflow_uuid, f.forked_from FROM {ws} f WHERE f.application_name = %s"
         " AND f.status = 'ENQUEUED' AND substr(f.forked_from, 1, %s) = %s AND f.queue_name = %s",
-        (records.APP, len(prefix), prefix, task_queue),
+        (records.APP, len(prefix), prefix, queue_name(tx.namespace, task_queue)),
     )
     for fork_uuid, source in rows:
         fork.carry_out(tx, str(fork_uuid), str(source), identity)

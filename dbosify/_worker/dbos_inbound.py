@@ -15,8 +15,10 @@ starts one.
   their own application version, so no DBOS application, even one declaring a queue of that name,
   takes it), refuses a workflow ID that has a running run (Temporal's default ID policies), and
   wakes the task queue. A worker of that queue then starts the run, whose workflow ID is the DBOS
-  workflow ID, in one transaction that also replaces the request's row by the run's own DBOS row
-  (``<namespace>/<workflow id>/<run id>``).
+  workflow ID, in one transaction that also writes the run's own DBOS row
+  (``<namespace>/<workflow id>/<run id>``). The request's row stays, PENDING (application version
+  `records.ALIAS_VERSION`), and is closed with the workflow's status and result when its last run
+  closes (a continued-as-new chain's last), so DBOS's handle of the enqueue returns the result.
 
 Both take effect in the caller's transaction: an application can signal or start a workflow in
 the same transaction as its own business write.
@@ -157,9 +159,13 @@ def _starts(tx: Tx, task_queue: str, identity: str) -> int:
                 (workflow_id, json.dumps({"name": "StartRefused", "message": str(err)}), records._ms()),
             )
             continue
-        # The request's row gives way to the run's own (written by the start).
-        tx.execute(f"DELETE FROM {wi} WHERE workflow_uuid = %s", (workflow_id,))
-        tx.execute(f"DELETE FROM {ws} WHERE workflow_uuid = %s", (workflow_id,))
+        # The request's row stays, PENDING, beside the run's own (written by the start): it is
+        # closed with the workflow's outcome (`records.on_close`), which its DBOS handle returns.
+        tx.execute(
+            f"UPDATE {ws} SET status = 'PENDING', application_version = %s, updated_at = %s"
+            " WHERE workflow_uuid = %s",
+            (records.ALIAS_VERSION, records._ms(), workflow_id),
+        )
         logger.info("dbosify: started run %s of %s, enqueued through DBOS", result.run_id, workflow_id)
         done += 1
     return done

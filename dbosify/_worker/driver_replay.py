@@ -84,7 +84,8 @@ class Replaying(DriverBase):
             flags = list(ev.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
             tracking.inputs(self.state, inputs)
             jobs = A.jobs_for(
-                self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled
+                self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled,
+                st.nexus_started,
             )
             # workflow.now() is the task's started time; its commands took effect at its completion
             # (the same moment in histories written before the two were told apart).

@@ -203,7 +203,7 @@ class LiveLoop(WorkflowTask, LocalActivities):
         jobs = A.jobs_for(
             self.run_id, inputs, [(u, True) for u in updates],
             st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
-            st.scheduled, st.activity_cancelled,
+            st.scheduled, st.activity_cancelled, st.nexus_started,
         )
         ts = self.task_time = self.store.clock.now()
         self.task_build_id = self.core.build_id

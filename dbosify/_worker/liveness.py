@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dbosify import _nexus_tasks
 from dbosify._engine.liveness import RETRY_SET
 from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
@@ -248,6 +249,7 @@ def reap(tx: Tx, own: set[str]) -> None:
             tx.notify(f"wf:{q}")
         for q in {r[0] for r in rescheduled}:
             tx.notify(f"act:{q}")
+        _nexus_tasks.release_owner(tx, worker_id, now)
 
 
 def _set_result(fut: asyncio.Future[None]) -> None:

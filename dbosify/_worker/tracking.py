@@ -33,6 +33,7 @@ class DriverState:
     patches: list[str] = field(default_factory=list)
     flags: set[int] = field(default_factory=set)
     children: dict[int, str] = field(default_factory=dict)  # seq -> child workflow id
+    nexus_started: set[int] = field(default_factory=set)  # Nexus operations whose start was resolved
 
 
 def timer_due(st: DriverState, started: float, duration: float) -> float:

@@ -72,6 +72,11 @@ def namespace_group() -> None:
     """Register and list namespaces (`temporal operator namespace create|list`)."""
 
 
+@cli.group("operator")
+def operator_group() -> None:
+    """Operator verbs (`temporal operator`): Nexus endpoints."""
+
+
 def _register() -> None:
     """The verbs, with the hook active first: their modules import temporalio."""
     from dbosify.cli.common import activate
@@ -80,6 +85,7 @@ def _register() -> None:
     if workflow_group.commands:
         return
     from dbosify.cli import namespace as namespace_verbs
+    from dbosify.cli import nexus as nexus_verbs
     from dbosify.cli import schedule as schedule_verbs
     from dbosify.cli import ui as ui_verb
     from dbosify.cli import workflow_read, workflow_write
@@ -88,6 +94,7 @@ def _register() -> None:
     workflow_write.register(workflow_group)
     schedule_verbs.register(schedule_group)
     namespace_verbs.register(namespace_group)
+    nexus_verbs.register(operator_group)
     cli.add_command(ui_verb.ui_cmd)
 
 
