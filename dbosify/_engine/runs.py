@@ -20,9 +20,9 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 
-from dbosify import _nexus_tasks
 from dbosify._dbos import records
 from dbosify._engine import history as h
+from dbosify._engine import nexus_tasks as _nexus_tasks
 from dbosify._engine import search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx

@@ -64,7 +64,7 @@ def _envelope(value: str | None) -> int:
 def _migrate(url: str, schema: str | None) -> None:
     # DBOS's own migrations, applied without importing the dbos package (`migrate`): this runs
     # inside a user's first call.
-    from dbosify._dbos import migrate
+    from dbosify._store import dbos_migrate as migrate
 
     migrate.migrate(url, schema)
 

@@ -16,12 +16,12 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.child_workflow import child_workflow_pb2 as cw
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 
+from dbosify._worker import nexus_jobs as nexus
+
 # How a workflow's activity is cancelled (temporalio's ActivityCancellationType).
 ACTIVITY_CANCEL_TRY = 0
 ACTIVITY_CANCEL_WAIT = 1
 ACTIVITY_CANCEL_ABANDON = 2
-
-from dbosify._worker import nexus  # noqa: E402
 
 E = et
 

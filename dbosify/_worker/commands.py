@@ -9,15 +9,13 @@ the run), so a checkpoint and its effect never diverge.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.api.enums.v1 import failed_cause_pb2 as WFT_CAUSE
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
-from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
 from dbosify._engine import activity_tasks as acts
@@ -26,7 +24,6 @@ from dbosify._engine import history as h
 from dbosify._engine import limits, search_attributes
 from dbosify._engine import runs as _runs
 from dbosify._engine.errors import ServiceError
-from dbosify._store import Tx
 from dbosify._worker import activations as A
 from dbosify._worker import nexus
 from dbosify._worker.activations import (
@@ -34,9 +31,10 @@ from dbosify._worker.activations import (
     ACTIVITY_CANCEL_TRY,
     ACTIVITY_CANCEL_WAIT,
 )
+from dbosify._worker.applying import Applying, BadCommand
 
 if TYPE_CHECKING:
-    from dbosify._worker.interfaces import Driver
+    pass
 from dbosify._worker.command_effects import (
     _apply_update_response,
     _continue_as_new,
@@ -45,33 +43,10 @@ from dbosify._worker.command_effects import (
     _start_child,
 )
 
+__all__ = ["APPLIERS", "Applying", "BadCommand", "apply"]
+
 E = et
 
-
-
-@dataclass
-class Applying:
-    """One workflow task's transaction, as each command's applier sees it."""
-
-    driver: Driver
-    tx: Tx
-    run: h.Run
-    wft_id: int  # the WorkflowTaskCompleted event's id
-    ts: float  # when the task takes effect (its WorkflowTaskCompleted event's time)
-    delivered: dict[str, upd_pb.Request]  # updates this task delivered, by id
-    scheduled_now: dict[int, Any]  # activities scheduled by this task: seq -> attributes
-    meta: Any = None  # the current command's user metadata
-    eager_budget: int = 0  # activities this task may hand straight to its worker
-    eager: list[acts.Claimed] = field(default_factory=list)  # those it did
-
-
-class BadCommand(Exception):
-    """A command the server refuses: its workflow task fails with ``cause``, as on Temporal."""
-
-    def __init__(self, cause: int, message: str) -> None:
-        super().__init__(message)
-        self.cause = cause
-        self.message = message
 
 
 def apply(a: Applying, cmd: wc.WorkflowCommand) -> None:

@@ -19,8 +19,8 @@ from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._worker import activations as A
-from dbosify._worker import commands as commands_
 from dbosify._worker import dormancy, history_limits, payload_limits, tracking
+from dbosify._worker.applying import BadCommand
 from dbosify._worker.driver_base import (
     _UNHANDLED,
     Dormant,
@@ -232,7 +232,7 @@ class LiveLoop(WorkflowTask, LocalActivities):
             raise WorkflowTaskFailed(big.message) from None
         try:
             snap = await self._apply(completion, ts, consumed, updates, last_seen)
-        except commands_.BadCommand as bad:
+        except BadCommand as bad:
             await self._record_task_failure(failure_pb.Failure(message=bad.message), cause=bad.cause)
             raise WorkflowTaskFailed(bad.message) from None
         st.consumed = consumed

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dbosify import _nexus_tasks
+from dbosify._engine import nexus_tasks as _nexus_tasks
 from dbosify._engine.liveness import RETRY_SET
 from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx

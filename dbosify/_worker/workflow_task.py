@@ -26,6 +26,7 @@ from dbosify._store import Tx
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
 from dbosify._worker import dormancy, tracking
+from dbosify._worker.applying import Applying
 from dbosify._worker.driver_base import (
     _UNHANDLED,
     DriverBase,
@@ -131,7 +132,7 @@ class WorkflowTask(DriverBase):
                     "UPDATE updates SET state = 'delivered' WHERE run_id = %s AND update_id = %s AND state = 'requested'",
                     (self.run_id, uid),
                 )
-            applying = commands_.Applying(
+            applying = Applying(
                 self, tx, run, wft_id, done, delivered, scheduled_now, eager_budget=eager_budget, eager=eager
             )
             for cmd in commands:

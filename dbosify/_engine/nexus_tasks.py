@@ -28,6 +28,8 @@ from temporalio.api.nexus.v1 import message_pb2 as nx
 from temporalio.bridge.proto.nexus import nexus_pb2 as core_nx
 
 from dbosify._engine import history as h
+from dbosify._engine import nexus_endpoints
+from dbosify._engine.liveness import owns_row
 from dbosify._store import Tx
 
 logger = logging.getLogger("dbosify")
@@ -183,8 +185,6 @@ def _schedule_cancel(
     tx: Tx, run_id: str, seq: int, sched_id: int, attrs: hist.NexusOperationScheduledEventAttributes,
     token: str, now: float,
 ) -> None:
-    from dbosify._server import nexus_endpoints
-
     ep = nexus_endpoints.lookup_in_tx(tx, attrs.endpoint)
     if ep is None:
         return
@@ -258,8 +258,6 @@ def _started(tx: Tx, run_id: str, seq: int, sched_id: int, attrs: hist.NexusOper
 
 def claim(tx: Tx, task_queue: str, owner: str, limit: int) -> tuple[list[bytes], float | None]:
     """Up to ``limit`` ready tasks for ``owner`` (NexusTask protos), and when the next is ready."""
-    from dbosify._engine.liveness import owns_row
-
     now = tx.store.clock.now()
     if not owns_row(tx, owner):
         return [], now + 0.5
