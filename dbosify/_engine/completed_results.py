@@ -144,7 +144,7 @@ def statement(schema: str, steps_table: str | None = None) -> str:
         "  ORDER BY k.seq) - 1) AS off FROM k JOIN a ON a.run_id = k.run_id AND a.seq = k.seq"
         "  WHERE a.attempt = k.attempt AND a.state = 'running' AND NOT a.recorded"
         "  AND a.scheduled_event_id = k.sched),"
-        # A result is work for its run: a dormant one becomes claimable (as `_history.append` does).
+        # A result is work for its run: a dormant one becomes claimable (as `_engine.history.append` does).
         f" u AS (UPDATE {s}.executions x SET next_event_id = x.next_event_id + n.n, dormant = 0,"
         "  history_size_bytes = x.history_size_bytes + n.size"
         "  FROM (SELECT run_id, 2 * count(*) AS n,"

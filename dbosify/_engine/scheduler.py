@@ -4,7 +4,7 @@ There is no server process: a schedule's row (table ``schedules``) says which no
 were handled (``processed_until``) and when it next needs attention (``next_due``). Whoever
 locks the row first (`fire_due`, run by every worker of the namespace; or an RPC such as
 trigger, backfill or create) decides the due actions, starts their workflows with
-`_runs.start_run` and advances the row, all in one transaction: two processes cannot both take
+`_engine.runs.start_run` and advances the row, all in one transaction: two processes cannot both take
 an action, and a process killed half-way leaves nothing behind. When a run a schedule started
 closes, `on_run_closed` runs in the run's own close transaction: it records the result for the
 next action, pauses on failure when asked, and starts a buffered action.

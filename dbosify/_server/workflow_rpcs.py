@@ -285,7 +285,7 @@ class WorkflowRpcs(RpcBase):
 
         # Long poll: wait for the close event (or any new event) to be pushed, never on a timer.
         # Waiting for a result, the waiter can be registered before the first look.
-        # A small close event comes with its wake-up (`_runs.close_run`): no read after it.
+        # A small close event comes with its wake-up (`_engine.runs.close_run`): no read after it.
         waited = f"closed-wf:{wid}"
         fut = self.store.waiter(ns, [waited], value=True) if close_only and req.wait_new_event else None
         try:

@@ -511,7 +511,7 @@ class WorkerCore(ActivitySide):
                     fut.cancel()
 
     async def _dbos_commands_loop(self) -> None:
-        """Carry out DBOS's cancel and resume of this task queue's runs (see _dbos/commands.py)."""
+        """Carry out DBOS's cancel and resume of this task queue's runs (see _worker/dbos_commands.py)."""
         await self._registered()
 
         async def step() -> None:
@@ -523,7 +523,7 @@ class WorkerCore(ActivitySide):
 
     async def _dbos_inbound_loop(self) -> None:
         """Deliver DBOS's messages to this task queue's runs and start the runs enqueued on it
-        through DBOS (see _dbos/inbound.py)."""
+        through DBOS (see _worker/dbos_inbound.py)."""
         await self._registered()
 
         async def step() -> None:

@@ -4,9 +4,9 @@ A run whose driver is idle (nothing to deliver, nothing due, no local activity i
 be evicted to keep a worker's cache within ``max_cached_workflows`` (least recently used
 first). Eviction gives up the claim: the run becomes *dormant* (``owner`` NULL, ``dormant`` 1,
 ``wake_at`` its earliest due timer or timeout). A dormant run is not claimable until:
-- an event that is work for it is appended (`_history.append` clears ``dormant`` in the same
+- an event that is work for it is appended (`_engine.history.append` clears ``dormant`` in the same
   statement and wakes the task queue's claim loops), or an update or query is recorded for it
-  (`_history.wake`), or
+  (`_engine.history.wake`), or
 - its ``wake_at`` passes: claim loops wait for the earliest ``wake_at`` of their task queue,
   one indexed lookup, whatever the number of dormant runs.
 
