@@ -313,3 +313,42 @@ def test_cli_endpoint_verbs(db_url: str) -> None:
     assert cli("delete", "--name", name).returncode == 0
     gone = cli("get", "--name", name)
     assert gone.returncode != 0 and "not found" in gone.stderr
+
+
+async def _outcome(coro: object) -> tuple[RPCStatusCode, str] | None:
+    """None when the call succeeds, else its status and message."""
+    try:
+        await coro  # type: ignore[misc]
+    except RPCError as err:
+        return err.status, err.message
+    return None
+
+
+async def test_concurrent_endpoint_writes_keep_temporals_rules(client: Client) -> None:
+    """Writers that race: one create per name, one update per version (the rest are refused as
+    Temporal refuses them, never INTERNAL and never a lost update); a name with a trailing newline
+    and a forged page token are INVALID_ARGUMENT."""
+    o = client.operator_service
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    creates = await asyncio.gather(*(
+        _outcome(o.create_nexus_endpoint(ops.CreateNexusEndpointRequest(
+            spec=_spec(name, client.namespace, f"tq{i}")))) for i in range(6)
+    ))
+    refused = [c for c in creates if c is not None]
+    assert len(refused) == 5 and all(c[0] == RPCStatusCode.ALREADY_EXISTS for c in refused), creates
+    listed = (await o.list_nexus_endpoints(ops.ListNexusEndpointsRequest(name=name))).endpoints
+    assert len(listed) == 1
+    ep = listed[0]
+    updates = await asyncio.gather(*(
+        _outcome(o.update_nexus_endpoint(ops.UpdateNexusEndpointRequest(
+            id=ep.id, version=ep.version, spec=_spec(name, client.namespace, f"new{i}")))) for i in range(6)
+    ))
+    refused = [u for u in updates if u is not None]
+    assert len(refused) == 5 and all(u[0] == RPCStatusCode.FAILED_PRECONDITION for u in refused), updates
+    got = (await o.get_nexus_endpoint(ops.GetNexusEndpointRequest(id=ep.id))).endpoint
+    assert got.version == ep.version + 1
+
+    assert (await _status(o.create_nexus_endpoint(ops.CreateNexusEndpointRequest(
+        spec=_spec(f"nl{uuid.uuid4().hex[:6]}\n", client.namespace, "tq")))))[0] == RPCStatusCode.INVALID_ARGUMENT
+    assert (await _status(o.list_nexus_endpoints(ops.ListNexusEndpointsRequest(
+        next_page_token=b"\xff\x00bad"))))[0] == RPCStatusCode.INVALID_ARGUMENT
