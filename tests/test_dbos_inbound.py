@@ -329,3 +329,20 @@ async def test_a_refused_enqueue_neither_blocks_others_nor_skips_the_limits(
     assert "exceeds maximum allowed length" in str(rows[0].error)
     with pytest.raises(RPCError):
         await client.get_workflow_handle(bad).describe()
+
+
+async def test_a_dbos_queue_with_a_slash_of_another_application_is_left_alone(
+    client: Client, dbos: DBOSClient
+) -> None:
+    """Only a queue that names this namespace (`<namespace>/<task queue>`) is a start of ours: a
+    DBOS application's own `jobs/high` keeps its row as DBOS wrote it."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        assert await client.execute_workflow(Greet.run, args=["x", "."], id=f"g-{tq}", task_queue=tq)
+    wid = f"app-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(
+        dbos.enqueue, {"workflow_name": "Greet", "queue_name": "jobs/high", "workflow_id": wid}, "a", "b"
+    )
+    rows = await asyncio.to_thread(dbos.list_workflows, workflow_ids=[wid])
+    assert len(rows) == 1 and rows[0].status == "ENQUEUED" and rows[0].queue_name == "jobs/high"
+    assert rows[0].app_version != "dbosify:start"
