@@ -19,6 +19,21 @@ class Echo:
         return f"echo {name}"
 
 
+@workflow.defn
+class Parked:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.signal
+    def release(self) -> None:
+        self.go = True
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        await workflow.wait_condition(lambda: self.go)
+        return f"parked {name}"
+
+
 @nexusrpc.handler.service_handler
 class Greeter:
     @nexusrpc.handler.sync_operation
@@ -28,6 +43,10 @@ class Greeter:
     @nexus.workflow_run_operation
     async def echo(self, ctx: nexus.WorkflowRunOperationContext, name: str) -> nexus.WorkflowHandle[str]:
         return await ctx.start_workflow(Echo.run, name, id=f"echo-{ctx.request_id}")
+
+    @nexus.workflow_run_operation
+    async def park(self, ctx: nexus.WorkflowRunOperationContext, name: str) -> nexus.WorkflowHandle[str]:
+        return await ctx.start_workflow(Parked.run, name, id=f"park-{name}")
 
     @nexusrpc.handler.sync_operation
     async def fail(self, _ctx: nexusrpc.handler.StartOperationContext, kind: str) -> str:
@@ -67,6 +86,8 @@ class Caller:
             return await client.execute_operation(Greeter.hello, arg)
         if op == "echo":
             return await client.execute_operation(Greeter.echo, arg)
+        if op == "park":
+            return await client.execute_operation(Greeter.park, arg)
         if op == "crash_once":
             return await client.execute_operation(
                 Greeter.crash_once, arg, schedule_to_close_timeout=timedelta(seconds=60)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from temporalio import activity, workflow
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
@@ -297,3 +298,51 @@ async def test_a_dbos_queue_of_the_same_name_never_takes_the_start(
             except Exception:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
+
+
+async def test_a_refused_enqueue_neither_blocks_others_nor_skips_the_limits(
+    client: Client, dbos: DBOSClient
+) -> None:
+    """An enqueue the engine refuses (a 3 KB type name, over Temporal's 1,000 bytes; on Postgres
+    also past an index row's size) is ERROR with the reason, and the requests beside it in the
+    same worker transaction still start."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    q = queue_name(client.namespace, tq)
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        assert await client.execute_workflow(Greet.run, args=["x", "."], id=f"g-{tq}", task_queue=tq)
+    # Both enqueued while no worker runs: one worker transaction meets them together.
+    bad, good = f"bad-{uuid.uuid4().hex[:6]}", f"good-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(dbos.enqueue, {"workflow_name": "G" * 3000, "queue_name": q, "workflow_id": bad}, 1)
+    await asyncio.to_thread(dbos.enqueue, {"workflow_name": "Greet", "queue_name": q, "workflow_id": good}, "ok", "!")
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        h = client.get_workflow_handle(good)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert await h.result() == "hello ok!"
+                break
+            except RPCError:
+                assert time.monotonic() < deadline, "the good request never started"
+                await asyncio.sleep(0.05)
+    rows = await asyncio.to_thread(dbos.list_workflows, workflow_ids=[bad])
+    assert [r.status for r in rows] == ["ERROR"]
+    assert "exceeds maximum allowed length" in str(rows[0].error)
+    with pytest.raises(RPCError):
+        await client.get_workflow_handle(bad).describe()
+
+
+async def test_a_dbos_queue_with_a_slash_of_another_application_is_left_alone(
+    client: Client, dbos: DBOSClient
+) -> None:
+    """Only a queue that names this namespace (`<namespace>/<task queue>`) is a start of ours: a
+    DBOS application's own `jobs/high` keeps its row as DBOS wrote it."""
+    tq = f"tq-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]):
+        assert await client.execute_workflow(Greet.run, args=["x", "."], id=f"g-{tq}", task_queue=tq)
+    wid = f"app-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(
+        dbos.enqueue, {"workflow_name": "Greet", "queue_name": "jobs/high", "workflow_id": wid}, "a", "b"
+    )
+    rows = await asyncio.to_thread(dbos.list_workflows, workflow_ids=[wid])
+    assert len(rows) == 1 and rows[0].status == "ENQUEUED" and rows[0].queue_name == "jobs/high"
+    assert rows[0].app_version != "dbosify:start"

@@ -341,3 +341,17 @@ def test_bad_attribute_and_config() -> None:
             ))
         finally:
             busy.close()
+
+
+def test_prometheus_on_an_ipv6_address() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port = int(s.getsockname()[1])
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"[::1]:{port}")))
+    runtime.metric_meter.create_counter("six_counter").add(2)
+    assert _value(_scrape(f"[::1]:{port}"), "six_counter") == 2

@@ -313,3 +313,80 @@ def test_cli_endpoint_verbs(db_url: str) -> None:
     assert cli("delete", "--name", name).returncode == 0
     gone = cli("get", "--name", name)
     assert gone.returncode != 0 and "not found" in gone.stderr
+
+
+async def _outcome(coro: object) -> tuple[RPCStatusCode, str] | None:
+    """None when the call succeeds, else its status and message."""
+    try:
+        await coro  # type: ignore[misc]
+    except RPCError as err:
+        return err.status, err.message
+    return None
+
+
+async def test_concurrent_endpoint_writes_keep_temporals_rules(client: Client) -> None:
+    """Writers that race: one create per name, one update per version (the rest are refused as
+    Temporal refuses them, never INTERNAL and never a lost update); a name with a trailing newline
+    and a forged page token are INVALID_ARGUMENT."""
+    o = client.operator_service
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    creates = await asyncio.gather(*(
+        _outcome(o.create_nexus_endpoint(ops.CreateNexusEndpointRequest(
+            spec=_spec(name, client.namespace, f"tq{i}")))) for i in range(6)
+    ))
+    refused = [c for c in creates if c is not None]
+    assert len(refused) == 5 and all(c[0] == RPCStatusCode.ALREADY_EXISTS for c in refused), creates
+    listed = (await o.list_nexus_endpoints(ops.ListNexusEndpointsRequest(name=name))).endpoints
+    assert len(listed) == 1
+    ep = listed[0]
+    updates = await asyncio.gather(*(
+        _outcome(o.update_nexus_endpoint(ops.UpdateNexusEndpointRequest(
+            id=ep.id, version=ep.version, spec=_spec(name, client.namespace, f"new{i}")))) for i in range(6)
+    ))
+    refused = [u for u in updates if u is not None]
+    assert len(refused) == 5 and all(u[0] == RPCStatusCode.FAILED_PRECONDITION for u in refused), updates
+    got = (await o.get_nexus_endpoint(ops.GetNexusEndpointRequest(id=ep.id))).endpoint
+    assert got.version == ep.version + 1
+
+    assert (await _status(o.create_nexus_endpoint(ops.CreateNexusEndpointRequest(
+        spec=_spec(f"nl{uuid.uuid4().hex[:6]}\n", client.namespace, "tq")))))[0] == RPCStatusCode.INVALID_ARGUMENT
+    assert (await _status(o.list_nexus_endpoints(ops.ListNexusEndpointsRequest(
+        next_page_token=b"\xff\x00bad"))))[0] == RPCStatusCode.INVALID_ARGUMENT
+
+
+async def test_a_forged_completion_callback_writes_nothing_in_the_caller(client: Client) -> None:
+    """A start's completion callbacks are the client's to give: one naming a caller's operation
+    without the operation's own request id changes nothing there; the real handler's close does."""
+    import json as _json
+
+    from temporalio.api.common.v1 import message_pb2 as common_pb
+    from temporalio.api.workflowservice.v1 import request_response_pb2 as wsr
+
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    async with Worker(client, task_queue=tq, workflows=[app.Caller, app.Echo, app.Parked],
+                      nexus_service_handlers=[app.Greeter()]):
+        caller = await client.start_workflow(app.Caller.run, args=["park", tq], id=f"c-{tq}", task_queue=tq)
+        deadline = time.monotonic() + 20
+        while not any(e.event_type == et.EVENT_TYPE_NEXUS_OPERATION_STARTED
+                      for e in (await caller.fetch_history()).events):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        caller_run = (await caller.describe()).run_id
+        forged = _json.dumps({"ns": client.namespace, "run": caller_run, "seq": 1, "sched": 5})
+        req = wsr.StartWorkflowExecutionRequest(
+            namespace=client.namespace, workflow_id=f"forger-{tq}", request_id=str(uuid.uuid4()),
+            workflow_type=common_pb.WorkflowType(name="Echo"),
+        )
+        req.task_queue.name = tq
+        req.input.payloads.append((await client.data_converter.encode(["forged"]))[0])
+        cb = req.completion_callbacks.add()
+        cb.nexus.url = "temporal://system"
+        cb.nexus.header["temporal-callback-token"] = forged
+        await client.workflow_service.start_workflow_execution(req)
+        assert await client.get_workflow_handle(f"forger-{tq}").result() == "echo forged"
+        await asyncio.sleep(0.3)
+        types = [e.event_type for e in (await caller.fetch_history()).events]
+        assert et.EVENT_TYPE_NEXUS_OPERATION_COMPLETED not in types
+        await client.get_workflow_handle(f"park-{tq}").signal(app.Parked.release)
+        assert await caller.result() == f"parked {tq}"

@@ -491,7 +491,7 @@ async def test_invalid_namespace_names_are_refused_as_temporal_refuses_them(db_u
         ("x" * (namespaces.MAX_NAME_LENGTH + 1), "Namespace length exceeds limit."),
         ("é" * (namespaces.MAX_NAME_LENGTH // 2 + 1), "Namespace length exceeds limit."),
         ("", "Namespace not set on request."),
-        ("bad\x00name", "Namespace contains a NUL character."),
+        ("bad\x00name", "Namespace contains a NUL character, which cannot be stored."),
     ]
     for name, message in cases:
         client = await Client.connect(db_url, namespace=name)

@@ -24,10 +24,11 @@ from temporalio.api.nexus.v1 import message_pb2 as nx
 from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
 
 from dbosify._engine.errors import FAILED_PRECONDITION, ServiceError
+from dbosify._server import listing
 from dbosify._store import Store, Tx, files, namespaces
 from dbosify._store.threads import in_thread
 
-NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-]*[a-zA-Z0-9]$")
+NAME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9\-]*[a-zA-Z0-9]$")  # whole name (fullmatch: no trailing newline)
 MAX_NAME = 200
 DEFAULT_PAGE = 100
 
@@ -94,9 +95,10 @@ class _Catalog:
                         cur.execute(sql.replace("{t}", table), params)
                         return cur
 
+                    if write:  # one writer at a time: a name check or a version check, then its write
+                        q("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
                     have = q("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
                     if write and not have:
-                        q("SELECT pg_advisory_xact_lock(hashtext(%s))", (table,))
                         q(_TABLE)
                         have = True
                     result = fn(q) if have else fn(None)
@@ -194,7 +196,7 @@ def validate_spec(store: Store, spec: nx.EndpointSpec) -> None:
         problems.append("endpoint name not set")
     elif len(spec.name) > MAX_NAME:
         problems.append(f"endpoint name exceeds length limit of {MAX_NAME}")
-    elif not NAME_RE.match(spec.name):
+    elif not NAME_RE.fullmatch(spec.name):
         problems.append(f'endpoint name must match the regex: "{NAME_RE.pattern.replace(chr(92), chr(92) * 2)}"')
     variant = spec.target.WhichOneof("variant")
     if variant is None:
@@ -290,7 +292,7 @@ def delete(store: Store, eid: str) -> None:
 def list_page(store: Store, name: str, page_size: int, token: bytes) -> tuple[list[Endpoint], bytes]:
     """Endpoints by id; ``name`` filters to that one name, as on Temporal."""
     size = page_size if page_size > 0 else DEFAULT_PAGE
-    after = token.decode() if token else ""
+    after = listing.read_key_token(token)
 
     def fn(q: Any) -> list[Endpoint]:
         if q is None:

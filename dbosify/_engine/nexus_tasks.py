@@ -101,7 +101,8 @@ def schedule_start(
     so.payload.CopyFrom(attrs.input)
     so.callback = CALLBACK_URL
     so.callback_header[TOKEN_HEADER] = json.dumps(
-        {"ns": tx.namespace, "run": run.run_id, "seq": seq, "sched": sched_id, "task": task_id}
+        {"ns": tx.namespace, "run": run.run_id, "seq": seq, "sched": sched_id, "task": task_id,
+         "req": attrs.request_id}
     )
     so.links.append(_caller_link(tx.namespace, run, sched_id))
     deadline = _dur(attrs, "schedule_to_close_timeout")
@@ -426,19 +427,26 @@ def on_run_closed(tx: Tx, run: h.Run, status: int, attrs: Any) -> None:
         try:
             ref = json.loads(cb.nexus.header[TOKEN_HEADER])
             caller_ns, caller_run, seq, sched_id = ref["ns"], ref["run"], int(ref["seq"]), int(ref["sched"])
+            request_id = str(ref["req"])
         except (ValueError, KeyError, TypeError):
             continue
         if caller_ns != tx.namespace:
             continue  # another namespace's caller: not in this release (docs/COMPATIBILITY.md)
-        _deliver(tx, caller_run, seq, sched_id, cb.nexus.header.get(OPERATION_TOKEN_HEADER, ""), run, status, attrs)
+        _deliver(tx, caller_run, seq, sched_id, request_id, cb.nexus.header.get(OPERATION_TOKEN_HEADER, ""),
+                 run, status, attrs)
 
 
-def _deliver(tx: Tx, caller_run: str, seq: int, sched_id: int, token: str, run: h.Run, status: int,
-             attrs: Any) -> None:
+def _deliver(tx: Tx, caller_run: str, seq: int, sched_id: int, request_id: str, token: str, run: h.Run,
+             status: int, attrs: Any) -> None:
     got = scheduled_attrs(tx, caller_run, seq)
     if got is None:
         return
-    _, sched = got
+    event_id, sched = got
+    if event_id != sched_id or not request_id or sched.request_id != request_id:
+        # Not the callback this operation's start handed out (a start's completion callbacks are
+        # the client's to give): the caller's history is never written from it.
+        logger.warning("dbosify: a completion callback for run %s names no operation of it; ignored", caller_run)
+        return
     # The handler's run may close before its start answer is recorded: the start goes first.
     if tx.one("SELECT 1 FROM nexus_tasks WHERE run_id = %s AND seq = %s AND kind = 'start'", (caller_run, seq)):
         _started(tx, caller_run, seq, sched_id, sched, token, [])

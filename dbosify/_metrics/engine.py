@@ -115,6 +115,10 @@ BacklogProbe = Callable[[], list[tuple[dict[str, str], int, float]]]
 _probes: dict[tuple[Any, ...], weakref.ReferenceType[Any]] = {}
 _names: dict[tuple[Any, ...], str] = {}
 _probes_lock = threading.Lock()
+# A queue whose backlog could not be read (the database unreachable: the read waits out the
+# store's reconnect budget) is left out of the scrapes of the next seconds.
+BACKLOG_RETRY_SECONDS = 30.0
+_failed_until: dict[tuple[Any, ...], float] = {}
 
 
 def watch_backlog(key: tuple[Any, ...], owner: Any, probe_name: str) -> None:
@@ -133,13 +137,17 @@ def _backlog() -> list[tuple[dict[str, str], int, float]]:
                 _probes.pop(k, None)
                 _names.pop(k, None)
     out: list[tuple[dict[str, str], int, float]] = []
-    for _, owner, name in live:
-        if owner is None:
+    now = time.monotonic()
+    for key, owner, name in live:
+        if owner is None or _failed_until.get(key, 0.0) > now:
             continue
         try:
             out.extend(getattr(owner, name)())
-        except Exception as err:  # a scrape must not fail for one queue
+        except Exception as err:  # a scrape must not fail for one queue, nor wait on it again soon
+            _failed_until[key] = time.monotonic() + BACKLOG_RETRY_SECONDS
             logger.debug("dbosify: backlog of a task queue could not be read: %s", err)
+        else:
+            _failed_until.pop(key, None)
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,6 +200,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def _serve(host: str, port: int, sink: PrometheusSink) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
@@ -212,6 +217,7 @@ def _serve(host: str, port: int, sink: PrometheusSink) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = _Server((host, port), Handler)
+    server_class = _Server6 if ":" in host else _Server  # an IPv6 literal, such as [::1]:9090
+    server = server_class((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="dbosify-prometheus", daemon=True).start()
     return server

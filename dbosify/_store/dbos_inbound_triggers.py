@@ -97,31 +97,37 @@ _RUN_ID = "substr(NEW.destination_uuid, length(rtrim(NEW.destination_uuid," \
     " replace(NEW.destination_uuid, '/', ''))) + 1)"
 _TQ = ids.sql_unquote("substr(NEW.queue_name, instr(NEW.queue_name, '/') + 1)")
 
-SQLITE_TRIGGERS = [
-    "DROP TRIGGER IF EXISTS dbosify_send",
-    f"""CREATE TRIGGER dbosify_send BEFORE INSERT ON notifications
-    WHEN EXISTS (SELECT 1 FROM executions WHERE run_id = {_RUN_ID})
-    BEGIN
-        SELECT RAISE(ABORT, 'dbosify: {_REFUSE_CLOSED}')
-        WHERE (SELECT status FROM executions WHERE run_id = {_RUN_ID}) <> 1;
-        SELECT RAISE(ABORT, 'dbosify: {_REFUSE_TOPIC}')
-        WHERE NEW.topic IS NULL OR NEW.topic IN ('', '{NULL_TOPIC}');
-        INSERT INTO notices (origin, key)
-        SELECT 'dbos', 'dbos-in:' || task_queue FROM executions WHERE run_id = {_RUN_ID};
-    END""",
-    "DROP TRIGGER IF EXISTS dbosify_enqueue_refuse",
-    f"""CREATE TRIGGER dbosify_enqueue_refuse BEFORE INSERT ON workflow_status
-    WHEN NEW.status = 'ENQUEUED' AND NEW.queue_name LIKE '%/%'
-         AND NEW.application_name IS NOT '{APP}'
-         AND EXISTS (SELECT 1 FROM executions WHERE workflow_id = NEW.workflow_uuid AND status = 1)
-    BEGIN SELECT RAISE(ABORT, 'dbosify: Workflow execution is already running.'); END""",
-    "DROP TRIGGER IF EXISTS dbosify_enqueue",
-    f"""CREATE TRIGGER dbosify_enqueue AFTER INSERT ON workflow_status
-    WHEN NEW.status = 'ENQUEUED' AND NEW.queue_name LIKE '%/%'
-         AND NEW.application_name IS NOT '{APP}'
-    BEGIN
-        UPDATE workflow_status SET application_name = '{APP}', application_version = '{START_VERSION}',
-            executor_id = NULL WHERE workflow_uuid = NEW.workflow_uuid;
-        INSERT INTO notices (origin, key) VALUES ('dbos', 'dbos-in:' || {_TQ});
-    END""",
-]
+
+def sqlite_triggers(namespace: str) -> list[str]:
+    """The SQLite triggers of one namespace's file: an enqueue is taken only when its queue names
+    this namespace (`queue_name`), so a DBOS application's own queue with a `/` is left alone."""
+    ours = ids.quote(namespace).replace("'", "''") + "/"
+    mine = f"substr(NEW.queue_name, 1, {len(ours)}) = '{ours}'"
+    return [
+        "DROP TRIGGER IF EXISTS dbosify_send",
+        f"""CREATE TRIGGER dbosify_send BEFORE INSERT ON notifications
+        WHEN EXISTS (SELECT 1 FROM executions WHERE run_id = {_RUN_ID})
+        BEGIN
+            SELECT RAISE(ABORT, 'dbosify: {_REFUSE_CLOSED}')
+            WHERE (SELECT status FROM executions WHERE run_id = {_RUN_ID}) <> 1;
+            SELECT RAISE(ABORT, 'dbosify: {_REFUSE_TOPIC}')
+            WHERE NEW.topic IS NULL OR NEW.topic IN ('', '{NULL_TOPIC}');
+            INSERT INTO notices (origin, key)
+            SELECT 'dbos', 'dbos-in:' || task_queue FROM executions WHERE run_id = {_RUN_ID};
+        END""",
+        "DROP TRIGGER IF EXISTS dbosify_enqueue_refuse",
+        f"""CREATE TRIGGER dbosify_enqueue_refuse BEFORE INSERT ON workflow_status
+        WHEN NEW.status = 'ENQUEUED' AND {mine}
+             AND NEW.application_name IS NOT '{APP}'
+             AND EXISTS (SELECT 1 FROM executions WHERE workflow_id = NEW.workflow_uuid AND status = 1)
+        BEGIN SELECT RAISE(ABORT, 'dbosify: Workflow execution is already running.'); END""",
+        "DROP TRIGGER IF EXISTS dbosify_enqueue",
+        f"""CREATE TRIGGER dbosify_enqueue AFTER INSERT ON workflow_status
+        WHEN NEW.status = 'ENQUEUED' AND {mine}
+             AND NEW.application_name IS NOT '{APP}'
+        BEGIN
+            UPDATE workflow_status SET application_name = '{APP}', application_version = '{START_VERSION}',
+                executor_id = NULL WHERE workflow_uuid = NEW.workflow_uuid;
+            INSERT INTO notices (origin, key) VALUES ('dbos', 'dbos-in:' || {_TQ});
+        END""",
+    ]

@@ -40,7 +40,8 @@ logger = logging.getLogger("dbosify")
 # 4: the queue name is kept through DBOS's verbs, forks are resets, deletes are carried out.
 # 5: the queue name is `<namespace>/<task queue>` (`inbound_triggers.queue_name`); older rows
 # are renamed (`requote.queue_names`).
-ENVELOPE_VERSION = 5
+# 6: on SQLite, an enqueue is taken only when its queue names the file's own namespace.
+ENVELOPE_VERSION = 6
 SETUP_WAIT_SECONDS = 120.0
 APP = "dbosify"
 MARKER_KEY = "dbos"
@@ -253,7 +254,7 @@ def sqlite_ensure(conn: sqlite3.Connection, path: Path, namespace: str) -> None:
             if str(row[0]).endswith("/1"):
                 requote.sqlite_file(conn, namespace)
             conn.execute(requote.queue_names("sqlite").format(ws="workflow_status"))
-        for stmt in _SQLITE_TRIGGERS + inbound.SQLITE_TRIGGERS:
+        for stmt in _SQLITE_TRIGGERS + inbound.sqlite_triggers(namespace):
             conn.execute(stmt)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS dbosify_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"

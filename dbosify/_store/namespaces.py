@@ -98,7 +98,7 @@ def validate_name(name: str) -> None:
     if size > MAX_NAME_LENGTH:
         raise InvalidNamespace("Namespace length exceeds limit.")
     if "\x00" in name:  # Postgres text cannot hold it
-        raise InvalidNamespace("Namespace contains a NUL character.")
+        raise InvalidNamespace("Namespace contains a NUL character, which cannot be stored.")
 
 
 def prefix(server: str | None) -> str:

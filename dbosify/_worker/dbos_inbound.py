@@ -121,7 +121,15 @@ def _messages(tx: Tx, task_queue: str, identity: str) -> int:
             logger.warning("dbosify: DBOS message to %s dropped: %s", destination, err)
             continue
         name = "" if topic in (None, NULL_TOPIC) else str(topic)
-        _runs.signal(tx, run, name, payloads, None, identity or "dbos", request_id=f"dbos:{message_uuid}")
+        tx.execute("SAVEPOINT dbos_signal")
+        try:
+            _within_limits(tx, None, name, payloads)
+            _runs.signal(tx, run, name, payloads, None, identity or "dbos", request_id=f"dbos:{message_uuid}")
+            tx.execute("RELEASE SAVEPOINT dbos_signal")
+        except Exception as err:  # refused: dropped with the reason, the other messages go on
+            tx.execute("ROLLBACK TO SAVEPOINT dbos_signal")
+            logger.warning("dbosify: DBOS message to %s dropped: %s", destination, err)
+            continue
         done += 1
     return done
 
@@ -140,13 +148,19 @@ def _starts(tx: Tx, task_queue: str, identity: str) -> int:
     done = 0
     for workflow_id, workflow_type, inputs, serialization in rows:
         workflow_id = str(workflow_id)
+        # A savepoint: a start the database refuses must not abort the other requests'
+        # transaction (on Postgres every later statement would fail, and so would every retry).
+        tx.execute("SAVEPOINT dbos_start")
         try:
             started = _started(inputs, serialization)
+            _within_limits(tx, workflow_id, str(workflow_type), started)
             result = _runs.start_run(
                 tx, workflow_id=workflow_id, workflow_type=str(workflow_type), task_queue=task_queue,
                 started=started, request_id=f"dbos:{workflow_id}", identity=identity or "dbos",
             )
+            tx.execute("RELEASE SAVEPOINT dbos_start")
         except Exception as err:  # refused (a run started meanwhile, unreadable input): the reason
+            tx.execute("ROLLBACK TO SAVEPOINT dbos_start")
             logger.warning("dbosify: DBOS enqueue of %s refused: %s", workflow_id, err)
             tx.execute(
                 f"UPDATE {ws} SET status = 'ERROR', updated_at = %s WHERE workflow_uuid = %s",
@@ -169,6 +183,21 @@ def _starts(tx: Tx, task_queue: str, identity: str) -> int:
         logger.info("dbosify: started run %s of %s, enqueued through DBOS", result.run_id, workflow_id)
         done += 1
     return done
+
+
+def _within_limits(tx: Tx, workflow_id: str | None, name: str, payload: Any) -> None:
+    """The frontend's limits, as a start or signal through the client meets them: ids and names
+    of at most the namespace's length and without NUL, the input within the blob limit."""
+    limits = tx.store.limits_for(tx.namespace)
+    for label, value in (("WorkflowId", workflow_id), ("name", name)):
+        if value is None:
+            continue
+        if "\x00" in value:
+            raise ValueError(f"{label} contains a NUL character, which cannot be stored.")
+        if len(value.encode()) > limits.max_id_length:
+            raise ValueError(f"{label} exceeds maximum allowed length ({len(value.encode())}/{limits.max_id_length})")
+    if payload.ByteSize() > limits.blob_error:
+        raise ValueError("Blob data size exceeds limit.")
 
 
 def _started(inputs: str | None, serialization: str | None) -> Any:
