@@ -23,8 +23,8 @@ from temporalio.api.errordetails.v1 import message_pb2 as details
 from temporalio.api.nexus.v1 import message_pb2 as nx
 from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
 
+from dbosify._engine import listing
 from dbosify._engine.errors import FAILED_PRECONDITION, ServiceError
-from dbosify._server import listing
 from dbosify._store import Store, Tx, files, namespaces
 from dbosify._store.threads import in_thread
 

@@ -22,10 +22,10 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from dbosify._engine import activity_executions as ax
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import history as h
+from dbosify._engine import listing
 from dbosify._engine import search_attributes as sa
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.visibility_sql import ACTIVITIES, Translated, translate
-from dbosify._server import listing
 from dbosify._store import Store, Tx
 
 POLL_SECONDS = 20.0  # a result poll answers empty after this long; the client asks again

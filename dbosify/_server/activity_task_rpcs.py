@@ -13,9 +13,7 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import limits as engine_limits
-from dbosify._server import (
-    activities,
-)
+from dbosify._server import activities
 from dbosify._server.rpc_base import (
     RpcBase,
 )

@@ -13,9 +13,7 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from dbosify._engine import search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
-from dbosify._server import (
-    namespace_info,
-)
+from dbosify._server import namespace_info
 from dbosify._server.rpc_base import (
     RpcBase,
 )

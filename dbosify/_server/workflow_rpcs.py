@@ -14,16 +14,12 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify._engine import core_logs
+from dbosify._engine import core_logs, listing
 from dbosify._engine import history as h
 from dbosify._engine import nexus_tasks as _nexus_tasks
 from dbosify._engine import runs as _runs
 from dbosify._engine.errors import ServiceError
-from dbosify._server import (
-    activity_ops,
-    listing,
-    visibility,
-)
+from dbosify._server import activity_ops, visibility
 from dbosify._server.rpc_base import (
     RpcBase,
     _not_found_chain,

@@ -35,11 +35,11 @@ from typing import Any
 from dbosify._dbos import records
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
+from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
 from dbosify._store.dbos_inbound_triggers import NULL_TOPIC, START_VERSION, queue_name, wake_key
 
 __all__ = ["apply", "decode", "queue_name", "wake_key"]
-from dbosify._store import Tx
 
 logger = logging.getLogger("dbosify")
 
