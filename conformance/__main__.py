@@ -10,9 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conformance import (
+    baseline,
+    contrib,
+    devserver,
+    pins,
+    report,
+    results,
+    run,
+    scope,
+    upstream,
+    venv,
+)
 from conformance import db as dbmod
 from conformance import expectations as exps
-from conformance import baseline, contrib, devserver, pins, report, results, run, scope, upstream, venv
 from conformance.paths import DEFAULT_REPORT_DIR, EXPECTATIONS, FAST_LIST, PLUGIN_DIR
 
 EXIT_OK, EXIT_NEWLY_FAILING, EXIT_RUNNER_ERROR = 0, 1, 2

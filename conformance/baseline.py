@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 from conformance import report, results
 
 HEADER = ("classname", "name", "outcome_parallel_run", "seconds", "outcome_serial_rerun", "message")
 _FAILED = ("failed", "error")
+# Local paths in messages: the run's export dir and the venv's site-packages.
+_LOCAL_PATHS = re.compile(r"/\S*?/(?:upstream/[^/\s]+|site-packages)/")
 
 
 def _tests(report_dir: Path) -> list[dict]:
@@ -48,9 +51,28 @@ def failed_node_ids(report_dir: Path) -> list[str]:
                    if _outcome(t) == "failed" and t["outcome"] != "not-run"})
 
 
+_COLLECT_HEAD = re.compile(r"ERROR collecting (\S+\.py)")
+
+
+def collection_errors(report_dir: Path) -> dict[str, str]:
+    """{module classname: first `E   ` line} from the collection errors in pytest.log."""
+    out: dict[str, str] = {}
+    log = report_dir / "pytest.log"
+    current = None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if log.exists() else []:
+        head = _COLLECT_HEAD.search(line)
+        if head:
+            current = head.group(1)[:-3].replace("/", ".")
+        elif current and line.startswith("E   "):
+            out.setdefault(current, line[4:].strip())
+            current = None
+    return out
+
+
 def write(out: Path, parallel: Path, serial: Path | None) -> tuple[int, int, int]:
     """Write the baseline TSV; return (passed, failed, skipped) after the rerun."""
     rerun = {(t["classname"], t["name"]): t for t in _tests(serial)} if serial else {}
+    import_errors = collection_errors(parallel)
     rows = []
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for t in sorted(_tests(parallel), key=lambda t: (t["classname"], t["name"])):
@@ -59,7 +81,12 @@ def write(out: Path, parallel: Path, serial: Path | None) -> tuple[int, int, int
         second = _outcome(again) if (again is not None and first == "failed") else ""
         final = second or first
         msg_src = again if second == "failed" and again is not None else t
-        message = " ".join(str(msg_src.get("message") or "").split())[:300] if final == "failed" else ""
+        message = ""
+        if final == "failed":
+            raw = str(msg_src.get("message") or "")
+            if t["name"] == results.COLLECT:
+                raw = import_errors.get(t["classname"], raw)
+            message = _LOCAL_PATHS.sub("", " ".join(raw.split()))[:300]
         counts[final] = counts.get(final, 0) + 1
         rows.append((t["classname"], t["name"], first, f"{float(t.get('seconds') or 0):.3f}",
                      second, message))

@@ -88,8 +88,25 @@ OUT_OF_SCOPE_TESTS: dict[tuple[str, str], str] = {
 }
 
 # In-scope tests known to fail for a documented reason; each names a docs/COMPATIBILITY.md row.
-# (None at present: the time-skipping tests pass since start_time_skipping() has a virtual clock.)
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+_NEXUS_ENDPOINT = "COMPAT: Nexus (the test creates a Nexus endpoint, `create_nexus_endpoint`)"
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    (cls, name): _NEXUS_ENDPOINT for cls, name in (
+        ("tests.contrib.langsmith.test_integration.TestComprehensiveTracing",
+         "test_comprehensive_with_temporal_runs"),
+        ("tests.contrib.langsmith.test_integration.TestComprehensiveTracing",
+         "test_comprehensive_without_temporal_runs"),
+        ("tests.contrib.langsmith.test_integration.TestNexusInboundTracing",
+         "test_nexus_direct_traceable_without_temporal_runs"),
+        ("tests.contrib.langsmith.test_plugin.TestPluginIntegration",
+         "test_comprehensive_plugin_trace_hierarchy"),
+        ("tests.contrib.langsmith.test_tracing_env_override.TestTracingEnvOverride",
+         "test_no_runs_when_tracing_disabled_for_nexus_start"),
+        ("tests.contrib.opentelemetry.test_opentelemetry", "test_opentelemetry_tracing_nexus"),
+        ("tests.contrib.opentelemetry.test_opentelemetry_plugin",
+         "test_opentelemetry_comprehensive_tracing"),
+        ("tests.contrib.workflow_streams.test_workflow_streams", "test_cross_namespace_nexus_stream"),
+    )
+}
 
 NOT_YET = "not yet"
 
