@@ -16,8 +16,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from conformance import pins, venv
+from conformance.paths import CONF_DIR
 
 STAMP_FILE = ".conformance-contrib"
+# Every version the suites pull in, resolved once: a fresh venv installs without backtracking.
+CONSTRAINTS = CONF_DIR / "contrib-constraints.txt"
 ALL_SUITES: tuple[str, ...] = tuple(sorted(pins.CONTRIB_REQUIREMENTS))
 
 
@@ -45,7 +48,7 @@ def suites_for(selection: Iterable[str], *, contrib_flag: bool) -> list[str]:
 
 def _suite_digest(suite: str) -> str:
     blob = json.dumps([suite, list(pins.CONTRIB_REQUIREMENTS[suite])]).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return hashlib.sha256(blob + CONSTRAINTS.read_bytes()).hexdigest()[:16]
 
 
 def _installed(venv_dir: Path) -> dict[str, str]:
@@ -75,7 +78,7 @@ def ensure(py: Path, suites: list[str], log: Callable[[str], None]) -> list[str]
         log(f"installing contrib dependencies for {', '.join(missing)}: {' '.join(reqs)}")
         res = subprocess.run(
             [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q",
-             *venv.requirements(), *reqs],
+             "-c", str(CONSTRAINTS), *venv.requirements(), *reqs],
             capture_output=True, text=True, check=False,
         )
         if res.returncode != 0:
