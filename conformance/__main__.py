@@ -10,9 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conformance import (
+    baseline,
+    contrib,
+    devserver,
+    pins,
+    report,
+    results,
+    run,
+    scope,
+    upstream,
+    venv,
+)
 from conformance import db as dbmod
 from conformance import expectations as exps
-from conformance import pins, report, results, run, scope, upstream, venv
 from conformance.paths import DEFAULT_REPORT_DIR, EXPECTATIONS, FAST_LIST, PLUGIN_DIR
 
 EXIT_OK, EXIT_NEWLY_FAILING, EXIT_RUNNER_ERROR = 0, 1, 2
@@ -34,7 +45,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("selection", nargs="*",
                    help="pytest paths or node ids relative to the upstream root, e.g. "
-                   "tests/test_workflow.py (default: all of tests/ but contrib)")
+                   "tests/test_workflow.py (default: all of tests/ but contrib; with --contrib: "
+                   "tests/contrib)")
+    p.add_argument("--contrib", action="store_true",
+                   help="collect the contrib (plugin) suites too, installing each suite's "
+                   "pinned dependencies into the venv first; alone, runs all of tests/contrib")
+    p.add_argument("--server", choices=("dbosify", "devserver"), default="dbosify",
+                   help="dbosify (default): the hook on a fresh database; devserver: no hook, "
+                   "a real `temporal server start-dev` started for the run (for baselines)")
+    p.add_argument("--temporal-cli", metavar="PATH",
+                   help=f"with --server devserver: the temporal CLI (default: ${devserver.DEFAULT_BINARY_ENV}, "
+                   "then `temporal` on PATH)")
     p.add_argument("--upstream", metavar="PATH",
                    help="upstream checkout or bare git dir (default: $DBOSIFY_UPSTREAM, then known "
                    "locations, then a shallow clone of the pinned commit)")
@@ -68,6 +89,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--from-report", metavar="DIR", type=Path, action="append",
                    help="with --update-expectations: a report dir to read; repeat it to promote "
                    "only tests that passed in every one (guards against flaky passes)")
+    p.add_argument("--rerun-failures-of", metavar="DIR", type=Path,
+                   help="select the tests that failed or errored in that report (for a "
+                   "baseline's serial rerun)")
     p.add_argument("--expectations", type=Path, default=EXPECTATIONS, help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true",
                    help="do not echo pytest's output (it is still in pytest.log)")
@@ -81,6 +105,10 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--init-expectations", metavar="BASELINE_TSV", type=Path,
                       help="(re)generate expectations.tsv from a dev-server baseline and "
                       "conformance/scope.py, keeping `pass` and COMPAT rows; runs nothing")
+    mode.add_argument("--write-baseline", metavar="TSV", type=Path,
+                      help="write a dev-server baseline TSV from --from-report DIR (the parallel "
+                      "run) and an optional second --from-report DIR (the serial rerun of its "
+                      "failures, --rerun-failures-of); runs nothing")
     mode.add_argument("--check-upstream", action="store_true",
                       help="exit 0 if an upstream checkout with the pinned commit is available "
                       "locally (no network), else 1; runs nothing")
@@ -101,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_init(args)
     if args.check_upstream:
         return cmd_check(args)
+    if args.write_baseline:
+        return cmd_write_baseline(args)
     if args.fast and args.selection:
         log("--fast and an explicit selection do not mix")
         return EXIT_RUNNER_ERROR
@@ -115,6 +145,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"conformance: upstream available at {src}")
     return 0
+
+
+def cmd_write_baseline(args: argparse.Namespace) -> int:
+    dirs = args.from_report or []
+    if not 1 <= len(dirs) <= 2:
+        log("--write-baseline needs one or two --from-report DIR (parallel run, serial rerun)")
+        return EXIT_RUNNER_ERROR
+    passed, failed, skipped = baseline.write(args.write_baseline, dirs[0],
+                                             dirs[1] if len(dirs) > 1 else None)
+    log(f"wrote {args.write_baseline}: {passed} passed, {failed} failed, {skipped} skipped")
+    return EXIT_OK
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -270,6 +311,31 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
         log(str(e))
         return EXIT_RUNNER_ERROR
 
+    selection = run_selection(args)
+    suites = contrib.suites_for(selection, contrib_flag=args.contrib)
+    if suites:
+        try:
+            done = contrib.ensure(py, suites, log)
+        except venv.VenvError as e:
+            log(str(e))
+            return EXIT_RUNNER_ERROR
+        if done:
+            log(f"contrib dependencies installed for: {', '.join(done)}")
+
+    if args.server == "devserver":
+        try:
+            server = devserver.start(devserver.find_binary(args.temporal_cli),
+                                     up.root / "tests" / "conftest.py", report_dir / "devserver.log")
+        except devserver.DevServerError as e:
+            log(f"dev server: {e}")
+            return EXIT_RUNNER_ERROR
+        log(f"dev server: pid {server.proc.pid} on {server.target}")
+        try:
+            return _run_with_db(args, extra, up, py, None, report_dir, started, warnings,
+                                server_target=server.target)
+        finally:
+            server.stop()
+
     # 3. database
     try:
         database = dbmod.create(args.db, py, report_dir)
@@ -291,9 +357,25 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
                 log(f"WARNING: could not drop database {database.name}: {e}")
 
 
+def run_selection(args: argparse.Namespace) -> list[str]:
+    if args.fast:
+        return read_fast_list()
+    if args.rerun_failures_of:
+        return baseline.failed_node_ids(args.rerun_failures_of)
+    if args.selection:
+        return list(args.selection)
+    return [pins.CONTRIB_DIR] if args.contrib else ["tests"]
+
+
+def contrib_collected(args: argparse.Namespace, selection: list[str]) -> bool:
+    return args.contrib or any(
+        contrib.suite_of(p) is not None or p.split("::", 1)[0].strip("/") == pins.CONTRIB_DIR
+        for p in selection)
+
+
 def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstream, py: Path,
-                 database: dbmod.FreshDatabase, report_dir: Path, started: _dt.datetime,
-                 warnings: list[str]) -> int:
+                 database: dbmod.FreshDatabase | None, report_dir: Path, started: _dt.datetime,
+                 warnings: list[str], server_target: str | None = None) -> int:
     expectations = exps.load(args.expectations)
     # PYTHONDONTWRITEBYTECODE is dropped too: the workflow sandbox re-imports each test module
     # per workflow instance, and without cached bytecode it recompiles the 10,000-line
@@ -306,17 +388,25 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
         "VIRTUAL_ENV": str(venv_dir),
         "PATH": f"{venv_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONPATH": str(PLUGIN_DIR),
-        "DBOSIFY_ACTIVATE": "1",
-        "DBOSIFY_DATABASE_URL": database.url,
         "DBOSIFY_CONFORMANCE_RESULTS": str(report_dir / "results.jsonl"),
         "DBOSIFY_CONFORMANCE_COLLECTED": str(report_dir / "collected.tsv"),
         "DBOSIFY_CONFORMANCE_DESELECT": str(report_dir / "deselect.tsv"),
     })
 
+    if database is not None:
+        env.update({"DBOSIFY_ACTIVATE": "1", "DBOSIFY_DATABASE_URL": database.url})
+    else:
+        env.pop("DBOSIFY_ACTIVATE", None)
+
     # 4. is the engine actually in place?
     pre = preflight(py, up.root, env)
     (report_dir / "preflight.json").write_text(json.dumps(pre, indent=1) + "\n")
-    if "error" in pre:
+    if database is None:
+        native = ("temporalio's own (dev server at " + str(server_target) + ")"
+                  + (f"; WARNING: {pre['error']}" if "error" in pre else ""))
+        if pre.get("active"):
+            warnings.append("dbosify's hook is active in a dev-server run")
+    elif "error" in pre:
         native = f"IMPORT FAILED: {pre['error']}"
         warnings.append(f"importing temporalio.bridge.temporal_sdk_bridge with DBOSIFY_ACTIVATE=1 failed: {pre['error']}")
     elif pre.get("active"):
@@ -333,12 +423,12 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
     if not args.include_out_of_scope:
         deselect = {tid for tid, e in expectations.items() if e.expect == "out-of-scope"}
         ignores = out_of_scope_ignores(up.root)
+    selection = run_selection(args)
+    if not contrib_collected(args, selection):
+        ignores.append(pins.CONTRIB_DIR)
     (report_dir / "deselect.tsv").write_text("".join(f"{c}\t{n}\n" for c, n in sorted(deselect)))
-    if args.fast:
-        selection = read_fast_list()
-    else:
-        selection = list(args.selection) or ["tests"]
-    default_selection = not args.fast and not args.selection and not args.keyword
+    default_selection = (not args.fast and not args.selection and not args.keyword
+                         and not args.contrib and not args.rerun_failures_of)
     max_minutes = args.max_minutes if args.max_minutes is not None else (6.0 if args.fast else 120.0)
 
     cmd = [str(py), "-m", "pytest",
@@ -363,6 +453,8 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
         cmd += [f"--ignore={path}"]
     if args.keyword:
         cmd += ["-k", args.keyword]
+    if server_target is not None:
+        cmd += [f"--workflow-environment={server_target}"]
     cmd += [*selection, *extra]
 
     log(f"running pytest ({'--fast, ' if args.fast else ''}{args.workers} worker(s), "
@@ -391,7 +483,9 @@ def _run_with_db(args: argparse.Namespace, extra: list[str], up: upstream.Upstre
                     + (f" ({pins.UPSTREAM_DESCRIBE})" if up.pinned else " (NOT the pinned commit)"),
         "upstream_sha": up.sha,
         "upstream_source": str(up.source),
-        "database": f"{database.kind}: {database.display}",
+        "database": (f"{database.kind}: {database.display}" if database is not None
+                     else f"none: real dev server at {server_target}"),
+        "server": args.server,
         "native_module": native,
         "temporalio": pre.get("temporalio", "?"),
         "selection": ("--fast" if args.fast else " ".join(selection))

@@ -35,12 +35,51 @@ TEST_REQUIREMENTS: tuple[str, ...] = (
     "googleapis-common-protos==1.76.0",
 )
 
-# Paths (relative to the upstream checkout root) that are never collected: the contrib
-# integrations are separate products, and release tooling needs upstream's scripts/.
-ALWAYS_IGNORED: tuple[str, ...] = (
-    "tests/contrib",
-    "tests/test_prepare_release.py",
-)
+# Paths (relative to the upstream checkout root) that are never collected: release
+# tooling needs upstream's scripts/.
+ALWAYS_IGNORED: tuple[str, ...] = ("tests/test_prepare_release.py",)
+
+# The plugin suites. Collected only when asked for (`--contrib`, or a selection under
+# this path); the default run is the core suite.
+CONTRIB_DIR = "tests/contrib"
+
+# What each contrib suite needs beyond TEST_REQUIREMENTS: upstream's optional groups
+# (pyproject `[project.optional-dependencies]` and the dev group), at versions the
+# registry serves that resolve together with the pins above. Since temporalio 1.34 the
+# AI plugins are separate packages serving `temporalio.<name>` (temporalio's own
+# `temporalio.contrib.<name>` only re-exports their public API), so each suite also
+# installs its plugin package. Installed into the runner's venv only for the suites a
+# run selects (see conformance/contrib.py); the venv records which are in.
+_MCP = "mcp==1.30.0"
+CONTRIB_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "aws": (
+        "aioboto3==15.5.0",
+        "types-aioboto3[s3]==15.5.0",
+        "moto[s3,server]==5.2.6",
+        "opentelemetry-exporter-otlp-proto-grpc==1.45.2",
+        "opentelemetry-semantic-conventions==0.66b2",
+        "opentelemetry-sdk-extension-aws==2.1.0",
+    ),
+    "deepagents": (
+        "temporalio-deepagents==0.0.3",
+        "deepagents==0.7.15",
+        "langchain==1.4.6",
+        "langchain-core==1.6.10",
+    ),
+    "google_adk_agents": ("temporalio-google-adk==0.0.1", "google-adk==2.14.1",
+                          "google-genai==2.34.0", _MCP,
+                          "openinference-instrumentation-google-adk==1.0.5", "litellm==1.83.0"),
+    "google_genai": ("temporalio-google-genai==0.1.0", "google-genai==2.34.0", _MCP),
+    "langgraph": ("temporalio-langgraph==0.1.0", "langgraph==1.2.24", "langchain-core==1.6.10"),
+    "langsmith": ("temporalio-langsmith==0.1.0", "langsmith==0.12.6"),
+    "openai_agents": ("temporalio-openai-agents==1.1.0", "openai-agents==0.22.3",
+                      "openai==3.63.0", _MCP),
+    "opentelemetry": (),
+    "pydantic": (),
+    "strands": ("temporalio-strands-agents==0.1.0", "strands-agents==1.65.0",
+                "strands-agents-tools==0.8.10", _MCP),
+    "workflow_streams": (),
+}
 
 # What is exported from the upstream commit into the work dir.
 EXPORT_PATHS: tuple[str, ...] = ("tests", "pyproject.toml")

@@ -20,6 +20,42 @@ OUT_OF_SCOPE_MODULES: dict[str, str] = {
     "tests.test_type_errors": "static typing: runs pyright through uv on test sources, not runtime behaviour",
 }
 
+# Contrib test modules pinned upstream that no released plugin can run: since temporalio
+# 1.34 the AI plugins are separate packages serving `temporalio.<name>`, and
+# `temporalio.contrib.<name>` only re-exports their public API, so these modules fail to
+# import (on the dev server too) the private modules they reach into. The tests that
+# match each released plugin are in that plugin's own repository (temporalio/ai-integrations,
+# at the plugin's release tag); no snapshot of it is available to the runner, so they are
+# not run. The message says which private module is missing.
+def _drift(plugin: str, missing: str) -> str:
+    return (f"plugin split: needs private `temporalio.contrib.{missing}` of the pre-split "
+            f"plugin, absent from {plugin} (its own tests are in temporalio/ai-integrations, "
+            "not available to the runner)")
+
+
+_OPENAI = "temporalio-openai-agents 1.1.0"
+CONTRIB_DRIFT_MODULES: dict[str, str] = {
+    "tests.contrib.deepagents.test_backends": _drift("temporalio-deepagents 0.0.3", "deepagents._tools"),
+    "tests.contrib.deepagents.test_continue_as_new": _drift("temporalio-deepagents 0.0.3", "deepagents._serde"),
+    "tests.contrib.deepagents.test_failures": _drift("temporalio-deepagents 0.0.3", "deepagents._activity"),
+    "tests.contrib.deepagents.test_tools": _drift("temporalio-deepagents 0.0.3", "deepagents._tools"),
+    "tests.contrib.google_adk_agents.test_mcp": _drift("temporalio-google-adk 0.0.1", "google_adk_agents._mcp"),
+    "tests.contrib.google_genai.test_gemini": _drift("temporalio-google-genai 0.1.0", "google_genai._compat"),
+    "tests.contrib.google_genai.test_gemini_mcp":
+        _drift("temporalio-google-genai 0.1.0", "google_genai._temporal_interactions"),
+    "tests.contrib.langsmith.test_background_io": _drift("temporalio-langsmith 0.1.0", "langsmith._interceptor"),
+    "tests.contrib.langsmith.test_interceptor": _drift("temporalio-langsmith 0.1.0", "langsmith._interceptor"),
+    "tests.contrib.openai_agents.test_openai": _drift(_OPENAI, "openai_agents._invoke_model_activity"),
+    "tests.contrib.openai_agents.test_openai_replay": _drift(_OPENAI, "openai_agents._invoke_model_activity"),
+    "tests.contrib.openai_agents.test_openai_sandbox": _drift(_OPENAI, "openai_agents._openai_runner"),
+    "tests.contrib.openai_agents.test_openai_sandbox_worker_env_value": _drift(_OPENAI, "openai_agents.sandbox"),
+    "tests.contrib.openai_agents.test_openai_tool_secrets": _drift(_OPENAI, "openai_agents._invoke_model_activity"),
+    "tests.contrib.openai_agents.test_openai_tracing": _drift(_OPENAI, "openai_agents._temporal_openai_agents"),
+    "tests.contrib.strands.test_mcp": _drift("temporalio-strands-agents 0.1.0", "strands._temporal_mcp_client"),
+}
+OUT_OF_SCOPE_MODULES.update(CONTRIB_DRIFT_MODULES)
+
+_GEMINI = "network and credentials: calls Google's Gemini API (needs GOOGLE_API_KEY; skips without it)"
 _DEPLOYMENTS = "worker-deployment versioning: deployment versions, routing config, ramping on the server"
 
 # Single tests (classname, test name without parameters), with the reason.
@@ -38,11 +74,31 @@ OUT_OF_SCOPE_TESTS: dict[tuple[str, str], str] = {
         "raw gRPC: calls every WorkflowService/OperatorService/TestService RPC by name",
     ("tests.test_serialization_context", "test_nexus_payload_codec_operations_lack_context"):
         OUT_OF_SCOPE_MODULES["tests.nexus"],
+    # A parameter set that calls the real model (the mocked one is in scope).
+    ("tests.contrib.google_adk_agents.test_google_adk_agents", "test_single_agent[False]"): _GEMINI,
+    ("tests.contrib.google_adk_agents.test_google_adk_agents", "test_multi_agent[False]"): _GEMINI,
 }
 
 # In-scope tests known to fail for a documented reason; each names a docs/COMPATIBILITY.md row.
-# (None at present: the time-skipping tests pass since start_time_skipping() has a virtual clock.)
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+_NEXUS_ENDPOINT = "COMPAT: Nexus (the test creates a Nexus endpoint, `create_nexus_endpoint`)"
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    (cls, name): _NEXUS_ENDPOINT for cls, name in (
+        ("tests.contrib.langsmith.test_integration.TestComprehensiveTracing",
+         "test_comprehensive_with_temporal_runs"),
+        ("tests.contrib.langsmith.test_integration.TestComprehensiveTracing",
+         "test_comprehensive_without_temporal_runs"),
+        ("tests.contrib.langsmith.test_integration.TestNexusInboundTracing",
+         "test_nexus_direct_traceable_without_temporal_runs"),
+        ("tests.contrib.langsmith.test_plugin.TestPluginIntegration",
+         "test_comprehensive_plugin_trace_hierarchy"),
+        ("tests.contrib.langsmith.test_tracing_env_override.TestTracingEnvOverride",
+         "test_no_runs_when_tracing_disabled_for_nexus_start"),
+        ("tests.contrib.opentelemetry.test_opentelemetry", "test_opentelemetry_tracing_nexus"),
+        ("tests.contrib.opentelemetry.test_opentelemetry_plugin",
+         "test_opentelemetry_comprehensive_tracing"),
+        ("tests.contrib.workflow_streams.test_workflow_streams", "test_cross_namespace_nexus_stream"),
+    )
+}
 
 NOT_YET = "not yet"
 
@@ -61,7 +117,7 @@ def out_of_scope_reason(classname: str, name: str) -> str | None:
     # strip a trailing test class ("tests.test_activity.TestDescribe")
     while module and module.rsplit(".", 1)[-1][:1].isupper():
         module = module.rsplit(".", 1)[0]
-    for key in ((classname, base_name(name)), (module, base_name(name))):
+    for key in ((classname, name), (classname, base_name(name)), (module, base_name(name))):
         if key in OUT_OF_SCOPE_TESTS:
             return OUT_OF_SCOPE_TESTS[key]
     return None

@@ -204,8 +204,9 @@ def test_fast_list_is_in_scope() -> None:
     for entry in entries:
         path, _, rest = entry.partition("::")
         module = path[:-3].replace("/", ".")
+        name = rest.rsplit("::", 1)[-1]  # "TestClass::test_name" -> "test_name"
         matching = [e for (c, n), e in rows.items()
-                    if c.split(".Test")[0] == module and (not rest or scope.base_name(n) == rest)]
+                    if c.split(".Test")[0] == module and (not rest or scope.base_name(n) == name)]
         assert matching, f"{entry} matches no test in expectations.tsv"
         assert all(e.expect != "out-of-scope" for e in matching), entry
 

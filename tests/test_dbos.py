@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
 
     from dbosify._dbos import records
     from dbosify._store import get_store
+    from dbosify._store.dbos_inbound_triggers import queue_name
 
 
 @activity.defn
@@ -122,7 +123,7 @@ async def test_runs_are_dbos_workflows(client: Client, dbos: DBOSClient) -> None
     h = await client.start_workflow(Shout.run, "hi", id=f"s-{uuid.uuid4().hex[:6]}", task_queue=tq)
     w = find(dbos, ns, h.id, h.result_run_id or "")
     assert w is not None and w.status == "ENQUEUED"
-    assert (w.name, w.queue_name, w.app_version) == ("Shout", tq, "dbosify")
+    assert (w.name, w.queue_name, w.app_version) == ("Shout", queue_name(ns, tq), "dbosify")
     assert w.input["args"] == ["hi"] or "hi" in json.dumps(w.input)
     async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[shout]) as worker:
         assert await h.result() == "HI"
@@ -232,7 +233,7 @@ async def test_dbos_cli_lists_and_gets_runs(client: Client) -> None:
     )
     assert got.returncode == 0, got.stderr
     row = json.loads(got.stdout)
-    assert (row["status"], row["name"], row["queue_name"]) == ("ENQUEUED", "Shout", tq)
+    assert (row["status"], row["name"], row["queue_name"]) == ("ENQUEUED", "Shout", queue_name(client.namespace, tq))
 
 
 async def test_a_dbos_application_launching_leaves_our_runs_alone(
