@@ -98,14 +98,14 @@ class Instrument:
         self.sink = sink
         self.state: Any = None  # the sink's own per-instrument state
 
-    def add(self, value: int, attrs: Attributes) -> None:
-        self.sink.update(self, value, attrs)
+    def add(self, value: int, attrs_ref: Attributes) -> None:
+        self.sink.update(self, value, attrs_ref)
 
-    def record(self, value: int | float, attrs: Attributes) -> None:
-        self.sink.update(self, value, attrs)
+    def record(self, value: int | float, attrs_ref: Attributes) -> None:
+        self.sink.update(self, value, attrs_ref)
 
-    def set(self, value: int | float, attrs: Attributes) -> None:
-        self.sink.update(self, value, attrs)
+    def set(self, value: int | float, attrs_ref: Attributes) -> None:
+        self.sink.update(self, value, attrs_ref)
 
 
 # The native module's names for them (temporalio only calls their methods).
