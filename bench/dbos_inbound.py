@@ -46,8 +46,8 @@ def _wait(conn: psycopg.Connection[Any], schema: str, sql: str, args: tuple[Any,
 
 
 async def main(url: str, n: int) -> None:
-    from dbosify._dbos.inbound import queue_name
     from dbosify._store import get_store
+    from dbosify._store.dbos_inbound_triggers import queue_name
 
     client = await Client.connect(url)
     store = get_store(client.service_client.config.target_host)

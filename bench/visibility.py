@@ -90,8 +90,8 @@ async def run(args: argparse.Namespace) -> int:
     dbosify.activate()
     from temporalio.client import Client
 
-    from dbosify._server import search_attributes as sa
-    from dbosify._server.visibility_sql import translate
+    from dbosify._engine import search_attributes as sa
+    from dbosify._engine.visibility_sql import translate
     from dbosify._store import SERVER_PARAM, get_store, resolve_url
 
     server = f"bv{uuid.uuid4().hex[:8]}"

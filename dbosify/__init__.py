@@ -20,6 +20,6 @@ def dbos_workflow_id(namespace: str, workflow_id: str, run_id: str) -> str:
     """The DBOS workflow ID of a Temporal run, for DBOS's tools (``dbos workflow get <id>``,
     `DBOSClient`): ``<namespace>/<workflow id>/<run id>`` with ``%`` written ``%25`` and ``/``
     written ``%2F`` in each part."""
-    from dbosify._dbos.ids import workflow_uuid
+    from dbosify._store.dbos_ids import workflow_uuid
 
     return workflow_uuid(namespace, workflow_id, run_id)

@@ -2,7 +2,7 @@
 
 Runs a Worker for `Tick` until killed, after printing ``ready``. With
 ``DBOSIFY_FAULT_PAUSE_BEFORE_SCHEDULE_COMMIT`` set it pauses inside each firing transaction
-(see dbosify/_server/scheduler.py), so that the test can kill it there.
+(see dbosify/_engine/scheduler.py), so that the test can kill it there.
 """
 
 from __future__ import annotations

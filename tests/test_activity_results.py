@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import Replayer, Worker
 
-from dbosify import _activity_tasks as acts
+from dbosify._engine import activity_tasks as acts
 from dbosify._store import get_store
 from dbosify._store.store import FACT
 
@@ -206,7 +206,7 @@ def test_event_id_field_appended_in_sql(_pg_session_url: str, event_id: int) -> 
     """The statement appends each event's id as protobuf field 1; it reads back exactly."""
     import psycopg
 
-    from dbosify._worker.completed_results import varint_field_sql
+    from dbosify._engine.completed_results import varint_field_sql
 
     event = hist.HistoryEvent(event_type=EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
     event.event_time.FromNanoseconds(1_700_000_000_123_456_789)

@@ -1,6 +1,6 @@
 """DBOS's system tables are set up without importing ``dbos`` where a user's code runs.
 
-- `dbosify._dbos.migrate` gives the same schema as ``DBOS.migrate`` (tables, columns, indexes,
+- `dbosify._store.dbos_migrate` gives the same schema as ``DBOS.migrate`` (tables, columns, indexes,
   functions, triggers, the version row), on Postgres and SQLite;
 - a client's first start on a fresh store does not import ``dbos``;
 - the first start from a thread of gevent's threadpool in a gevent-patched process (Temporal's
@@ -87,7 +87,7 @@ def _dbos_migrate(url: str, schema: str | None) -> None:
 
 
 def test_the_schema_is_dbos_migrates(db_url: str, tmp_path: Path) -> None:
-    from dbosify._dbos import migrate
+    from dbosify._store import dbos_migrate as migrate
 
     if db_url.startswith("sqlite"):
         theirs, ours = tmp_path / "theirs.sqlite", tmp_path / "ours.sqlite"

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from dbos import DBOSClient
 
-    from dbosify._dbos.inbound import queue_name
+    from dbosify._worker.dbos_inbound import queue_name
 
 from test_dbos_inbound import dbos  # noqa: F401  (the fixture)
 

@@ -30,8 +30,8 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from dbos import DBOSClient
 
-    from dbosify._dbos.inbound import queue_name
     from dbosify._store import get_store
+    from dbosify._store.dbos_inbound_triggers import queue_name
 
 
 @activity.defn

@@ -17,7 +17,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Replayer, Worker
 
-from dbosify import _activity_tasks as acts
+from dbosify._engine import activity_tasks as acts
 
 
 @activity.defn

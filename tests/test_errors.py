@@ -29,7 +29,7 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from dbosify._server.visibility_sql import MAX_QUERY_VALUES
+from dbosify._engine.visibility_sql import MAX_QUERY_VALUES
 from dbosify._store import Tx, get_store, resolve_url
 from dbosify._store.errors import InvalidData
 

@@ -45,8 +45,8 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from dbosify._server.visibility_query import KEYWORDS
-from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
+from dbosify._engine.visibility_query import KEYWORDS
+from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
 
 FUZZ = settings(
     max_examples=int(os.environ.get("DBOSIFY_FUZZ_EXAMPLES", "50")),

@@ -26,8 +26,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, ServerError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from dbosify._server.limits import Limits
 from dbosify._store import get_store, resolve_url
+from dbosify._store.limits import Limits
 
 # The dev server's answers (INVALID_ARGUMENT), by what was too long or too large.
 WORKFLOW_ID_2000 = "WorkflowId exceeds maximum allowed length (2000/1000)"
@@ -237,7 +237,7 @@ async def test_history_past_its_limit_terminates_the_run(
 
 
 def test_limits_from_the_environment() -> None:
-    from dbosify._server.limits import from_env
+    from dbosify._store.limits import from_env
 
     limits = from_env({"DBOSIFY_LIMITS": "limit.blobSize.error=4194304, limit.historyCount.error=100"})
     assert (limits.blob_error, limits.history_count_error, limits.max_id_length) == (4194304, 100, 1000)

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from dbosify import _history
+    from dbosify._engine import history as _history
 
 
 @workflow.defn

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from temporalio.api.schedule.v1 import message_pb2 as sched
 
-from dbosify._errors import ServiceError
-from dbosify._server.cron import parse_cron
-from dbosify._server.schedule_spec import compile_spec, normalized
+from dbosify._engine.cron import parse_cron
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.schedule_spec import compile_spec, normalized
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")

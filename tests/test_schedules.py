@@ -36,7 +36,7 @@ from temporalio.client import (
 )
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from dbosify._server import scheduler
+from dbosify._engine import scheduler
 from dbosify._store import get_store, resolve_url
 
 APP = Path(__file__).with_name("schedule_app.py")

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from dbosify._errors import INVALID_ARGUMENT, ServiceError
-from dbosify._server.visibility_query import (
+from dbosify._engine.errors import INVALID_ARGUMENT, ServiceError
+from dbosify._engine.visibility_query import (
     And,
     Between,
     Comparison,
@@ -31,7 +31,7 @@ from dbosify._server.visibility_query import (
     Or,
     parse,
 )
-from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES, text_tokens, translate
+from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES, text_tokens, translate
 
 TEXT, KEYWORD, INT, DOUBLE, BOOL, DATETIME, KEYWORD_LIST = 1, 2, 3, 4, 5, 6, 7
 

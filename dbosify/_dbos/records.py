@@ -22,15 +22,26 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
+from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 
-from dbosify import _history as h
-from dbosify._dbos import ids
-from dbosify._dbos.inbound_triggers import queue_name
 from dbosify._store import Tx
+from dbosify._store import dbos_ids as ids
+from dbosify._store.dbos_inbound_triggers import queue_name
+
+
+class RunIds(Protocol):
+    """The ids of a run (a row of the executions table, `dbosify._engine.history.Run`)."""
+
+    @property
+    def workflow_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
 
 APP = "dbosify"  # the application name and version of every run's DBOS row
 # The application version of a DBOS enqueue's row once its run is started (`inbound`): PENDING
@@ -39,12 +50,12 @@ ALIAS_VERSION = "dbosify:started"
 
 # Temporal close status -> DBOS status.
 DBOS_STATUS: dict[int, str] = {
-    h.COMPLETED: "SUCCESS",
-    h.CONTINUED_AS_NEW: "SUCCESS",
-    h.FAILED: "ERROR",
-    h.TIMED_OUT: "ERROR",
-    h.TERMINATED: "CANCELLED",
-    h.CANCELED: "CANCELLED",
+    wfenums.WORKFLOW_EXECUTION_STATUS_COMPLETED: "SUCCESS",
+    wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW: "SUCCESS",
+    wfenums.WORKFLOW_EXECUTION_STATUS_FAILED: "ERROR",
+    wfenums.WORKFLOW_EXECUTION_STATUS_TIMED_OUT: "ERROR",
+    wfenums.WORKFLOW_EXECUTION_STATUS_TERMINATED: "CANCELLED",
+    wfenums.WORKFLOW_EXECUTION_STATUS_CANCELED: "CANCELLED",
 }
 
 
@@ -151,7 +162,7 @@ def on_release(tx: Tx, runs: list[tuple[str, str]]) -> None:
     )
 
 
-def on_close(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:
+def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
     """The run closed: its DBOS status, and its output or error. Ours is the truth: a DBOS
     status set meanwhile (a cancel racing a completion) is overwritten, so the two agree."""
     if not enabled(tx):
@@ -170,7 +181,7 @@ def on_close(tx: Tx, run: h.Run, status: int, attrs: Message) -> None:
         " error = EXCLUDED.error",
         (uuid, output, error, now),
     )
-    if status != h.CONTINUED_AS_NEW:  # a chain's last run closes its DBOS enqueue's row
+    if status != wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:  # a chain's last run closes its DBOS enqueue's row
         _close_alias(tx, run.workflow_id, DBOS_STATUS[status], output, error, now)
 
 
@@ -199,7 +210,7 @@ def _close_alias(
     )
 
 
-def on_delete(tx: Tx, run: h.Run) -> None:
+def on_delete(tx: Tx, run: RunIds) -> None:
     """The run was deleted (DeleteWorkflowExecution): its DBOS workflow goes too."""
     if not enabled(tx):
         return
@@ -208,21 +219,21 @@ def on_delete(tx: Tx, run: h.Run) -> None:
         tx.execute(f"DELETE FROM {table(tx, name)} WHERE workflow_uuid = %s", (uuid,))
 
 
-def _outcome(tx: Tx, run: h.Run, status: int, attrs: Any) -> tuple[str | None, str | None]:
+def _outcome(tx: Tx, run: RunIds, status: int, attrs: Any) -> tuple[str | None, str | None]:
     """(output, error) in DBOS's portable JSON."""
-    if status == h.COMPLETED:
+    if status == wfenums.WORKFLOW_EXECUTION_STATUS_COMPLETED:
         payloads = list(attrs.result.payloads)
         return json.dumps(payload_json(payloads[0]) if payloads else None), None
-    if status == h.CONTINUED_AS_NEW:
+    if status == wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:
         # The next run, by its DBOS ID (docs/COMPATIBILITY.md).
         return json.dumps({"continued_as_new": workflow_uuid(
             tx.namespace, run.workflow_id, attrs.new_execution_run_id)}), None
-    if status == h.FAILED:
+    if status == wfenums.WORKFLOW_EXECUTION_STATUS_FAILED:
         f = attrs.failure
         name = f.application_failure_info.type if f.HasField("application_failure_info") else ""
         return None, json.dumps({"name": name or "WorkflowFailure", "message": f.message})
-    if status == h.TIMED_OUT:
+    if status == wfenums.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
         return None, json.dumps({"name": "TimeoutError", "message": "workflow timed out"})
-    if status == h.TERMINATED:
+    if status == wfenums.WORKFLOW_EXECUTION_STATUS_TERMINATED:
         return None, json.dumps({"name": "Terminated", "message": attrs.reason or "terminated"})
     return None, json.dumps({"name": "Cancelled", "message": "workflow cancelled"})

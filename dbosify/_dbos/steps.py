@@ -7,7 +7,7 @@ child workflow (with the child's DBOS ID), a signal or a cancel sent to another 
 unique in the run and in the order the workflow gave its commands, whatever the kind (Temporal's
 per-kind sequence numbers repeat across kinds, and DBOS keys steps by `function_id`).
 
-The row is written by `_history.append`, in the transaction that appends the event: inserted
+The row is written by `_engine.history.append`, in the transaction that appends the event: inserted
 with the scheduling event, completed (output or error, end time) with the result event. No
 statement of its own is committed, and nothing is written where DBOS rows are off.
 """
@@ -20,8 +20,9 @@ from typing import Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
 
-from dbosify._dbos import ids, records
+from dbosify._dbos import records
 from dbosify._store import Tx
+from dbosify._store import dbos_ids as ids
 
 E = et
 
@@ -121,7 +122,7 @@ def _attempts(tx: Tx) -> dict[tuple[str, int], int]:
 def on_event(
     tx: Tx, run_id: str, workflow_id: str, event_id: int, event_type: int, attrs: Any, seq: int | None,
 ) -> None:
-    """Called by `_history.append` for each event of a `WATCHED` type."""
+    """Called by `_engine.history.append` for each event of a `WATCHED` type."""
     if not records.enabled(tx):
         return
     ms = int(time.time() * 1000)  # DBOS's timestamps are wall time, as the run's row

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from dbosify._errors import FAILED_PRECONDITION, INTERNAL, UNAVAILABLE, ServiceError
+from dbosify._engine.errors import FAILED_PRECONDITION, INTERNAL, UNAVAILABLE, ServiceError
 from dbosify._metrics import core as core_metrics
 from dbosify._server.operator import OperatorService
+from dbosify._server.service import WorkflowService
 from dbosify._server.time_skipping import TestService
-from dbosify._service import WorkflowService
 from dbosify._store import ENV_NAMESPACES, Store, StoreError, get_store, resolve_url
 from dbosify._store.errors import InvalidData
 from dbosify._store.namespaces import ForeignStore, InvalidNamespace, NamespaceNotFound

@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbosify._engine import core_logs
 from dbosify._metrics import meter_for
 from dbosify._metrics.meter import Meter
-from dbosify._native import _core_logs as core_logs
-from dbosify._server import limits
-from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files
+from dbosify._store import ENV_DATABASE_URL, SERVER_PARAM, files, limits
 from dbosify._store.threads import in_thread
 from dbosify._store.urls import parse_url
 
@@ -117,7 +116,7 @@ def _remove_tree(path: Path) -> None:
 
 def _search_attribute_args(args: Any) -> dict[str, int]:
     """The dev server's ``--search-attribute NAME=Type`` arguments (start_local's search_attributes)."""
-    from dbosify._server.search_attributes import TYPE_NAMES
+    from dbosify._engine.search_attributes import TYPE_NAMES
 
     by_name = {v: k for k, v in TYPE_NAMES.items()}
     out: dict[str, int] = {}
@@ -132,8 +131,8 @@ def _search_attribute_args(args: Any) -> dict[str, int]:
 
 
 async def _register_search_attributes(target: str, namespace: str, attrs: dict[str, int]) -> None:
-    from dbosify._server.search_attributes import add
-    from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
+    from dbosify._engine.search_attributes import add
+    from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
     from dbosify._store import get_store, resolve_url
 
     store = get_store(resolve_url(target))
@@ -187,7 +186,7 @@ async def _configure_dev_server(server: EphemeralServerRef, config: Any) -> None
     if attrs:
         await _register_search_attributes(server.target, getattr(config, "namespace", "default"), attrs)
     # Temporal's limits (limit.blobSize.error, limit.historyCount.error, ...), as the dev server
-    # takes them; see dbosify/_server/limits.py.
+    # takes them; see dbosify/_store/limits.py.
     for key in limits.DYNAMIC_CONFIG:
         value = _dynamic_config(args, key)
         if value is not None:

@@ -1,7 +1,7 @@
 """Standalone activity RPCs: start, poll for the outcome, describe, cancel, terminate, list, count.
 
 A client starts an activity with no workflow around it; any worker polling its task queue runs
-it (see `dbosify._activity_executions` for the rows, claims, outcomes and timeouts). This module
+it (see `dbosify._engine.activity_executions` for the rows, claims, outcomes and timeouts). This module
 validates and normalises requests as Temporal's frontend does (timeouts deduced from each other,
 a default retry policy, id reuse and conflict policies) and shapes the answers.
 """
@@ -19,13 +19,13 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.errordetails.v1 import message_pb2 as errdetails
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify import _activity_executions as ax
-from dbosify import _activity_tasks as acts
-from dbosify import _history as h
-from dbosify._errors import ServiceError
-from dbosify._server import listing
-from dbosify._server import search_attributes as sa
-from dbosify._server.visibility_sql import ACTIVITIES, Translated, translate
+from dbosify._engine import activity_executions as ax
+from dbosify._engine import activity_tasks as acts
+from dbosify._engine import history as h
+from dbosify._engine import listing
+from dbosify._engine import search_attributes as sa
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.visibility_sql import ACTIVITIES, Translated, translate
 from dbosify._store import Store, Tx
 
 POLL_SECONDS = 20.0  # a result poll answers empty after this long; the client asks again

@@ -33,8 +33,8 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.workflow.v1 import message_pb2 as wf_pb
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify import _history as h
-from dbosify._errors import FAILED_PRECONDITION, ServiceError
+from dbosify._engine import history as h
+from dbosify._engine.errors import FAILED_PRECONDITION, ServiceError
 from dbosify._store import Store, Tx
 
 ACTIVITY_NOT_FOUND = (

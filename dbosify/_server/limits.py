@@ -7,107 +7,30 @@ Each check answers as Temporal's frontend does (the texts are Temporal's own):
 - a NUL inside an id or a name: INVALID_ARGUMENT here (the database's text cannot hold it);
 - request payloads: over the namespace's ``limit.blobSize.error`` (2 MiB), "Blob data size
   exceeds limit."; memos over ``limit.memoSize.error``, "Memo size exceeds limit.";
-- search attribute values over ``limit.searchAttributesSizeOfValue`` (2 KiB);
-- activity results sent by workers or by token over the blob limit fail the activity, as Temporal
-  does (see `activity_outcome`);
-- history size and event count (`history_over`): past the warn limits a warning is logged, past
-  the error limits the run is terminated when its workflow task completes.
+- search attribute values over ``limit.searchAttributesSizeOfValue`` (2 KiB).
 
-The limits are one `Limits` per store (``Store.limits``), with optional per-namespace overrides
-(``Store.namespace_limits``), set from ``DBOSIFY_LIMITS`` and from a dev server's
-``--dynamic-config-value limit.*=N``.
+The values are `dbosify._store.limits.Limits`; the limits on what workers send and on history are
+checked in `dbosify._engine.limits`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 
-from dbosify._errors import ServiceError
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.limits import BLOB_TOO_LARGE, MEMO_TOO_LARGE, _length, _measured
+from dbosify._store.limits import Limits
 
 logger = logging.getLogger("dbosify.limits")
 
-BLOB_TOO_LARGE = "Blob data size exceeds limit."
-MEMO_TOO_LARGE = "Memo size exceeds limit."
-HISTORY_SIZE_EXCEEDED = "Workflow history size exceeds limit."
-HISTORY_COUNT_EXCEEDED = "Workflow history count exceeds limit."
-# What Temporal records when an activity's outcome is over the blob limit.
-RESULT_TOO_LARGE = "Complete result exceeds size limit."
-FAILURE_TOO_LARGE = "Failure exceeds size limit."
-CANCEL_DETAILS_TOO_LARGE = "Cancel details exceed size limit."
-HEARTBEAT_TOO_LARGE = "Heartbeat details exceed size limit."
-# What a worker's Core does with an activity result over the namespace's blob limit.
-CORE_PAYLOADS_TOO_LARGE = "[TMPRL1103] Attempted to upload payloads with size that exceeded the error limit."
-
-
-@dataclasses.dataclass
-class Limits:
-    """One namespace's limits: Temporal's defaults, each a dynamic config key of its server."""
-
-    max_id_length: int = 1000  # limit.maxIDLength
-    blob_warn: int = 512 * 1024  # limit.blobSize.warn
-    blob_error: int = 2 * 1024 * 1024  # limit.blobSize.error
-    memo_warn: int = 2 * 1024  # limit.memoSize.warn
-    memo_error: int = 2 * 1024 * 1024  # limit.memoSize.error
-    search_attribute_value: int = 2 * 1024  # limit.searchAttributesSizeOfValue
-    history_size_warn: int = 10 * 1024 * 1024  # limit.historySize.warn
-    history_size_error: int = 50 * 1024 * 1024  # limit.historySize.error
-    history_count_warn: int = 10 * 1024  # limit.historyCount.warn
-    history_count_error: int = 50 * 1024  # limit.historyCount.error
-
-
-# The dynamic config keys a dev server's `--dynamic-config-value` may set here.
-DYNAMIC_CONFIG: dict[str, str] = {
-    "limit.maxIDLength": "max_id_length",
-    "limit.blobSize.warn": "blob_warn",
-    "limit.blobSize.error": "blob_error",
-    "limit.memoSize.warn": "memo_warn",
-    "limit.memoSize.error": "memo_error",
-    "limit.searchAttributesSizeOfValue": "search_attribute_value",
-    "limit.historySize.warn": "history_size_warn",
-    "limit.historySize.error": "history_size_error",
-    "limit.historyCount.warn": "history_count_warn",
-    "limit.historyCount.error": "history_count_error",
-}
-
-
-def apply_dynamic_config(limits: Limits, key: str, value: str) -> bool:
-    """Set one ``limit.*`` dynamic config value; False when ``key`` is not one of ours."""
-    attr = DYNAMIC_CONFIG.get(key)
-    if attr is None:
-        return False
-    setattr(limits, attr, int(value))
-    return True
-
-
-ENV = "DBOSIFY_LIMITS"  # e.g. "limit.blobSize.error=4194304,limit.historyCount.error=100000"
-
-
-def from_env(environ: Mapping[str, str]) -> Limits:
-    """Temporal's defaults, with the ``limit.*`` values of ``DBOSIFY_LIMITS`` (comma-separated)."""
-    limits = Limits()
-    for item in filter(None, (part.strip() for part in environ.get(ENV, "").split(","))):
-        key, _, value = item.partition("=")
-        try:
-            known = apply_dynamic_config(limits, key.strip(), value.strip())
-        except ValueError:
-            known = False
-        if not known:
-            raise ValueError(f"{ENV}: {item!r} is not LIMIT=BYTES with one of {', '.join(DYNAMIC_CONFIG)}")
-    return limits
-
 
 # -- ids and names -------------------------------------------------------------------------------
-
-def _length(value: str) -> int:
-    return len(value.encode("utf-8", "surrogatepass"))
-
 
 def _no_nul(label: str, value: str) -> None:
     if "\x00" in value:
@@ -127,10 +50,6 @@ def _fixed(text: str) -> Callable[[int, int], str]:
 
 def _counted(label: str) -> Callable[[int, int], str]:
     return lambda n, limit: f"{label} exceeds maximum allowed length ({n}/{limit})"
-
-
-def _measured(label: str) -> Callable[[int, int], str]:
-    return lambda n, limit: f"{label} exceeds length limit. Length={n} Limit={limit}"
 
 
 # Strings that name something stored as text (a column, a key): a NUL is refused in each of them,
@@ -276,62 +195,3 @@ def check_request(limits: Limits, rpc: str, req: Message) -> None:
         check(limits, req)
 
 
-def schedule_activity_problem(limits: Limits, activity_id: str, activity_type: str, task_queue: str) -> str | None:
-    """Why Temporal refuses a worker's ScheduleActivityTask command by its ids, else None."""
-    for label, value in (("activityId", activity_id), ("activityType", activity_type), ("TaskQueue", task_queue)):
-        if "\x00" in value:
-            return f"BadScheduleActivityAttributes: {label} contains a NUL character, which cannot be stored."
-        n = _length(value)
-        if n > limits.max_id_length:
-            return f"BadScheduleActivityAttributes: {_measured(label)(n, limits.max_id_length)}"
-    return None
-
-
-# -- activity outcomes ---------------------------------------------------------------------------
-
-def _server_failure(message: str) -> failure_pb.Failure:
-    f = failure_pb.Failure(message=message, source="")
-    f.server_failure_info.non_retryable = True
-    return f
-
-
-def activity_outcome(limits: Limits, kind: str, payload: Message | None, *, worker: bool) -> tuple[str, Message | None]:
-    """An activity attempt's outcome, as recorded: one over the blob limit fails the attempt.
-
-    A worker's Core fails an attempt whose result is too large (retryably, PayloadsTooLarge);
-    Temporal's frontend replaces a result, failure or cancel details that are too large with a
-    non-retryable server failure.
-    """
-    if payload is None or payload.ByteSize() <= limits.blob_error:
-        return kind, payload
-    if kind == "completed" and worker:
-        f = failure_pb.Failure(message=CORE_PAYLOADS_TOO_LARGE)
-        f.application_failure_info.type = "PayloadsTooLarge"
-        return "failed", f
-    text = {"completed": RESULT_TOO_LARGE, "failed": FAILURE_TOO_LARGE}.get(kind, CANCEL_DETAILS_TOO_LARGE)
-    return "failed", _server_failure(text)
-
-
-def heartbeat_failure(limits: Limits, details: Message | None) -> failure_pb.Failure | None:
-    """The failure recorded for a heartbeat whose details are over the blob limit, else None."""
-    if details is None or details.ByteSize() <= limits.blob_error:
-        return None
-    return _server_failure(HEARTBEAT_TOO_LARGE)
-
-
-# -- history -------------------------------------------------------------------------------------
-
-def history_over(limits: Limits, count: int, size: int, *, workflow_id: str, run_id: str) -> str | None:
-    """The termination reason of a run whose history is past an error limit, else None (warning
-    past a warn limit, as Temporal's history service logs)."""
-    if size > limits.history_size_error:
-        return HISTORY_SIZE_EXCEEDED
-    if count > limits.history_count_error:
-        return HISTORY_COUNT_EXCEEDED
-    if size > limits.history_size_warn:
-        logger.warning("history size exceeds warn limit. wf-id=%s wf-run-id=%s wf-history-size=%d",
-                       workflow_id, run_id, size)
-    elif count > limits.history_count_warn:
-        logger.warning("history count exceeds warn limit. wf-id=%s wf-run-id=%s wf-event-count=%d",
-                       workflow_id, run_id, count)
-    return None

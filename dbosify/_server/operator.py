@@ -8,10 +8,10 @@ from typing import Any
 from google.protobuf.message import Message
 from temporalio.api.operatorservice.v1 import request_response_pb2 as ops
 
-from dbosify._errors import ServiceError
-from dbosify._server import nexus_endpoints
-from dbosify._server import search_attributes as sa
-from dbosify._server.visibility_sql import SYSTEM_ATTRIBUTES
+from dbosify._engine import nexus_endpoints
+from dbosify._engine import search_attributes as sa
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.visibility_sql import SYSTEM_ATTRIBUTES
 from dbosify._store import Store, Tx
 
 

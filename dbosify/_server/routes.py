@@ -1,6 +1,6 @@
 """The WorkflowService RPCs answered by a `_server` module: name -> handler(store, request, identity).
 
-`dbosify._service.WorkflowService` answers the rest itself (starts, signals, queries, updates,
+`dbosify._server.service.WorkflowService` answers the rest itself (starts, signals, queries, updates,
 history) and looks here for every RPC it has no method for.
 """
 

@@ -16,10 +16,10 @@ from temporalio.api.errordetails.v1 import message_pb2 as errdetails
 from temporalio.api.schedule.v1 import message_pb2 as sched
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify._errors import ServiceError
-from dbosify._server import listing, schedule_spec, scheduler
-from dbosify._server import search_attributes as sa
-from dbosify._server.visibility_sql import translate
+from dbosify._engine import listing, schedule_spec, scheduler
+from dbosify._engine import search_attributes as sa
+from dbosify._engine.errors import ServiceError
+from dbosify._engine.visibility_sql import translate
 from dbosify._store import Store, Tx
 
 

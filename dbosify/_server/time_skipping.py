@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 from temporalio.api.testservice.v1 import request_response_pb2 as ts
 
-from dbosify._errors import ServiceError
+from dbosify._engine.errors import ServiceError
 from dbosify._store import Store
 from dbosify._store.virtual_clock import VirtualClock
 

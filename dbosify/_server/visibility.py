@@ -15,9 +15,9 @@ from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.workflow.v1 import message_pb2 as wf
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify._server import listing
-from dbosify._server import search_attributes as sa
-from dbosify._server.visibility_sql import Translated, translate
+from dbosify._engine import listing
+from dbosify._engine import search_attributes as sa
+from dbosify._engine.visibility_sql import Translated, translate
 from dbosify._store import Store, Tx
 
 _COLUMNS = (

@@ -16,10 +16,11 @@ import socket
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from dbosify._store.store import Store, Tx
+from dbosify._store.wakeups import Hub
 
 logger = logging.getLogger("dbosify")
 
@@ -29,6 +30,39 @@ SQLITE_NOTICES_KEPT = 20_000  # rows of the SQLite notices table kept for slower
 # at once by a notification or by a command to run (a new namespace's LISTEN), so an idle
 # process does not spin (it used to wake every 50 ms: 1.5% of a core for nothing).
 PG_LISTEN_IDLE_SECONDS = 1.0
+
+
+class Store(Protocol):
+    """What delivery uses of its store (`dbosify._store.store.Store`, which builds on this module)."""
+
+    is_sqlite: bool
+    origin: str
+    notices_written: int
+    pg_connect_timeout: int
+    hub: Hub
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def pg_url(self) -> str: ...
+
+    def own_backend_pids(self) -> set[int]: ...
+
+    def ident(self, namespace: str) -> str: ...
+
+    def ensure_namespace(self, namespace: str) -> Path: ...
+
+
+class Tx(Protocol):
+    """What `publish` uses of the committing transaction (`dbosify._store.store.Tx`)."""
+
+    keys_to_fire: set[str]
+    published: set[str]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def defer(self, sql: str, params: Sequence[Any] = ()) -> None: ...
 
 
 def publish(store: Store, tx: Tx, namespace: str) -> None:

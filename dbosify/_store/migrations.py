@@ -274,7 +274,7 @@ def _v8(execute: Execute, is_sqlite: bool) -> None:
 
 
 def _v9(execute: Execute, is_sqlite: bool) -> None:
-    # Nexus operations' tasks (dbosify/_nexus_tasks.py): a start or cancel request waiting for, or
+    # Nexus operations' tasks (dbosify/_engine/nexus_tasks.py): a start or cancel request waiting for, or
     # held by, a worker of the endpoint's task queue; retried with backoff, fenced by attempt.
     execute(
         "CREATE TABLE nexus_tasks ("

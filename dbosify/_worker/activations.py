@@ -16,7 +16,12 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.child_workflow import child_workflow_pb2 as cw
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 
-from dbosify._worker import nexus
+from dbosify._worker import nexus_jobs as nexus
+
+# How a workflow's activity is cancelled (temporalio's ActivityCancellationType).
+ACTIVITY_CANCEL_TRY = 0
+ACTIVITY_CANCEL_WAIT = 1
+ACTIVITY_CANCEL_ABANDON = 2
 
 E = et
 
@@ -403,7 +408,7 @@ def elide_unsent(commands: Any, kept: list[Any]) -> list[wa.WorkflowActivationJo
 
 
 def _child_attr(t: int) -> str:
-    from dbosify._history import ATTR_FIELD
+    from dbosify._engine.history import ATTR_FIELD
 
     return ATTR_FIELD[t]
 

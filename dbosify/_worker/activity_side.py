@@ -20,11 +20,11 @@ from temporalio.bridge.proto.activity_result import activity_result_pb2 as ar
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
-from dbosify import _activity_tasks as acts
-from dbosify import _history as h
+from dbosify._engine import activity_tasks as acts
+from dbosify._engine import history as h
+from dbosify._engine import limits
 from dbosify._metrics import engine as engine_metrics
 from dbosify._metrics.core import WorkerMetrics
-from dbosify._server import limits
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._worker.results import ResultRecorder
@@ -190,7 +190,7 @@ class ActivitySide:
     async def _standalone_timeouts_loop(self) -> None:
         """Time out standalone activities that no worker watches (see `_activity_executions`):
         sleeps until the earliest check is due or an earlier one is recorded; no polling."""
-        from dbosify import _activity_executions as standalone
+        from dbosify._engine import activity_executions as standalone
 
         await self._registered()
         while not self.shutting_down:

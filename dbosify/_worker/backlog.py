@@ -12,13 +12,13 @@ from dbosify._metrics import engine
 from dbosify._store import Tx
 
 if TYPE_CHECKING:
-    from dbosify._worker.core import WorkerCore
+    from dbosify._worker.interfaces import Core
 
 
 class _Probe:
     """Held by its worker (the engine keeps a weak reference): gone with it."""
 
-    def __init__(self, core: WorkerCore) -> None:
+    def __init__(self, core: Core) -> None:
         self.store, self.ns, self.tq = core.store, core.ns, core.tq
         self.workflows, self.activities = core.enable_workflows, core.enable_activities
 
@@ -52,7 +52,7 @@ class _Probe:
         return labels, int(count or 0), max(0.0, now - float(oldest)) if oldest is not None else 0.0
 
 
-def watch(core: WorkerCore) -> None:
+def watch(core: Core) -> None:
     """Report ``core``'s queue backlog while it lives (only if some runtime exports metrics)."""
     if getattr(core.runtime, "meter", None) is None:
         return

@@ -17,32 +17,38 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
-from dbosify._dbos import commands as dbos_commands
-from dbosify._dbos import inbound as dbos_inbound
 from dbosify._dbos import records
+from dbosify._engine import scheduler
+from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._metrics import core as core_metrics
 from dbosify._metrics import engine as engine_metrics
-from dbosify._server import scheduler
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._store.threads import in_thread
-from dbosify._worker import backlog, dormancy, eager, liveness, nexus
+from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness, nexus
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.liveness import LOCAL_TOKEN, RETRY_SET, Member, owns_row
+from dbosify._worker.interfaces import Driver
+from dbosify._worker.liveness import LOCAL_TOKEN, Member
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
-if TYPE_CHECKING:
-    from dbosify._native._client import ClientRef
+
+class ClientRef(Protocol):
+    """What a worker uses of the client it was built with (`dbosify._native._client.ClientRef`)."""
+
+    store: Store
+    config: Any
+    runtime: Any
+    identity: str
 
 __all__ = ["PollShutdownError", "WorkerCore"]
 
@@ -59,7 +65,7 @@ class WorkerCore(ActivitySide):
         self.ns: str = config.namespace
         self.tq: str = config.task_queue
         self.identity: str = config.identity_override or client.identity
-        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_native/_core_logs.py)
+        self.runtime: Any = client.runtime  # where Core's logs go (see dbosify/_engine/core_logs.py)
         self.payloads_warn_size = int(getattr(client.config, "payloads_warn_size", 0) or 512 * 1024)
         self.payload_error_limit = not getattr(config, "disable_payload_error_limit", False)
         strategy = config.versioning_strategy
@@ -442,7 +448,7 @@ class WorkerCore(ActivitySide):
         self._drivers[run_id] = task
         task.add_done_callback(lambda _t, rid=run_id: self._driver_done(rid))  # type: ignore
 
-    def _driver_idle(self, driver: RunDriver | None) -> None:
+    def _driver_idle(self, driver: Driver | None) -> None:
         """``driver`` has nothing to do (or a driver was added): over capacity, the least
         recently used idle runs are asked to go dormant (``driver`` itself sees its flag)."""
         for d in self.cache.to_evict(self._driver_objs):
@@ -505,7 +511,7 @@ class WorkerCore(ActivitySide):
                     fut.cancel()
 
     async def _dbos_commands_loop(self) -> None:
-        """Carry out DBOS's cancel and resume of this task queue's runs (see _dbos/commands.py)."""
+        """Carry out DBOS's cancel and resume of this task queue's runs (see _worker/dbos_commands.py)."""
         await self._registered()
 
         async def step() -> None:
@@ -517,7 +523,7 @@ class WorkerCore(ActivitySide):
 
     async def _dbos_inbound_loop(self) -> None:
         """Deliver DBOS's messages to this task queue's runs and start the runs enqueued on it
-        through DBOS (see _dbos/inbound.py)."""
+        through DBOS (see _worker/dbos_inbound.py)."""
         await self._registered()
 
         async def step() -> None:

@@ -4,9 +4,9 @@ A run whose driver is idle (nothing to deliver, nothing due, no local activity i
 be evicted to keep a worker's cache within ``max_cached_workflows`` (least recently used
 first). Eviction gives up the claim: the run becomes *dormant* (``owner`` NULL, ``dormant`` 1,
 ``wake_at`` its earliest due timer or timeout). A dormant run is not claimable until:
-- an event that is work for it is appended (`_history.append` clears ``dormant`` in the same
+- an event that is work for it is appended (`_engine.history.append` clears ``dormant`` in the same
   statement and wakes the task queue's claim loops), or an update or query is recorded for it
-  (`_history.wake`), or
+  (`_engine.history.wake`), or
 - its ``wake_at`` passes: claim loops wait for the earliest ``wake_at`` of their task queue,
   one indexed lookup, whatever the number of dormant runs.
 
@@ -18,19 +18,19 @@ dormant (`release`) instead of being claimed and replayed by the survivors.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
-from dbosify import _history as h
 from dbosify._dbos import records
+from dbosify._engine import history as h
 from dbosify._store import Tx
 from dbosify._worker.tracking import timer_due
 
 if TYPE_CHECKING:
-    from dbosify._worker.driver import RunDriver
+    from dbosify._worker.interfaces import Driver
     from dbosify._worker.tracking import DriverState
 
 # The reason temporalio is given when a run leaves the cache to make room (Core's CacheFull).
@@ -79,7 +79,7 @@ def wake_after_commands(
     return min(times, default=None)
 
 
-def put_to_sleep(tx: Tx, driver: RunDriver, last_seen: int, wake: float | None) -> Any:
+def put_to_sleep(tx: Tx, driver: Driver, last_seen: int, wake: float | None) -> Any:
     """The driver's run becomes dormant, unless something arrived since ``last_seen``: then the
     fresh snapshot is returned instead (and the driver goes on). Under the run's row lock, so an
     event appended concurrently either comes first (and is seen here) or finds the run dormant
@@ -163,11 +163,11 @@ class Cache:
         self._order.pop(run_id, None)
         self._asked.discard(run_id)
 
-    def to_evict(self, drivers: dict[str, RunDriver]) -> list[RunDriver]:
+    def to_evict(self, drivers: Mapping[str, Driver]) -> list[Driver]:
         """Idle drivers to put to sleep so that at most ``capacity`` remain, least recently
         used first (drivers already asked count as gone); each is marked as asked."""
         over = len(drivers) - self.capacity - len(self._asked)
-        out: list[RunDriver] = []
+        out: list[Driver] = []
         if over <= 0:
             return out
         for run_id in self._order:

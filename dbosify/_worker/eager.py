@@ -11,33 +11,33 @@ import weakref
 from typing import TYPE_CHECKING
 
 from dbosify._dbos import records
+from dbosify._engine.liveness import owns_row
 from dbosify._store import Store, Tx
-from dbosify._worker.liveness import owns_row
 
 if TYPE_CHECKING:
-    from dbosify._worker.core import WorkerCore
+    from dbosify._worker.interfaces import Core
 
-_workers: dict[tuple[int, str, str], weakref.WeakSet[WorkerCore]] = {}
+_workers: dict[tuple[int, str, str], weakref.WeakSet[Core]] = {}
 
 
-def register(core: WorkerCore) -> None:
+def register(core: Core) -> None:
     _workers.setdefault((id(core.store), core.ns, core.tq), weakref.WeakSet()).add(core)
 
 
-def unregister(core: WorkerCore) -> None:
+def unregister(core: Core) -> None:
     found = _workers.get((id(core.store), core.ns, core.tq))
     if found is not None:
         found.discard(core)
 
 
-def local_worker(store: Store, namespace: str, task_queue: str) -> WorkerCore | None:
+def local_worker(store: Store, namespace: str, task_queue: str) -> Core | None:
     for core in list(_workers.get((id(store), namespace, task_queue), ())):
         if not core.shutting_down and core.enable_workflows:
             return core
     return None
 
 
-async def ready(core: WorkerCore, within: float = 1.0) -> bool:
+async def ready(core: Core, within: float = 1.0) -> bool:
     """Whether ``core`` can take a run now: started, and registered (its liveness row written)."""
     try:
         if not core.started:
@@ -48,7 +48,7 @@ async def ready(core: WorkerCore, within: float = 1.0) -> bool:
     return True
 
 
-def claim(tx: Tx, core: WorkerCore, workflow_id: str, run_id: str) -> int | None:
+def claim(tx: Tx, core: Core, workflow_id: str, run_id: str) -> int | None:
     """Claim a run just started in ``tx`` for ``core``; its claim generation, or None."""
     if not owns_row(tx, core.id):
         return None  # not registered yet (or presumed dead): an ordinary start
@@ -63,6 +63,6 @@ def claim(tx: Tx, core: WorkerCore, workflow_id: str, run_id: str) -> int | None
     return int(got[0])
 
 
-def dispatch(core: WorkerCore, run_id: str, gen: int) -> None:
+def dispatch(core: Core, run_id: str, gen: int) -> None:
     """After the start committed: the worker drives the run now (from any thread)."""
     core.loop.call_soon_threadsafe(core.start_driver, run_id, gen)

@@ -3,7 +3,7 @@
 Past ``limit.historySize.warn`` / ``limit.historyCount.warn`` a warning is logged; past the error
 limits the task is failed (cause FORCE_CLOSE_COMMAND) and the run terminated, both by
 "history-service", with Temporal's reason ("Workflow history size exceeds limit." or "Workflow
-history count exceeds limit."). The limits are the namespace's (`dbosify._server.limits`).
+history count exceeds limit."). The limits are the namespace's (`dbosify._store.limits`), checked by `dbosify._engine.limits`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from temporalio.api.enums.v1 import failed_cause_pb2 as causes
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 
-from dbosify import _history as h
-from dbosify import _runs
-from dbosify._server import limits
+from dbosify._engine import history as h
+from dbosify._engine import limits
+from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 
 IDENTITY = "history-service"  # who fails the task and terminates the run on Temporal

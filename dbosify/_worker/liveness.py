@@ -26,20 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dbosify import _nexus_tasks
+from dbosify._engine import nexus_tasks as _nexus_tasks
+from dbosify._engine.liveness import RETRY_SET
 from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
 from dbosify._store.store import BEAT, REAP
 from dbosify._worker import dormancy
-
-# An attempt handed back to the queue (its worker died or lost its claim) is followed by the next
-# attempt; a reset asked of the attempt while it ran applies to that one instead.
-RETRY_SET = (
-    "state = 'scheduled', owner = NULL,"
-    " attempt = CASE WHEN attempts_reset = 1 THEN 2 ELSE attempt + 1 END,"
-    " details = CASE WHEN reset_heartbeats = 1 THEN NULL ELSE details END,"
-    " reset_requested = 0, reset_heartbeats = 0, attempts_reset = 0"
-)
 
 logger = logging.getLogger("dbosify")
 
@@ -258,17 +250,6 @@ def reap(tx: Tx, own: set[str]) -> None:
         for q in {r[0] for r in rescheduled}:
             tx.notify(f"act:{q}")
         _nexus_tasks.release_owner(tx, worker_id, now)
-
-
-def owns_row(tx: Tx, worker_id: str) -> bool:
-    """Whether ``worker_id``'s liveness row exists, locked against a reaper until commit.
-
-    A claim checks it in its own transaction: a worker presumed dead (and reaped) a moment ago
-    must not claim work that no reaper would ever release. FOR KEY SHARE blocks the reaper's
-    DELETE of the row but not the beat's UPDATE of its time.
-    """
-    lock = "" if tx.store.is_sqlite else " FOR KEY SHARE"
-    return tx.one(f"SELECT 1 FROM workers WHERE worker_id = %s{lock}", (worker_id,)) is not None
 
 
 def _set_result(fut: asyncio.Future[None]) -> None:

@@ -3,7 +3,7 @@
 Caller: ScheduleNexusOperation appends NexusOperationScheduled (with the endpoint's id and a new
 request id, as on Temporal) and queues the start request (`_nexus_tasks.schedule_start`) in the
 workflow task's transaction; RequestCancelNexusOperation records the request. Outcome events become
-Core's ResolveNexusOperationStart / ResolveNexusOperation jobs (`jobs`).
+Core's ResolveNexusOperationStart / ResolveNexusOperation jobs (`nexus_jobs`).
 
 Handler: `NexusPoller` claims the tasks of the worker's task queue when woken on
 ``nexus:<task queue>`` (no polling), hands them to temporalio's Nexus worker, and records its
@@ -22,28 +22,22 @@ from temporalio.api.enums.v1 import failed_cause_pb2 as WFT_CAUSE
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.bridge.proto.nexus import nexus_pb2 as core_nx
-from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
-from dbosify import _history as h
-from dbosify import _nexus_tasks as tasks
-from dbosify._server import nexus_endpoints
+from dbosify._engine import history as h
+from dbosify._engine import nexus_endpoints
+from dbosify._engine import nexus_tasks as tasks
+from dbosify._worker.applying import Applying, BadCommand
 
 if TYPE_CHECKING:
-    from dbosify._worker.commands import Applying
-    from dbosify._worker.core import WorkerCore
+    from dbosify._worker.interfaces import Core
 
 logger = logging.getLogger("dbosify")
-
-INPUT_EVENT_TYPES = frozenset({E.EVENT_TYPE_NEXUS_OPERATION_STARTED, *tasks.OUTCOMES})
-
 
 # -- the caller's commands ------------------------------------------------------------------------
 
 
 def schedule(a: Applying, cmd: wc.WorkflowCommand) -> None:
-    from dbosify._worker.commands import BadCommand
-
     s = cmd.schedule_nexus_operation
     tx = a.tx
     ep = nexus_endpoints.lookup_in_tx(tx, s.endpoint)
@@ -81,46 +75,6 @@ def request_cancel(a: Applying, cmd: wc.WorkflowCommand) -> None:
     tasks.request_cancel(a.tx, a.run, cmd.request_cancel_nexus_operation.seq, a.wft_id, a.ts)
 
 
-# -- the caller's activation jobs -----------------------------------------------------------------
-
-
-def jobs(event: hist.HistoryEvent, seq: int, started: set[int]) -> list[wa.WorkflowActivationJob]:
-    """Core's jobs for one Nexus event. ``started``: the operations whose start was resolved
-    (kept by the caller across activations; updated here)."""
-    t = event.event_type
-    if t == E.EVENT_TYPE_NEXUS_OPERATION_STARTED:
-        started.add(seq)
-        token = event.nexus_operation_started_event_attributes.operation_token
-        return [wa.WorkflowActivationJob(
-            resolve_nexus_operation_start=wa.ResolveNexusOperationStart(seq=seq, operation_token=token))]
-    if t not in tasks.OUTCOMES:
-        return []
-    result = core_nx.NexusOperationResult()
-    failure: failure_pb.Failure | None = None
-    if t == E.EVENT_TYPE_NEXUS_OPERATION_COMPLETED:
-        result.completed.CopyFrom(event.nexus_operation_completed_event_attributes.result)
-    elif t == E.EVENT_TYPE_NEXUS_OPERATION_FAILED:
-        failure = event.nexus_operation_failed_event_attributes.failure
-        result.failed.CopyFrom(failure)
-    elif t == E.EVENT_TYPE_NEXUS_OPERATION_CANCELED:
-        failure = event.nexus_operation_canceled_event_attributes.failure
-        result.cancelled.CopyFrom(failure)
-    else:
-        failure = event.nexus_operation_timed_out_event_attributes.failure
-        result.timed_out.CopyFrom(failure)
-    out: list[wa.WorkflowActivationJob] = []
-    if seq not in started:
-        started.add(seq)
-        if failure is not None:
-            # Failed before it started: the start's resolution is the failure, and nothing follows.
-            return [wa.WorkflowActivationJob(
-                resolve_nexus_operation_start=wa.ResolveNexusOperationStart(seq=seq, failed=failure))]
-        out.append(wa.WorkflowActivationJob(
-            resolve_nexus_operation_start=wa.ResolveNexusOperationStart(seq=seq, started_sync=True)))
-    out.append(wa.WorkflowActivationJob(resolve_nexus_operation=wa.ResolveNexusOperation(seq=seq, result=result)))
-    return out
-
-
 # -- the handler's task poller ------------------------------------------------------------------------
 
 
@@ -131,7 +85,7 @@ class PollShutdown(Exception):
 class NexusPoller:
     """Claims this worker's Nexus tasks when woken, one poll at a time, as Core's poller does."""
 
-    def __init__(self, core: WorkerCore) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
         self._ready: deque[bytes] = deque()
         self._running = 0

@@ -18,7 +18,7 @@ from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.enums.v1 import failed_cause_pb2 as causes
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
-from dbosify._native import _core_logs as core_logs
+from dbosify._engine import core_logs
 
 DEFAULT_BLOB_ERROR = 2 * 1024 * 1024
 PAYLOADS_TOO_LARGE = causes.WORKFLOW_TASK_FAILED_CAUSE_PAYLOADS_TOO_LARGE

@@ -14,7 +14,7 @@ from temporalio.api.query.v1 import message_pb2 as query_pb
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
-from dbosify import _history as h
+from dbosify._engine import history as h
 from dbosify._store import Store, Tx
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.wakeups import with_value

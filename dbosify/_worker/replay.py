@@ -19,10 +19,10 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
-from dbosify._history import attrs_of
+from dbosify._engine.history import attrs_of
 from dbosify._worker import activations as A
+from dbosify._worker.activations import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 from dbosify._worker.core import PollShutdownError
-from dbosify._worker.driver import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 
 E = et
 EVICT = wa.RemoveFromCache.EvictionReason

@@ -18,11 +18,11 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dbosify import _activity_tasks as acts
+from dbosify._engine import activity_tasks as acts
+from dbosify._engine import completed_results
 from dbosify._store import Store
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.store import FACT, LANES
-from dbosify._worker import completed_results
 
 if TYPE_CHECKING:  # (at run time this module may load while _activity_tasks is importing)
     _Pending = tuple[acts.Outcome, int | None, asyncio.AbstractEventLoop, asyncio.Future[bool]]

@@ -12,7 +12,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._worker import activations as A
-from dbosify._worker.commands import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
+from dbosify._worker.activations import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 
 
 @dataclass
