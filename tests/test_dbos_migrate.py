@@ -173,19 +173,15 @@ from gevent import monkey
 monkey.patch_all()
 """ + _START + """
 import asyncio, sys
-from concurrent.futures import Future
 from gevent import threadpool
 
 # As Temporal's gevent_async sample runs its client: asyncio.run in a gevent threadpool thread.
-done = Future()
 def call():
-    try:
-        done.set_result(asyncio.run(start(sys.argv[1])))
-    except BaseException as err:
-        done.set_exception(err)
+    return asyncio.run(start(sys.argv[1]))
 pool = threadpool.ThreadPoolExecutor(max_workers=1)
-pool.submit(call)
-print(done.result(timeout=90))
+# gevent's own future: waiting on it yields to the hub (a plain Future's wait would sleep out its
+# whole timeout, as the thread's wake-up cannot reach a monkey-patched lock's waiter).
+print(pool.submit(call).result(timeout=90))
 pool.shutdown()
 """, url)
         await _finish(url, run_id)
