@@ -4,6 +4,7 @@ receiver on loopback (HTTP and gRPC), and MetricBuffer; custom meters (runtime, 
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import socket
 import threading
@@ -79,6 +80,14 @@ class Backlogged:
         await asyncio.gather(*[
             workflow.execute_activity(blocked, start_to_close_timeout=timedelta(seconds=30)) for _ in range(n)
         ])
+
+
+@pytest.fixture(autouse=True)
+def _runtimes_closed() -> Iterator[None]:
+    """Each test's runtimes go with it: their exporters (and OpenTelemetry's retrying export
+    threads) are shut down when the runtime is collected, not left running through later tests."""
+    yield
+    gc.collect()
 
 
 def _port() -> int:

@@ -121,17 +121,18 @@ BACKLOG_RETRY_SECONDS = 30.0
 _failed_until: dict[tuple[Any, ...], float] = {}
 
 
-def watch_backlog(key: tuple[Any, ...], owner: Any, probe_name: str) -> None:
+def watch_backlog(key: tuple[Any, ...], owner: Any, probe_name: str, sink: Any = None) -> None:
     """Report a task queue's backlog through ``getattr(owner, probe_name)()`` while ``owner``
-    lives (one probe per ``key``: workers of one queue share its backlog)."""
+    lives, to ``sink``'s exporter only (the runtime of the worker it watches): one probe per
+    ``key`` and sink, so workers of one queue and runtime share its backlog."""
     with _probes_lock:
-        _probes[key] = weakref.ref(owner)
-        _names[key] = probe_name
+        _probes[(id(sink), *key)] = weakref.ref(owner)
+        _names[(id(sink), *key)] = probe_name
 
 
-def _backlog() -> list[tuple[dict[str, str], int, float]]:
+def _backlog(sink: Any = None) -> list[tuple[dict[str, str], int, float]]:
     with _probes_lock:
-        live = [(k, r(), _names[k]) for k, r in list(_probes.items())]
+        live = [(k, r(), _names[k]) for k, r in list(_probes.items()) if k[0] == id(sink)]
         for k, owner, _ in live:
             if owner is None:
                 _probes.pop(k, None)
@@ -151,7 +152,7 @@ def _backlog() -> list[tuple[dict[str, str], int, float]]:
     return out
 
 
-def families(backlog: bool = True) -> Iterator[Family]:
+def families(backlog: bool = True, sink: Any = None) -> Iterator[Family]:
     """Every engine metric; ``backlog``: read the watched queues' backlog (a query each)."""
     s = STATS
     yield ("dbosify_db_transactions", "counter", "Database transactions committed (with their retries)",
@@ -171,7 +172,7 @@ def families(backlog: bool = True) -> Iterator[Family]:
            [("dbosify_fenced_writes_refused", {}, float(s.fenced))])
     counts: list[Sample] = []
     ages: list[Sample] = []
-    for labels, count, age in _backlog() if backlog else ():
+    for labels, count, age in _backlog(sink) if backlog else ():
         counts.append(("dbosify_task_queue_backlog", labels, float(count)))
         ages.append(("dbosify_task_queue_backlog_age_seconds", labels, age))
     yield ("dbosify_task_queue_backlog", "gauge", "Tasks ready and not yet claimed", counts)

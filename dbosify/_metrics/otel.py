@@ -84,7 +84,7 @@ class OTelSink:
 
         def snapshot() -> list[engine.Family]:
             if time.monotonic() - cached[0] > 0.5:
-                cached[:] = [time.monotonic(), list(engine.families())]
+                cached[:] = [time.monotonic(), list(engine.families(sink=self))]
             return cached[1]  # type: ignore[no-any-return]
 
         def observe(kind: str) -> Any:

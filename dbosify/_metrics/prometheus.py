@@ -145,7 +145,7 @@ class PrometheusSink:
                 samples.append((st.name + "_sum", labels, total))
                 samples.append((st.name + "_count", labels, count))
             out.append((st.name, st.type, st.help, samples))
-        out.extend(engine.families())
+        out.extend(engine.families(sink=self))
         return out
 
     def exposition(self) -> bytes:

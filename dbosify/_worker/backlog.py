@@ -54,7 +54,8 @@ class _Probe:
 
 def watch(core: Core) -> None:
     """Report ``core``'s queue backlog while it lives (only if some runtime exports metrics)."""
-    if getattr(core.runtime, "meter", None) is None:
-        return
+    meter = getattr(core.runtime, "meter", None)
+    if meter is None or core.store.clock.virtual:  # a time-skipping store: no ages to report,
+        return  # and a probe's transaction would hold its virtual clock
     core.backlog_probe = probe = _Probe(core)  # type: ignore[attr-defined]
-    engine.watch_backlog((id(core.store), core.ns, core.tq), probe, "read")
+    engine.watch_backlog((id(core.store), core.ns, core.tq), probe, "read", getattr(meter, "sink", None))
