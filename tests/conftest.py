@@ -7,6 +7,7 @@ local server at 127.0.0.1:5432 when it answers) and an embedded SQLite directory
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,6 +20,37 @@ dbosify.activate()  # before anything imports temporalio
 from temporalio.client import Client  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _database_per_xdist_worker() -> None:
+    """Under pytest-xdist (``scripts/test`` runs ``-n``), each worker process gets a database of
+    its own, ``<database>_gwN``, dropped and created afresh at the start of each run, so tests that
+    count rows or transactions of a whole database see only their own worker's, and nothing an
+    earlier run left behind is in the way. Subprocesses inherit it through the environment."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    base = os.environ.get("DBOSIFY_TEST_DATABASE_URL") or DEFAULT_PG
+    try:
+        import psycopg
+        from psycopg import sql
+
+        parts = urllib.parse.urlsplit(base)
+        name = f"{parts.path.lstrip('/') or 'postgres'}_{worker}"
+        url = urllib.parse.urlunsplit(parts._replace(path="/" + name))
+        with psycopg.connect(base, connect_timeout=3, autocommit=True) as conn:
+            # A fresh one each run: nothing left by an earlier run (its schemas, a frozen
+            # process's session) can slow or block this one.
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except Exception:
+        if os.environ.get("DBOSIFY_TEST_DATABASE_URL"):
+            raise
+        return  # no local server: the throwaway cluster below is per process anyway
+    os.environ["DBOSIFY_TEST_DATABASE_URL"] = url
+
+
+_database_per_xdist_worker()
 
 
 def postgres_url() -> str | None:

@@ -147,6 +147,17 @@ def _fixture_types(key: str) -> list[str]:
     return [e["eventType"] for e in data[key]["events"]]
 
 
+def _with_fast_completion(types: list[str]) -> list[list[str]]:
+    """The dev server's sequence, and the same with the operation's completion recorded before
+    the workflow task its Started event scheduled: a handler run that ends within milliseconds
+    can complete before the caller's worker takes that task, and the engine writes a task's
+    Scheduled event when a worker takes it (see docs/COMPATIBILITY.md, `fetch_history()`)."""
+    i = types.index("EVENT_TYPE_NEXUS_OPERATION_STARTED")
+    j = types.index("EVENT_TYPE_NEXUS_OPERATION_COMPLETED")
+    fast = types[: i + 1] + [types[j]] + types[j + 1 :]
+    return [types, fast]
+
+
 async def test_sync_and_workflow_run_operations(client: Client) -> None:
     tq = _tq()
     ep = await _create_endpoint(client, tq)
@@ -168,7 +179,7 @@ async def test_sync_and_workflow_run_operations(client: Client) -> None:
         da = done.nexus_operation_completed_event_attributes  # type: ignore[attr-defined]
         assert da.scheduled_event_id == sched.event_id and da.request_id == sa.request_id  # type: ignore[attr-defined]
         async_events = _events(await wfrun.fetch_history())
-        assert [t for t, _ in async_events] == _fixture_types("echo:async")
+        assert [t for t, _ in async_events] in _with_fast_completion(_fixture_types("echo:async"))
         started = next(e for t, e in async_events if t == "EVENT_TYPE_NEXUS_OPERATION_STARTED")
         st = started.nexus_operation_started_event_attributes  # type: ignore[attr-defined]
         assert st.operation_token and st.scheduled_event_id == 5

@@ -35,8 +35,9 @@ async def env(
     monkeypatch.setenv("DBOSIFY_DATABASE_URL", url)
     started = time.monotonic()
     e = await WorkflowEnvironment.start_time_skipping()
-    # No download, no subprocess: only the store's setup (see test_env_start_sets_up_the_store).
-    assert time.monotonic() - started < 10.0
+    # No download, no subprocess: only the store's setup (see test_env_start_sets_up_the_store),
+    # which takes a second or two; the bound is loose for a loaded machine.
+    assert time.monotonic() - started < 30.0
     assert e.supports_time_skipping
     try:
         yield e

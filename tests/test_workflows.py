@@ -6,7 +6,6 @@ import asyncio
 import threading
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from temporalio import activity, workflow
@@ -276,14 +275,16 @@ class QueuedTooLongWorkflow:
 
     @workflow.run
     async def run(self) -> str:
-        opts: dict[str, Any] = dict(
-            schedule_to_start_timeout=timedelta(seconds=1),
-            start_to_close_timeout=timedelta(seconds=10),
+        # The first is older, so it is claimed first, however late (a loaded machine): only the
+        # second can time out in the queue.
+        first = workflow.start_activity(
+            slow, 2.5, schedule_to_start_timeout=timedelta(seconds=30), start_to_close_timeout=timedelta(seconds=10)
         )
-        first = workflow.start_activity(slow, 2.5, **opts)
-        await workflow.sleep(0.5)  # the first has taken the only slot by now
+        await workflow.sleep(0.5)
         try:
-            await workflow.execute_activity(slow, 0.1, **opts)
+            await workflow.execute_activity(
+                slow, 0.1, schedule_to_start_timeout=timedelta(seconds=1), start_to_close_timeout=timedelta(seconds=10)
+            )
         except ActivityError as err:
             assert isinstance(err.cause, TimeoutError)
             await first

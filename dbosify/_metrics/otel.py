@@ -16,6 +16,8 @@ from typing import Any
 from dbosify._metrics import buckets, engine
 from dbosify._metrics.meter import COUNTER, DURATION, GAUGE, SERVICE_NAME, Attributes, Instrument
 
+CLOSE_TIMEOUT_MS = 2000  # the last export when a runtime is dropped
+
 
 class OTelSink:
     def __init__(
@@ -107,8 +109,10 @@ class OTelSink:
                 self.meter.create_observable_gauge(name, [observe(name)], description=help_)
 
     def close(self) -> None:
+        # A last export, bounded: a collector that is gone must not hold the runtime's drop
+        # (the exporter would retry for its whole timeout, 10 s by default).
         try:
-            self.provider.shutdown()
+            self.provider.shutdown(timeout_millis=CLOSE_TIMEOUT_MS)
         except Exception:
             pass
 

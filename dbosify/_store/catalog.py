@@ -6,6 +6,7 @@ dropped whole (tests and tools).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -16,6 +17,8 @@ from dbosify._store import dbos_ids as ids
 from dbosify._store import dbos_setup, namespaces
 from dbosify._store.retrying import Retrying
 from dbosify._store.sqlite import SqliteBackend, _close_sqlite
+
+logger = logging.getLogger(__name__)
 
 ENV_NAMESPACES = "DBOSIFY_NAMESPACES"  # namespaces every client registers when it connects
 
@@ -174,13 +177,21 @@ class NamespaceCatalog(Retrying, SqliteBackend):
             return
         import psycopg
 
-        with psycopg.connect(self._pg_url, autocommit=True, connect_timeout=self.pg_connect_timeout) as conn:
+        # Bounded waits: a session still holding a lock on one of these schemas (a process that
+        # is frozen, or still shutting down) leaves it behind, with a warning, rather than a hang.
+        with psycopg.connect(
+            self._pg_url, autocommit=True, connect_timeout=self.pg_connect_timeout,
+            options="-c lock_timeout=5000 -c statement_timeout=60000",
+        ) as conn:
             rows = conn.execute(
                 "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
                 (namespaces.prefix(self.server).replace("_", "\\_") + "%",),
             ).fetchall()
             for (name,) in rows:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+                try:
+                    conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+                except psycopg.errors.QueryCanceled as err:  # lock_timeout, statement_timeout
+                    logger.warning("dbosify: left the schema %s of a finished environment: %s", name, err)
 
 
 def env_namespaces() -> list[str]:
