@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from dbos import DBOSClient
+    from dbos_support import dbos, dbos_url  # noqa: F401  (dbos: the fixture)
 
     from dbosify._store import get_store
     from dbosify._store.dbos_inbound_triggers import queue_name
@@ -76,22 +76,6 @@ class Greet:
 WORKFLOWS = [Steps, Child, Inbox, Greet]
 
 
-def dbos_url(client: Client) -> tuple[str, str | None]:
-    store = get_store(client.service_client.config.target_host)
-    if store.is_sqlite:
-        return f"sqlite:///{store.sqlite_path(client.namespace)}", None
-    return store.url, store.dbos_schema
-
-
-@pytest.fixture
-async def dbos(client: Client) -> AsyncIterator[DBOSClient]:
-    url, schema = dbos_url(client)
-    kwargs: dict[str, Any] = {"system_database_url": url}
-    if schema is not None:
-        kwargs["dbos_system_schema"] = schema
-    c = DBOSClient(**kwargs)
-    yield c
-    c.destroy()
 
 
 def in_process(client: Client, code: str) -> subprocess.CompletedProcess[str]:

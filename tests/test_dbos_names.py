@@ -19,10 +19,10 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from dbos import DBOSClient
+    from dbos_support import dbos  # noqa: F401  (the fixture)
 
     from dbosify._worker.dbos_inbound import queue_name
 
-from test_dbos_inbound import dbos  # noqa: F401  (the fixture)
 
 
 @workflow.defn(name="Hops")
@@ -49,11 +49,11 @@ class Waits:
         return "released"
 
 
-async def _rows(dbos: DBOSClient, **kw: Any) -> list[Any]:  # noqa: F811
+async def _rows(dbos: DBOSClient, **kw: Any) -> list[Any]:
     return list(await asyncio.to_thread(dbos.list_workflows, **kw))
 
 
-async def test_queue_name_carries_the_namespace(client: Client, dbos: DBOSClient) -> None:  # noqa: F811
+async def test_queue_name_carries_the_namespace(client: Client, dbos: DBOSClient) -> None:
     tq = f"tq/{uuid.uuid4().hex[:6]}"  # a '/' in the task queue: quoted
     q = queue_name(client.namespace, tq)
     assert q.endswith("/tq%2F" + tq.split("/")[1])
@@ -73,7 +73,7 @@ async def test_queue_name_carries_the_namespace(client: Client, dbos: DBOSClient
         assert rows[0].queue_name == q and rows[0].status == "CANCELLED"  # kept at close
 
 
-async def test_enqueue_handle_returns_the_result(client: Client, dbos: DBOSClient) -> None:  # noqa: F811
+async def test_enqueue_handle_returns_the_result(client: Client, dbos: DBOSClient) -> None:
     tq = f"tq-{uuid.uuid4().hex[:6]}"
     wid = f"hops-{uuid.uuid4().hex[:6]}"
     async with Worker(client, task_queue=tq, workflows=[Hops, Waits]):
