@@ -115,7 +115,7 @@ def requests(draw: st.DrawFn, ns: str) -> tuple[str, Any]:
     """One RPC name and a request for it, with fuzzed fields."""
     kind = draw(st.sampled_from([
         "start", "signal", "signal_with_start", "describe", "history", "terminate", "list",
-        "schedules",
+        "schedules", "task_queue",
     ]))  # fmt: skip
     execution = WorkflowExecution(workflow_id=draw(ids), run_id=draw(st.one_of(st.just(""), texts)))
     start = dict(
@@ -166,6 +166,19 @@ def requests(draw: st.DrawFn, ns: str) -> tuple[str, Any]:
             page_size=draw(st.integers(-(2**31), 2**31 - 1)),
             next_page_token=draw(tokens),
             query=draw(st.one_of(st.just(""), st.just("ORDER BY StartTime"), filters())),
+        )
+    if kind == "task_queue":
+        enums = st.integers(-(2**31), 2**31 - 1) | st.integers(0, 4)
+        return "describe_task_queue", rr.DescribeTaskQueueRequest(
+            namespace=ns,
+            task_queue=TaskQueue(name=draw(texts), kind=draw(enums)),
+            task_queue_type=draw(enums),
+            api_mode=draw(enums),
+            task_queue_types=draw(st.lists(enums, max_size=4)),
+            report_stats=draw(st.booleans()),
+            report_pollers=draw(st.booleans()),
+            include_task_queue_status=draw(st.booleans()),
+            report_task_reachability=draw(st.booleans()),
         )
     return "list_schedules", rr.ListSchedulesRequest(
         namespace=ns,

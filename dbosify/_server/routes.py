@@ -11,7 +11,15 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from dbosify._server import activities, activity_ops, delete, reset, schedules, visibility
+from dbosify._server import (
+    activities,
+    activity_ops,
+    delete,
+    reset,
+    schedules,
+    task_queues,
+    visibility,
+)
 from dbosify._store import Store
 
 Handler = Callable[[Store, Any, str], Awaitable[Message]]
@@ -27,6 +35,8 @@ ROUTES: dict[str, Handler] = {
     "scan_workflow_executions": _plain(visibility.list_executions),
     "count_workflow_executions": _plain(visibility.count_executions),
     "delete_workflow_execution": _plain(delete.delete_workflow_execution),
+    # task queues
+    "describe_task_queue": _plain(task_queues.describe),
     # schedules
     "create_schedule": schedules.create,
     "describe_schedule": _plain(schedules.describe),

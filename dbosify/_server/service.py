@@ -10,8 +10,8 @@ One module per family of RPCs, each a class this service is built from:
 - `workflow_rpcs`: starting, cancelling, terminating, describing runs and reading history;
 - `message_rpcs`: signals, queries, updates and update-with-start;
 - `activity_task_rpcs`: a workflow's activities completed or heartbeated from outside a worker;
-- `routes`: the RPCs answered by a function of another module (visibility, schedules, reset and
-  delete, pausing and resetting activities, standalone activities).
+- `routes`: the RPCs answered by a function of another module (visibility, task queues, schedules,
+  reset and delete, pausing and resetting activities, standalone activities).
 
 `call` decodes the request, applies Temporal's frontend limits (`limits`) and dispatches.
 """

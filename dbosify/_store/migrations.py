@@ -301,6 +301,23 @@ def _v9(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX nexus_tasks_by_run ON nexus_tasks (run_id, seq)")
 
 
+def _v10(execute: Execute, is_sqlite: bool) -> None:
+    # Who polls a task queue (DescribeTaskQueue, `dbosify/_engine/task_queues.py`): each worker's
+    # liveness row says who it is, which task types it polls (bits: 1 workflow, 2 activity,
+    # 4 Nexus) and its build id. A worker that leaves or is reaped is kept in `pollers` for five
+    # minutes after its last beat, as a Temporal server lists a poller after its last poll.
+    execute("ALTER TABLE workers ADD COLUMN identity TEXT NOT NULL DEFAULT ''")
+    execute("ALTER TABLE workers ADD COLUMN task_types INTEGER NOT NULL DEFAULT 0")
+    execute("ALTER TABLE workers ADD COLUMN build_id TEXT NOT NULL DEFAULT ''")
+    execute(
+        "CREATE TABLE pollers (worker_id TEXT PRIMARY KEY, task_queue TEXT NOT NULL,"
+        " identity TEXT NOT NULL, task_types INTEGER NOT NULL, build_id TEXT NOT NULL,"
+        " last_access DOUBLE PRECISION NOT NULL)"
+    )
+    execute("CREATE INDEX pollers_by_queue ON pollers (task_queue, last_access)")
+    execute("CREATE INDEX pollers_by_access ON pollers (last_access)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -318,6 +335,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "dormant runs (evicted, claimed again when they have work) and their wake-up time", _v7),
     Migration(8, "an index of the runs each worker owns, for releasing them", _v8),
     Migration(9, "Nexus operations' tasks", _v9),
+    Migration(10, "who polls a task queue: workers' identity and task types, recent pollers", _v10),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

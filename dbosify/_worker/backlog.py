@@ -1,13 +1,15 @@
 """A task queue's backlog, for the engine's metrics: ready tasks no worker has claimed yet.
 
 Read only when an exporter collects (`dbosify._metrics.engine`), one short transaction per
-watched queue; the workers' claims read nothing more for it.
+watched queue (the queries are `dbosify._engine.task_queues.backlog`, which DescribeTaskQueue
+reports too); the workers' claims read nothing more for it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dbosify._engine import task_queues as queues
 from dbosify._metrics import engine
 from dbosify._store import Tx
 
@@ -27,29 +29,13 @@ class _Probe:
 
     def _read(self, tx: Tx) -> list[tuple[dict[str, str], int, float]]:
         now = tx.store.clock.now()
-        out = []
-        if self.workflows:
-            got = tx.one(
-                "SELECT count(*), min(CASE WHEN dormant = 1 THEN wake_at ELSE COALESCE(not_before, start_time) END)"
-                " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL"
-                " AND ((dormant = 0 AND (not_before IS NULL OR not_before <= %s))"
-                " OR (dormant = 1 AND wake_at <= %s))",
-                (self.tq, now, now),
-            )
-            out.append(self._row("workflow", got, now))
-        if self.activities:
-            got = tx.one(
-                "SELECT count(*), min(available_at) FROM activity_tasks WHERE task_queue = %s"
-                " AND state = 'scheduled' AND available_at <= %s AND paused = 0",
-                (self.tq, now),
-            )
-            out.append(self._row("activity", got, now))
-        return out
+        kinds = [queues.WORKFLOW] if self.workflows else []
+        kinds += [queues.ACTIVITY] if self.activities else []
+        return [self._row(queues.KINDS[kind], queues.backlog(tx, self.tq, kind, now), now) for kind in kinds]
 
-    def _row(self, kind: str, got: tuple[int, float | None] | None, now: float) -> tuple[dict[str, str], int, float]:
-        count, oldest = (got or (0, None))
+    def _row(self, kind: str, got: queues.Backlog, now: float) -> tuple[dict[str, str], int, float]:
         labels = {"namespace": self.ns, "task_queue": self.tq, "task_type": kind}
-        return labels, int(count or 0), max(0.0, now - float(oldest)) if oldest is not None else 0.0
+        return labels, got.count, max(0.0, now - got.oldest) if got.oldest is not None else 0.0
 
 
 def watch(core: Core) -> None:

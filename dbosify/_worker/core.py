@@ -25,6 +25,7 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify._dbos import records
 from dbosify._engine import scheduler
+from dbosify._engine import task_queues as queues
 from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._metrics import core as core_metrics
 from dbosify._metrics import engine as engine_metrics
@@ -80,6 +81,10 @@ class WorkerCore(ActivitySide):
         types = config.task_types
         self.enable_workflows = bool(types.enable_workflows)
         self.enable_activities = bool(types.enable_remote_activities)
+        polled = (self.enable_workflows, self.enable_activities, bool(getattr(types, "enable_nexus", False)))
+        self._poller = liveness.Poller(
+            self.identity, queues.type_bits(t for t, on in zip(queues.KINDS, polled, strict=True) if on), self.build_id
+        )
         slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
         self.max_activities: int = int(slots) if slots else 1000
         # Eager activities, as Core asks for them: up to this many per workflow task, none when
@@ -166,7 +171,7 @@ class WorkerCore(ActivitySide):
         self._shutdown_event = asyncio.Event()
         # Registered by the liveness thread, with retries: a busy or restarting database delays
         # this worker's first claim, never ends it.
-        self._member = liveness.join(self.store, self.ns, self.id, self.tq, self._reaped)
+        self._member = liveness.join(self.store, self.ns, self.id, self.tq, self._reaped, self._poller)
         if self.enable_workflows:
             self._tasks.append(asyncio.create_task(self._claim_runs_loop()))
             self._tasks.append(asyncio.create_task(self._closed_query_loop()))
@@ -176,7 +181,6 @@ class WorkerCore(ActivitySide):
             self._tasks.append(busy_task(self.store.clock, self._schedules_loop))
         if self.enable_activities:
             self._tasks.append(busy_task(self.store.clock, self._standalone_timeouts_loop))
-
 
     def _same_process(self) -> None:
         if self.runtime is not None:
@@ -227,7 +231,7 @@ class WorkerCore(ActivitySide):
             await self.store.transact(self.ns, self._unregister)
 
     def _unregister(self, tx: Tx) -> None:
-        tx.execute("DELETE FROM workers WHERE worker_id = %s", (self.id,))
+        queues.depart(tx, self.id, time.time())  # listed as a poller for a while yet
         dormancy.release(tx, "owner = %s", (self.id,))
         tx.execute(
             f"UPDATE activity_tasks SET {RETRY_SET},"

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dbosify._engine import nexus_tasks as _nexus_tasks
+from dbosify._engine import task_queues
 from dbosify._engine.liveness import RETRY_SET
 from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
@@ -84,6 +85,15 @@ def local_process_gone(worker_id: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Poller:
+    """What a worker's row says of it to DescribeTaskQueue (`dbosify._engine.task_queues`)."""
+
+    identity: str = ""
+    task_types: int = 0  # `task_queues.type_bits` of the types it polls
+    build_id: str = ""
+
+
 @dataclass(eq=False)
 class Member:
     """One local worker, as liveness sees it."""
@@ -93,6 +103,7 @@ class Member:
     loop: asyncio.AbstractEventLoop
     on_reaped: Callable[[], None]  # called on ``loop`` when another worker took over its work
     registered: asyncio.Future[None]  # done once its row exists: it may claim work from then on
+    poller: Poller  # who it is to DescribeTaskQueue
 
 
 class Liveness:
@@ -114,10 +125,12 @@ class Liveness:
 
     # -- members -----------------------------------------------------------------------------
 
-    def join(self, worker_id: str, task_queue: str, on_reaped: Callable[[], None]) -> Member:
+    def join(
+        self, worker_id: str, task_queue: str, on_reaped: Callable[[], None], poller: Poller
+    ) -> Member:
         """Add a local worker; its row is written by the next beat, at once."""
         loop = asyncio.get_running_loop()
-        member = Member(worker_id, task_queue, loop, on_reaped, loop.create_future())
+        member = Member(worker_id, task_queue, loop, on_reaped, loop.create_future(), poller)
         with self._lock:
             self._members[worker_id] = member
             self._unregistered.add(worker_id)
@@ -168,9 +181,11 @@ class Liveness:
             if tx.rowcount == 0:
                 if m.worker_id not in new:
                     missing.add(m.worker_id)
+                p = m.poller
                 tx.execute(
-                    "INSERT INTO workers (worker_id, task_queue, heartbeat_at) VALUES (%s, %s, %s)",
-                    (m.worker_id, m.task_queue, now),
+                    "INSERT INTO workers (worker_id, task_queue, heartbeat_at, identity, task_types, build_id)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (m.worker_id, m.task_queue, now, p.identity, p.task_types, p.build_id),
                 )
         return missing
 
@@ -214,7 +229,8 @@ class Liveness:
 
 def reap(tx: Tx, own: set[str]) -> None:
     """Take over the work of every dead worker: release its runs, reschedule its attempts."""
-    cutoff = time.time() - LIVENESS_EXPIRY
+    wall_now = time.time()
+    cutoff = wall_now - LIVENESS_EXPIRY
     dead = []
     rows = tx.all("SELECT worker_id, task_queue, heartbeat_at FROM workers ORDER BY worker_id")
     for worker_id, tq, beat in rows:
@@ -226,15 +242,10 @@ def reap(tx: Tx, own: set[str]) -> None:
             dead.append((worker_id, tq, "ran on this machine and its process is gone"))
     now = tx.store.clock.now()  # attempts' next-available time: the engine's clock
     for worker_id, tq, why in dead:
-        # Its row first: a claim by that worker (if it still runs) checks its row under lock.
-        if why == "stopped heartbeating":
-            # Unless it beat since we looked.
-            tx.execute(
-                "DELETE FROM workers WHERE worker_id = %s AND heartbeat_at < %s", (worker_id, cutoff)
-            )
-        else:
-            tx.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
-        if tx.rowcount == 0:
+        # Its row first (unless it beat since we looked): a claim by that worker, if it still
+        # runs, checks its row under lock. It stays listed as a poller for a while.
+        stale = cutoff if why == "stopped heartbeating" else None
+        if not task_queues.depart(tx, worker_id, wall_now, reaped=True, beat_before=stale):
             continue  # another reaper got there first, or it is alive after all
         logger.info("dbosify: worker %s %s; taking over its work", worker_id, why)
         engine_metrics.takeover()
@@ -262,7 +273,8 @@ _registry_lock = threading.Lock()
 
 
 def join(
-    store: Store, namespace: str, worker_id: str, task_queue: str, on_reaped: Callable[[], None]
+    store: Store, namespace: str, worker_id: str, task_queue: str, on_reaped: Callable[[], None],
+    poller: Poller | None = None,
 ) -> Member:
     """Add a local worker to the process's `Liveness` for ``namespace`` of ``store``."""
     key = (id(store), namespace)
@@ -270,7 +282,7 @@ def join(
         lv = _registry.get(key)
         if lv is None or lv.store is not store or lv.stopped:
             lv = _registry[key] = Liveness(store, namespace)
-        return lv.join(worker_id, task_queue, on_reaped)
+        return lv.join(worker_id, task_queue, on_reaped, poller or Poller())
 
 
 def leave(store: Store, namespace: str, worker_id: str) -> None:

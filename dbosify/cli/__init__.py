@@ -1,5 +1,5 @@
 """The ``dbosify`` command: ``run`` an app, operate its runs (``workflow``, ``schedule``), register
-its ``namespace``s, ``ui``.
+its ``namespace``s, look into a ``task-queue``, ``ui``.
 
 ``dbosify run`` is parsed by hand (everything after the script belongs to the script) and
 imports nothing else; the other commands are `click` groups, a module per verb family, whose
@@ -72,6 +72,11 @@ def namespace_group() -> None:
     """Register and list namespaces (`temporal operator namespace create|list`)."""
 
 
+@cli.group("task-queue")
+def task_queue_group() -> None:
+    """Task Queue insight (`temporal task-queue describe`): pollers and backlog."""
+
+
 @cli.group("operator")
 def operator_group() -> None:
     """Operator verbs (`temporal operator`): Nexus endpoints."""
@@ -87,6 +92,7 @@ def _register() -> None:
     from dbosify.cli import namespace as namespace_verbs
     from dbosify.cli import nexus as nexus_verbs
     from dbosify.cli import schedule as schedule_verbs
+    from dbosify.cli import task_queue as task_queue_verbs
     from dbosify.cli import ui as ui_verb
     from dbosify.cli import workflow_read, workflow_write
 
@@ -94,6 +100,7 @@ def _register() -> None:
     workflow_write.register(workflow_group)
     schedule_verbs.register(schedule_group)
     namespace_verbs.register(namespace_group)
+    task_queue_verbs.register(task_queue_group)
     nexus_verbs.register(operator_group)
     cli.add_command(ui_verb.ui_cmd)
 

@@ -34,7 +34,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCStatusCode
 
-from dbosify.cli import payloads
+from dbosify.cli import payloads, task_queue
 from dbosify.cli.common import Conn, connect, status_name
 from dbosify.ui import pages
 from dbosify.ui.streams import STREAMS_PER_CLIENT, STREAMS_TOTAL, Cap, Feeds
@@ -207,6 +207,15 @@ class Views:
         summary = pages.summary_fragment(s)
         return self._html(pages.run_page(self.ns, s, summary, events, inputs, children))
 
+    async def task_queue_page(self, request: Request) -> Response:
+        """A task queue's backlog per type and the workers that polled it (DescribeTaskQueue)."""
+        try:
+            name = ident(request.query_params.get("name"), "the task queue name")
+            described = await task_queue.describe(self.client, name, list(task_queue.DEFAULT_TYPES))
+        except Exception as exc:
+            return self._message(exc, "Task queue not shown")
+        return self._html(pages.task_queue_page(self.ns, described))
+
     async def _event(self, ev: Any, workflow_id: str, run_id: str) -> pages.Event:
         return pages.Event(ev.event_id, payloads.event_time(ev), payloads.event_type(ev),
                            await payloads.event_details(ev, self.client.data_converter),
@@ -352,6 +361,7 @@ def build(conn: Conn, *, streams: int = STREAMS_TOTAL, streams_per_client: int =
         Route("/", v.list_page),
         Route("/run", v.run_page),
         Route("/run/summary", v.summary),
+        Route("/task-queue", v.task_queue_page),
         Route("/api/events", v.events),
         Route("/api/event", v.event_json),
         Route("/api/stack", v.stack, methods=["POST"]),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
 
 from dbosify.cli.common import fmt_time
 from dbosify.cli.payloads import dumps
+from dbosify.cli.task_queue import Described, ago, go_duration, go_float
 
 
 def esc(value: Any) -> str:
@@ -23,6 +24,10 @@ PREVIEW_CHARS = 16_384  # a payload shown on a page is cut here; the full JSON i
 def run_url(workflow_id: str, run_id: str | None = None) -> str:
     params = {"wid": workflow_id, **({"rid": run_id} if run_id else {})}
     return "/run?" + urlencode(params)
+
+
+def task_queue_url(name: str) -> str:
+    return "/task-queue?" + urlencode({"name": name})
 
 
 def event_url(workflow_id: str, run_id: str, event_id: int) -> str:
@@ -140,7 +145,7 @@ def summary_fragment(s: Summary) -> str:
         ("Workflow type", esc(s.workflow_type)),
         ("Workflow ID", esc(s.workflow_id)),
         ("Run ID", f'<span class="mono">{esc(s.run_id)}</span>'),
-        ("Task queue", esc(s.task_queue)),
+        ("Task queue", f'<a id="task-queue-link" href="{esc(task_queue_url(s.task_queue))}">{esc(s.task_queue)}</a>'),
         ("Started", esc(fmt_time(s.start))),
         ("Closed", esc(fmt_time(s.close))),
         ("History events", esc(s.history_length)),
@@ -210,6 +215,35 @@ def run_page(
 <ol class="timeline" id="history">{"".join(event_item(e) for e in events)}</ol>
 </section>"""
     return layout(f"{s.workflow_type} {s.workflow_id}", body, namespace)
+
+
+# -- a task queue -----------------------------------------------------------------------------
+
+
+def task_queue_page(namespace: str, d: Described) -> str:
+    """Its backlog per task type and its pollers (`dbosify.cli.task_queue.describe`)."""
+    now = datetime.now(timezone.utc)
+    backlog = "".join(
+        f"""<tr data-type="{esc(st.task_type)}"><td>{esc(st.task_type)}</td>
+<td class="backlog-count">{st.backlog_count}</td><td class="backlog-age">{esc(go_duration(st.backlog_age))}</td></tr>"""
+        for st in d.stats or ()
+    )
+    pollers = "".join(
+        f"""<tr><td>{esc(p.task_type)}</td><td class="identity">{esc(p.identity)}</td>
+<td title="{esc(fmt_time(p.last_access))}">{esc(ago(p.last_access, now))}</td><td>{esc(go_float(p.rate_per_second))}</td></tr>"""
+        for p in d.pollers
+    )
+    none = '<p class="empty" id="no-pollers">No worker polled this task queue in the last 5 minutes.</p>'
+    body = f"""<section class="task-queue" id="task-queue"><h1>Task queue <small>{esc(d.task_queue)}</small></h1>
+<p><a href="{esc(task_queue_url(d.task_queue))}">Refresh</a></p>
+<h3>Backlog</h3><p class="note">Tasks ready and not yet taken by a worker, and the age of the oldest.</p>
+<table id="backlog"><thead><tr><th>Type</th><th>Tasks</th><th>Oldest</th></tr></thead><tbody>{backlog}</tbody></table>
+<h3>Pollers</h3><p class="note">Workers that polled in the last 5 minutes; a live worker's last access is at
+most a second old.</p>
+<table id="pollers"><thead><tr><th>Type</th><th>Identity</th><th>Last access</th><th>Rate per second</th></tr>
+</thead><tbody>{pollers}</tbody></table>{"" if d.pollers else none}
+</section>"""
+    return layout(f"Task queue {d.task_queue}", body, namespace)
 
 
 def message_page(namespace: str, title: str, message: str) -> str:
