@@ -162,18 +162,15 @@ def on_release(tx: Tx, runs: list[tuple[str, str]]) -> None:
     )
 
 
-def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
-    """The run closed: its DBOS status, and its output or error. Ours is the truth: a DBOS
-    status set meanwhile (a cancel racing a completion) is overwritten, so the two agree."""
-    if not enabled(tx):
-        return
-    uuid = workflow_uuid(tx.namespace, run.workflow_id, run.run_id)
-    output, error = _outcome(tx, run, status, attrs)
+def close_row(tx: Tx, uuid: str, status: str, output: str | None, error: str | None) -> int:
+    """Close one DBOS workflow row: its status (``SUCCESS``, ``ERROR``, ...) and its output or
+    error (serialized as DBOS reads them). The queue name is kept, as DBOS does. Returns the
+    time written (ms)."""
     now = _ms()
     tx.execute(
         f"UPDATE {table(tx, 'workflow_status')} SET status = %s, completed_at = %s, updated_at = %s,"
-        " owner_xid = NULL WHERE workflow_uuid = %s",  # the queue name is kept, as DBOS does
-        (DBOS_STATUS[status], now, now, uuid),
+        " owner_xid = NULL WHERE workflow_uuid = %s",
+        (status, now, now, uuid),
     )
     tx.execute(
         f"INSERT INTO {table(tx, 'workflow_output')} (workflow_uuid, output, error, retention_timestamp)"
@@ -181,6 +178,17 @@ def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
         " error = EXCLUDED.error",
         (uuid, output, error, now),
     )
+    return now
+
+
+def on_close(tx: Tx, run: RunIds, status: int, attrs: Message) -> None:
+    """The run closed: its DBOS status, and its output or error. Ours is the truth: a DBOS
+    status set meanwhile (a cancel racing a completion) is overwritten, so the two agree."""
+    if not enabled(tx):
+        return
+    uuid = workflow_uuid(tx.namespace, run.workflow_id, run.run_id)
+    output, error = _outcome(tx, run, status, attrs)
+    now = close_row(tx, uuid, DBOS_STATUS[status], output, error)
     if status != wfenums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:  # a chain's last run closes its DBOS enqueue's row
         _close_alias(tx, run.workflow_id, DBOS_STATUS[status], output, error, now)
 

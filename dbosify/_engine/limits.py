@@ -16,7 +16,7 @@ from collections.abc import Callable
 from google.protobuf.message import Message
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 
-from dbosify._store.limits import Limits
+from dbosify._store.limits import Limits, byte_length
 
 logger = logging.getLogger("dbosify.limits")
 
@@ -33,8 +33,7 @@ HEARTBEAT_TOO_LARGE = "Heartbeat details exceed size limit."
 CORE_PAYLOADS_TOO_LARGE = "[TMPRL1103] Attempted to upload payloads with size that exceeded the error limit."
 
 
-def _length(value: str) -> int:
-    return len(value.encode("utf-8", "surrogatepass"))
+_length = byte_length
 
 
 def _measured(label: str) -> Callable[[int, int], str]:

@@ -25,7 +25,7 @@ from temporalio.api.failure.v1 import message_pb2 as failure_pb
 
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.limits import BLOB_TOO_LARGE, MEMO_TOO_LARGE, _length, _measured
-from dbosify._store.limits import Limits
+from dbosify._store.limits import NOT_UTF8, NUL, TOO_LONG, Limits, byte_length, id_problem
 
 logger = logging.getLogger("dbosify.limits")
 
@@ -38,10 +38,13 @@ def _no_nul(label: str, value: str) -> None:
 
 
 def _check_id(limits: Limits, label: str, value: str, message: Callable[[int, int], str]) -> None:
-    _no_nul(label, value)
-    n = _length(value)
-    if n > limits.max_id_length:
-        raise ServiceError.invalid(message(n, limits.max_id_length))
+    problem = id_problem(value, limits.max_id_length)
+    if problem == NUL:
+        _no_nul(label, value)
+    elif problem == NOT_UTF8:
+        raise ServiceError.invalid(f"{label} is not valid UTF-8.")
+    elif problem == TOO_LONG:
+        raise ServiceError.invalid(message(byte_length(value), limits.max_id_length))
 
 
 def _fixed(text: str) -> Callable[[int, int], str]:

@@ -31,6 +31,7 @@ from typing import Any
 from dbosify._store import dbos_ids as ids
 from dbosify._store import dbos_inbound_triggers as inbound
 from dbosify._store import dbos_requote as requote
+from dbosify._store.errors import is_missing_relation
 
 logger = logging.getLogger("dbosify")
 
@@ -133,7 +134,7 @@ def _pg_marker(conn: Any, catalog: str, key: str = MARKER_KEY) -> str | None:
         ).fetchone()
     except Exception as err:
         conn.rollback()
-        if getattr(err, "sqlstate", None) in ("42P01", "3F000"):
+        if is_missing_relation(err):
             return None
         raise
     conn.rollback()

@@ -26,6 +26,12 @@ def is_outdated_statement(err: BaseException) -> bool:
     return state == "26000" or (state == "0A000" and "cached plan" in str(err))
 
 
+def is_missing_relation(err: BaseException) -> bool:
+    """Postgres: the table or its schema does not exist (yet): a catalog or DBOS table that no
+    one has created, which readers take as empty."""
+    return getattr(err, "sqlstate", None) in ("42P01", "3F000")  # undefined table, schema
+
+
 def is_connection_lost(err: BaseException) -> bool:
     """Postgres went away or refused to connect (e.g. it is restarting): retry on a new connection."""
     if "psycopg" not in type(err).__module__:

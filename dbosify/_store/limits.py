@@ -67,3 +67,26 @@ def from_env(environ: Mapping[str, str]) -> Limits:
         if not known:
             raise ValueError(f"{ENV}: {item!r} is not LIMIT=BYTES with one of {', '.join(DYNAMIC_CONFIG)}")
     return limits
+
+
+# What is wrong with an id or a name (`id_problem`), checked in this order.
+NUL = "nul"  # a NUL character: Postgres text cannot hold it
+NOT_UTF8 = "utf8"  # a lone surrogate: not a string protobuf carries or UTF-8 encodes
+TOO_LONG = "length"  # more UTF-8 bytes than the limit (limit.maxIDLength: 1,000 by default)
+
+
+def byte_length(value: str) -> int:
+    """The UTF-8 length of ``value`` as Temporal counts it (a lone surrogate as 3 bytes)."""
+    return len(value.encode("utf-8", "surrogatepass"))
+
+
+def id_problem(value: str, max_bytes: int) -> str | None:
+    """Why an id or name (workflow id, task queue, type, namespace...) cannot be taken: `NUL`,
+    `NOT_UTF8` or `TOO_LONG`; None when it can. Each caller words its own refusal."""
+    if "\x00" in value:
+        return NUL
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    return TOO_LONG if size > max_bytes else None

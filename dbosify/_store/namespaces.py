@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dbosify._store import files, migrations
-from dbosify._store.errors import StoreError
+from dbosify._store import files, limits, migrations
+from dbosify._store.errors import StoreError, is_missing_relation
 
 # Temporal's frontend limit for a namespace name (dynamic config `limit.maxIDLength`), counted
 # as Go does: in bytes of UTF-8.
@@ -91,13 +91,12 @@ def validate_name(name: str) -> None:
     """
     if not name:
         raise InvalidNamespace("Namespace not set on request.")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:  # a lone surrogate: not a string protobuf would carry
-        raise InvalidNamespace("Namespace is not valid UTF-8.") from None
-    if size > MAX_NAME_LENGTH:
+    problem = limits.id_problem(name, MAX_NAME_LENGTH)
+    if problem == limits.NOT_UTF8:
+        raise InvalidNamespace("Namespace is not valid UTF-8.")
+    if problem == limits.TOO_LONG:
         raise InvalidNamespace("Namespace length exceeds limit.")
-    if "\x00" in name:  # Postgres text cannot hold it
+    if problem == limits.NUL:
         raise InvalidNamespace("Namespace contains a NUL character, which cannot be stored.")
 
 
@@ -142,7 +141,7 @@ def pg_lookup(conn: Any, server: str | None, name: str) -> str | None:
         ).fetchone()
     except Exception as err:
         conn.rollback()
-        if getattr(err, "sqlstate", None) in ("42P01", "3F000"):  # no catalog yet
+        if is_missing_relation(err):  # no catalog yet
             return None
         raise
     conn.rollback()
@@ -158,7 +157,7 @@ def pg_names(conn: Any, server: str | None) -> list[str]:
     try:
         rows = conn.execute(f'SELECT name FROM "{catalog_schema(server)}".namespaces ORDER BY name').fetchall()
     except Exception as err:
-        if getattr(err, "sqlstate", None) in ("42P01", "3F000"):  # no catalog yet
+        if is_missing_relation(err):  # no catalog yet
             return []
         raise
     return [str(r[0]) for r in rows]
@@ -168,7 +167,7 @@ def sqlite_names(directory: Path) -> list[str]:
     path = sqlite_catalog_path(directory)
     if not path.exists():
         return []
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn = files.connect(path, isolation_level=None, timeout=30)
     try:
         return [str(r[0]) for r in conn.execute("SELECT name FROM namespaces ORDER BY name")]
     except sqlite3.OperationalError as err:
@@ -410,7 +409,7 @@ def _sqlite_check_file(path: Path) -> None:
 
 def sqlite_forget(directory: Path, name: str) -> None:
     """Remove ``name`` from the directory's catalog (its file is the caller's to delete)."""
-    conn = sqlite3.connect(sqlite_catalog_path(directory), isolation_level=None, timeout=30)
+    conn = files.connect(sqlite_catalog_path(directory), isolation_level=None, timeout=30)
     try:
         conn.execute("DELETE FROM namespaces WHERE name = ?", (name,))
     finally:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from temporalio.api.enums.v1 import event_type_pb2 as et
 
@@ -79,18 +78,7 @@ def step_reset_point(tx: Tx, run_id: str, kept: int) -> int | None:
 
 
 def _finish(tx: Tx, fork_uuid: str, output: str | None, error: str | None) -> None:
-    now = int(time.time() * 1000)
-    ws = records.table(tx, "workflow_status")
-    tx.execute(
-        f"UPDATE {ws} SET status = %s, completed_at = %s, updated_at = %s WHERE workflow_uuid = %s",
-        ("SUCCESS" if error is None else "ERROR", now, now, fork_uuid),
-    )
-    tx.execute(
-        f"INSERT INTO {records.table(tx, 'workflow_output')} (workflow_uuid, output, error,"
-        " retention_timestamp) VALUES (%s, %s, %s, %s) ON CONFLICT (workflow_uuid) DO UPDATE"
-        " SET output = EXCLUDED.output, error = EXCLUDED.error",
-        (fork_uuid, output, error, now),
-    )
+    records.close_row(tx, fork_uuid, "SUCCESS" if error is None else "ERROR", output, error)
 
 
 def _refuse(tx: Tx, fork_uuid: str, reason: str) -> None:

@@ -38,6 +38,7 @@ from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
 from dbosify._store.dbos_inbound_triggers import NULL_TOPIC, START_VERSION, queue_name, wake_key
+from dbosify._store.limits import NOT_UTF8, NUL, TOO_LONG, byte_length, id_problem
 
 __all__ = ["apply", "decode", "queue_name", "wake_key"]
 
@@ -162,15 +163,8 @@ def _starts(tx: Tx, task_queue: str, identity: str) -> int:
         except Exception as err:  # refused (a run started meanwhile, unreadable input): the reason
             tx.execute("ROLLBACK TO SAVEPOINT dbos_start")
             logger.warning("dbosify: DBOS enqueue of %s refused: %s", workflow_id, err)
-            tx.execute(
-                f"UPDATE {ws} SET status = 'ERROR', updated_at = %s WHERE workflow_uuid = %s",
-                (records._ms(), workflow_id),
-            )
-            tx.execute(
-                f"INSERT INTO {records.table(tx, 'workflow_output')} (workflow_uuid, error,"
-                " retention_timestamp) VALUES (%s, %s, %s) ON CONFLICT (workflow_uuid) DO UPDATE"
-                " SET error = EXCLUDED.error",
-                (workflow_id, json.dumps({"name": "StartRefused", "message": str(err)}), records._ms()),
+            records.close_row(
+                tx, workflow_id, "ERROR", None, json.dumps({"name": "StartRefused", "message": str(err)})
             )
             continue
         # The request's row stays, PENDING, beside the run's own (written by the start): it is
@@ -190,12 +184,14 @@ def _within_limits(tx: Tx, workflow_id: str | None, name: str, payload: Any) -> 
     of at most the namespace's length and without NUL, the input within the blob limit."""
     limits = tx.store.limits_for(tx.namespace)
     for label, value in (("WorkflowId", workflow_id), ("name", name)):
-        if value is None:
-            continue
-        if "\x00" in value:
+        problem = None if value is None else id_problem(value, limits.max_id_length)
+        if problem == NUL:
             raise ValueError(f"{label} contains a NUL character, which cannot be stored.")
-        if len(value.encode()) > limits.max_id_length:
-            raise ValueError(f"{label} exceeds maximum allowed length ({len(value.encode())}/{limits.max_id_length})")
+        if problem == NOT_UTF8:
+            raise ValueError(f"{label} is not valid UTF-8.")
+        if problem == TOO_LONG:
+            assert value is not None
+            raise ValueError(f"{label} exceeds maximum allowed length ({byte_length(value)}/{limits.max_id_length})")
     if payload.ByteSize() > limits.blob_error:
         raise ValueError("Blob data size exceeds limit.")
 

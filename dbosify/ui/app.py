@@ -34,6 +34,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCStatusCode
 
+from dbosify._store import limits
 from dbosify.cli import payloads, task_queue
 from dbosify.cli.common import Conn, connect, status_name
 from dbosify.ui import pages
@@ -41,7 +42,7 @@ from dbosify.ui.streams import STREAMS_PER_CLIENT, STREAMS_TOTAL, Cap, Feeds
 
 STATIC = Path(__file__).parent / "static"
 STACK_TIMEOUT = timedelta(seconds=3)
-ID_LIMIT = 1000  # bytes, as Temporal's frontend
+ID_LIMIT = limits.Limits().max_id_length  # bytes, as Temporal's frontend
 BODY_LIMIT = 1 << 20  # an action's JSON body
 log = logging.getLogger("dbosify.ui")
 
@@ -75,13 +76,12 @@ def ident(value: Any, what: str, *, required: bool = True) -> str:
         if required:
             raise BadRequest(f"{what} is required")
         return text
-    if "\x00" in text:
+    problem = limits.id_problem(text, ID_LIMIT)
+    if problem == limits.NUL:
         raise BadRequest(f"{what} must not contain NUL")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise BadRequest(f"{what} is not valid UTF-8") from None
-    if size > ID_LIMIT:
+    if problem == limits.NOT_UTF8:
+        raise BadRequest(f"{what} is not valid UTF-8")
+    if problem == limits.TOO_LONG:
         raise BadRequest(f"{what} is longer than {ID_LIMIT:,} bytes")
     return text
 
