@@ -50,7 +50,10 @@ def take(tx: Tx, task_queue: str, owner: str, rate: float | None, peek: Any, now
         return None
     lock = "" if tx.store.is_sqlite else " FOR UPDATE"
     row = tx.one(f"SELECT tokens, updated_at FROM task_queue_rates WHERE task_queue = %s{lock}", (task_queue,))
-    tokens = min(burst(effective), float(row[0]) + max(0.0, now - float(row[1])) * effective)
+    # Read the clock once the row is ours: another claim may have taken a token meanwhile, and
+    # the bucket's time never goes back (each process reads its own clock).
+    now = max(tx.store.clock.now(), float(row[1]))
+    tokens = min(burst(effective), float(row[0]) + (now - float(row[1])) * effective)
     if tokens >= 1.0:
         tokens -= 1.0
         wait = None
