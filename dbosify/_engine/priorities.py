@@ -106,11 +106,11 @@ def assign_passes(tx: Tx, task_queue: str, now: float) -> None:
     pass: after the last pass of their fairness key still queued (or, for a key with nothing
     queued, after the head of their priority key's queue), spaced by 1/weight, oldest first.
 
-    One statement reads the passes, one writes them. On Postgres the rows are locked with SKIP
-    LOCKED, so concurrent claims give passes to different tasks instead of waiting.
+    On Postgres one statement, whose rows are locked with SKIP LOCKED, so concurrent claims
+    give passes to different tasks instead of waiting; its subqueries read the passes as they
+    were before it. On SQLite (one writer at a time) a read, then the writes.
     """
-    lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
-    rows = tx.all(
+    passes = (
         "SELECT d.run_id, d.seq, COALESCE("
         "(SELECT max(k.fair_pass) FROM activity_tasks k WHERE k.task_queue = %s"
         " AND k.task_priority = d.task_priority AND k.fairness_key = d.fairness_key"
@@ -119,14 +119,30 @@ def assign_passes(tx: Tx, task_queue: str, now: float) -> None:
         " AND b.task_priority = d.task_priority"
         " AND b.state = 'scheduled' AND b.paused = 0 AND b.fair_pass IS NOT NULL), 0)"
         " + SUM(1.0 / d.fairness_weight) OVER (PARTITION BY d.task_priority, d.fairness_key"
-        " ORDER BY d.available_at, d.run_id, d.seq ROWS UNBOUNDED PRECEDING)"
-        " FROM (SELECT run_id, seq, task_priority, fairness_key, fairness_weight, available_at"
-        " FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled' AND fair_pass IS NULL"
-        f" AND available_at <= %s ORDER BY available_at LIMIT {PASS_BATCH}{lock}) d",
-        (task_queue, task_queue, task_queue, now),
+        " ORDER BY d.available_at, d.run_id, d.seq ROWS UNBOUNDED PRECEDING) AS pass"
+        " FROM ({due}) d"
     )
+    # The ready tasks without a pass, oldest first within each priority key (one index range
+    # each): a backlog of one key never keeps a higher key's new tasks from their pass.
+    band = (
+        "SELECT * FROM (SELECT run_id, seq, task_priority, fairness_key, fairness_weight, available_at"
+        " FROM activity_tasks WHERE task_queue = %s AND task_priority = {key} AND state = 'scheduled'"
+        " AND fair_pass IS NULL AND available_at <= %s ORDER BY available_at LIMIT {batch}{lock}) p{key}"
+    )
+    due = " UNION ALL ".join(band.replace("{key}", str(key)) for key in range(1, LEVELS + 1))
+    passes = passes.replace("{due}", due)
+    params = (task_queue, task_queue, *[task_queue, now] * LEVELS)
+    if not tx.store.is_sqlite:
+        tx.execute(
+            "UPDATE activity_tasks t SET fair_pass = v.pass FROM ("
+            + passes.format(batch=PASS_BATCH, lock=" FOR UPDATE SKIP LOCKED")
+            + ") v WHERE t.run_id = v.run_id AND t.seq = v.seq",
+            params,
+        )
+        return
+    rows = tx.all(passes.format(batch=PASS_BATCH, lock=""), params)
     if rows:
         tx.executemany(
-            "UPDATE activity_tasks SET fair_pass = %s WHERE run_id = %s AND seq = %s AND fair_pass IS NULL",
+            "UPDATE activity_tasks SET fair_pass = %s WHERE run_id = %s AND seq = %s",
             [(float(p), r, s) for r, s, p in rows],
         )

@@ -333,7 +333,7 @@ def _v10(execute: Execute, is_sqlite: bool) -> None:
         " WHERE state = 'scheduled' AND fair_pass IS NOT NULL"
     )
     execute(
-        "CREATE INDEX activity_tasks_unpassed ON activity_tasks (task_queue, available_at)"
+        "CREATE INDEX activity_tasks_unpassed ON activity_tasks (task_queue, task_priority, available_at)"
         " WHERE state = 'scheduled' AND fair_pass IS NULL"
     )
     # A task queue's activity rate (the Worker option max_task_queue_activities_per_second): a
