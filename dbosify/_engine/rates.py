@@ -26,8 +26,10 @@ PEEK = (
 
 
 def burst(rate: float) -> float:
-    """Tokens a bucket holds at most: a tenth of a second's worth, and at least one."""
-    return max(1.0, rate / 10.0)
+    """Tokens a bucket holds at most: a second's worth (at least one), so that workers slowed
+    for a moment catch up, and the rate holds on average over any few seconds. A bucket starts
+    with one token, not full."""
+    return max(1.0, rate)
 
 
 def take(tx: Tx, task_queue: str, owner: str, rate: float | None, peek: Any, now: float) -> float | None:

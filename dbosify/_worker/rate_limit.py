@@ -12,7 +12,7 @@ from __future__ import annotations
 class LocalRate:
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate / 10.0)  # a tenth of a second's worth, at least one
+        self.capacity = max(1.0, rate)  # a second's worth, at least one (it starts with one)
         self.tokens = 1.0
         self.at: float | None = None
 
