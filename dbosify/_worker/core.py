@@ -38,7 +38,7 @@ from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _Runn
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.interfaces import Driver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
-from dbosify._worker.rate_limit import LocalRate
+from dbosify._worker.rate_limit import rates_of
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
@@ -88,10 +88,7 @@ class WorkerCore(ActivitySide):
         # Temporal server's system.enableActivityEagerExecution, the engine grants them only when
         # DBOSIFY_EAGER_ACTIVITIES=1: they start a burst of activities at once, whose results
         # then arrive at once (measured in bench W6: twice the re-runs after a crash).
-        per_worker = config.max_activities_per_second
-        self._local_rate = LocalRate(float(per_worker)) if per_worker and per_worker > 0 else None
-        per_queue = config.max_task_queue_activities_per_second
-        self._queue_rate = float(per_queue) if per_queue and per_queue > 0 else None
+        self._local_rate, self._queue_rate = rates_of(config)
         rate_limited = self._local_rate is not None or self._queue_rate is not None
         enabled = os.environ.get(ENV_EAGER_ACTIVITIES, "") == "1"
         self._eager_limit = (

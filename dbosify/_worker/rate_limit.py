@@ -8,6 +8,8 @@ sleeps until the next token comes.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LocalRate:
     def __init__(self, rate: float) -> None:
@@ -29,3 +31,10 @@ class LocalRate:
     def take(self, now: float) -> None:
         self._refill(now)
         self.tokens -= 1.0
+
+
+def rates_of(config: Any) -> tuple[LocalRate | None, float | None]:
+    """A worker's own limiter (max_activities_per_second) and its task queue's rate
+    (max_task_queue_activities_per_second), from Core's worker config; None where unset."""
+    mine, queue = config.max_activities_per_second, config.max_task_queue_activities_per_second
+    return (LocalRate(float(mine)) if mine and mine > 0 else None), (float(queue) if queue and queue > 0 else None)
