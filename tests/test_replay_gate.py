@@ -8,7 +8,7 @@ import uuid
 from temporalio.client import Client
 
 from dbosify._store import get_store
-from dbosify._worker.replay_gate import IDLE, URGENT, ReplayGate, priorities
+from dbosify._worker.replay_gate import IDLE, URGENT, ReplayGate, priorities, rank
 
 
 async def test_waiting_work_replays_first() -> None:
@@ -35,4 +35,4 @@ async def test_a_fresh_run_is_urgent(client: Client) -> None:
     h = await client.start_workflow("AnyWorkflow", id=f"p-{uuid.uuid4().hex[:8]}", task_queue="nobody")
     store = get_store(client.service_client.config.target_host)
     got = await store.transact(client.namespace, lambda tx: priorities(tx, [h.result_run_id or ""]))
-    assert got == {h.result_run_id: URGENT}
+    assert got == {h.result_run_id: rank(URGENT)}  # and the default priority key, 3

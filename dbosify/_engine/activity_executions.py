@@ -316,7 +316,7 @@ def finish(
     if delay is not None:
         tx.execute(
             "UPDATE activity_tasks SET attempt = attempt + 1, state = 'scheduled', owner = NULL,"
-            " available_at = %s, last_failure = %s WHERE run_id = %s AND seq = 0",
+            " fair_pass = NULL, available_at = %s, last_failure = %s WHERE run_id = %s AND seq = 0",
             (now + delay, failure.SerializeToString(), run_id),
         )
         tx.execute(

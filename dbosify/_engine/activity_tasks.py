@@ -22,6 +22,7 @@ from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from dbosify._engine import activity_executions as standalone
 from dbosify._engine import activity_timeouts as timeouts
 from dbosify._engine import history as h
+from dbosify._engine import priorities, rates
 from dbosify._engine.activity_attempts import (
     STANDALONE_SEQ,
     TIMEOUT_HEARTBEAT,
@@ -60,11 +61,17 @@ __all__ = [
 PAUSED_RECHECK = 5.0  # seconds between a run driver's looks at a paused activity's queue timeouts
 
 
-def schedule(tx: Tx, run: h.Run, seq: int, event_id: int, task_queue: str, now: float) -> None:
+def schedule(
+    tx: Tx, run: h.Run, seq: int, event_id: int, task_queue: str, now: float,
+    priority: common.Priority | None = None,
+) -> None:
+    """Queue an activity's first attempt; ``priority``: its own, each unset field the run's."""
+    key, fairness, weight = priorities.effective(priorities.merge(priorities.of(run), priority))
     tx.execute(
         "INSERT INTO activity_tasks (run_id, seq, task_queue, attempt, state, available_at,"
-        " scheduled_event_id, scheduled_time) VALUES (%s, %s, %s, 1, 'scheduled', %s, %s, %s)",
-        (run.run_id, seq, task_queue, now, event_id, now),
+        " scheduled_event_id, scheduled_time, task_priority, fairness_key, fairness_weight)"
+        " VALUES (%s, %s, %s, 1, 'scheduled', %s, %s, %s, %s, %s, %s)",
+        (run.run_id, seq, task_queue, now, event_id, now, key, fairness, weight),
     )
     tx.notify(f"act:{task_queue}")
 
@@ -77,13 +84,16 @@ def _scheduled_attrs(tx: Tx, run_id: str, event_id: int) -> hist.ActivityTaskSch
 
 def claim(
     tx: Tx, task_queue: str, owner: str, namespace: str,
-    tracked: Callable[[], set[tuple[str, int]]], *, recheck: bool = False,
+    tracked: Callable[[], set[tuple[str, int]]], *, recheck: bool = False, rate: float | None = None,
 ) -> Claimed | float | None:
-    """Claim one ready task; else the time the next one becomes ready (or None).
+    """Claim one ready task; else the time the next one becomes ready (or None), or, when the
+    task queue's rate allows no start now, the time it allows the next.
 
+    Tasks are taken by priority key, then by pass (their fairness key's turn: `priorities`).
     ``tracked`` gives the attempts the claimer is running: after a lost connection (or with
     ``recheck``: an eager hand-off whose commit went unseen), attempts it owns but does not
-    run are handed back to the queue as their next attempt.
+    run are handed back to the queue as their next attempt. ``rate``: the claimer's
+    max_task_queue_activities_per_second, set on the queue for all its workers (`rates`).
     """
     now = tx.store.clock.now()
     if not owns_row(tx, owner):
@@ -99,11 +109,15 @@ def claim(
                     " WHERE run_id = %s AND seq = %s",
                     (now, run_id, seq),
                 )
-    lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+    priorities.assign_passes(tx, task_queue, now)
+    lock = "" if tx.store.is_sqlite else " FOR UPDATE OF activity_tasks SKIP LOCKED"
+    # SQLite, with no statistics, would rather range over available_at and sort the backlog.
+    index = " INDEXED BY activity_tasks_fair" if tx.store.is_sqlite else ""
     row = tx.one(
-        "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at"
-        " FROM activity_tasks WHERE task_queue = %s AND state = 'scheduled' AND available_at <= %s"
-        f" AND paused = 0 ORDER BY available_at LIMIT 1{lock}",
+        "SELECT run_id, seq, attempt, details, scheduled_event_id, scheduled_time, available_at,"
+        f" {rates.PEEK} FROM activity_tasks{index} WHERE task_queue = %s AND state = 'scheduled'"
+        " AND paused = 0 AND fair_pass IS NOT NULL AND available_at <= %s"
+        f" ORDER BY task_priority, fair_pass LIMIT 1{lock}",
         (task_queue, now),
     )
     if row is None:
@@ -113,7 +127,10 @@ def claim(
             (task_queue,),
         )
         return float(nxt[0]) if nxt and nxt[0] is not None else None
-    run_id, seq, attempt, details, sched_id, sched_time, avail = row
+    run_id, seq, attempt, details, sched_id, sched_time, avail = row[:7]
+    wait = rates.take(tx, task_queue, owner, rate, row[7:], now)
+    if wait is not None:
+        return wait  # the queue's rate allows no start before then
     tx.lease()
     tx.execute(
         "UPDATE activity_tasks SET state = 'running', owner = %s, started_at = %s, heartbeat_at = NULL"
@@ -247,7 +264,7 @@ def finish(
             # Like Temporal: a paused activity's failed attempt counts, whatever the retry policy
             # says of the attempts left, and the next one waits for the unpause.
             tx.execute(
-                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL,"
+                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL, fair_pass = NULL,"
                 " available_at = %s, last_failure = %s, reset_requested = 0, reset_heartbeats = 0,"
                 f" attempts_reset = 0{_CLEAR_DETAILS if reset_heartbeats else ''}"
                 " WHERE run_id = %s AND seq = %s",
@@ -266,7 +283,7 @@ def finish(
             retry_state = wfenums.RETRY_STATE_NON_RETRYABLE_FAILURE
         if delay is not None:
             tx.execute(
-                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL,"
+                "UPDATE activity_tasks SET attempt = %s, state = 'scheduled', owner = NULL, fair_pass = NULL,"
                 " available_at = %s, last_failure = %s, reset_requested = 0, reset_heartbeats = 0,"
                 f" attempts_reset = 0{_CLEAR_DETAILS if reset_heartbeats else ''}"
                 " WHERE run_id = %s AND seq = %s",

@@ -84,6 +84,10 @@ class Run:
     cron_schedule: str | None = None  # the start option: when the run closes, the next one starts
     dormant: int = 0  # evicted and unowned: claimed again when it has work or wake_at passes
     wake_at: float | None = None  # its earliest due timer or timeout, as its driver last recorded
+    # Its priority as started (merged with its parent's; 0 and '' unset): what its activities inherit.
+    priority_key: int = 0
+    fairness_key: str = ""
+    fairness_weight: float = 0.0
 
 
     @property
@@ -95,7 +99,7 @@ RUN_COLUMNS = (
     "run_id, workflow_id, workflow_type, task_queue, status, first_execution_run_id, start_time,"
     " close_time, next_event_id, owner, parent_namespace, parent_workflow_id, parent_run_id,"
     " parent_seq, request_id, wft_failure, wft_attempt, execution_deadline, run_deadline, not_before,"
-    " claim_gen, schedule_id, cron_schedule, dormant, wake_at"
+    " claim_gen, schedule_id, cron_schedule, dormant, wake_at, priority_key, fairness_key, fairness_weight"
 )
 
 # Events that give a run work: appending one clears `dormant`, so a live worker claims it again.

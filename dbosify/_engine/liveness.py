@@ -13,7 +13,7 @@ from dbosify._store import Tx
 # An attempt handed back to the queue (its worker died or lost its claim) is followed by the next
 # attempt; a reset asked of the attempt while it ran applies to that one instead.
 RETRY_SET = (
-    "state = 'scheduled', owner = NULL,"
+    "state = 'scheduled', owner = NULL, fair_pass = NULL,"
     " attempt = CASE WHEN attempts_reset = 1 THEN 2 ELSE attempt + 1 END,"
     " details = CASE WHEN reset_heartbeats = 1 THEN NULL ELSE details END,"
     " reset_requested = 0, reset_heartbeats = 0, attempts_reset = 0"

@@ -37,6 +37,7 @@ from temporalio.api.workflow.v1 import message_pb2 as wf_pb
 
 from dbosify._dbos import records
 from dbosify._engine import history as h
+from dbosify._engine import priorities
 from dbosify._engine import runs as _runs
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
@@ -232,11 +233,15 @@ def _carry_state(tx: Tx, base: h.Run, run_id: str, kept: _Kept, now: float) -> N
     """Activity tasks, updates and children pending at the reset point, as the new run's."""
     for sched_id, (ev, seq) in kept.pending_activities.items():
         a = ev.activity_task_scheduled_event_attributes
+        key, fairness, weight = priorities.effective(
+            priorities.merge(priorities.of_run(tx, run_id), a.priority if a.HasField("priority") else None)
+        )
         tx.execute(
             "INSERT INTO activity_tasks (run_id, seq, task_queue, attempt, state, available_at,"
-            " scheduled_event_id, scheduled_time, cancel_requested)"
-            " VALUES (%s, %s, %s, 1, 'scheduled', %s, %s, %s, %s)",
-            (run_id, seq, a.task_queue.name, now, sched_id, now, int(sched_id in kept.cancel_requested)),
+            " scheduled_event_id, scheduled_time, cancel_requested, task_priority, fairness_key,"
+            " fairness_weight) VALUES (%s, %s, %s, 1, 'scheduled', %s, %s, %s, %s, %s, %s, %s)",
+            (run_id, seq, a.task_queue.name, now, sched_id, now, int(sched_id in kept.cancel_requested),
+             key, fairness, weight),
         )
         tx.notify(f"act:{a.task_queue.name}")
     for update_id in kept.accepted_updates:

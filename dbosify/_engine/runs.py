@@ -23,7 +23,7 @@ from temporalio.api.update.v1 import message_pb2 as upd_pb
 from dbosify._dbos import records
 from dbosify._engine import history as h
 from dbosify._engine import nexus_tasks as _nexus_tasks
-from dbosify._engine import search_attributes
+from dbosify._engine import priorities, search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 from dbosify._store.wakeups import with_value
@@ -122,18 +122,30 @@ def start_run(
     p_ns, p_wf, p_run, p_seq = parent if parent else (None, None, None, None)
     root = (workflow_id, run_id)
     if p_run is not None and (p_ns or tx.namespace) == tx.namespace:
-        row = tx.one("SELECT root_workflow_id, root_run_id FROM executions WHERE run_id = %s", (p_run,))
+        row = tx.one(
+            "SELECT root_workflow_id, root_run_id, priority_key, fairness_key, fairness_weight"
+            " FROM executions WHERE run_id = %s",
+            (p_run,),
+        )
         if row is not None and row[0]:
             root = (row[0], row[1])
+        if row is not None:
+            # A child inherits each priority field it leaves unset (its started event shows
+            # the merged priority, as on Temporal).
+            merged = priorities.merge(priorities.from_row(row[2:]), started.priority)
+            if merged.ByteSize():
+                started.priority.CopyFrom(merged)
     elif started.HasField("root_workflow_execution") and started.root_workflow_execution.run_id:
         root = (started.root_workflow_execution.workflow_id, started.root_workflow_execution.run_id)
+    prio = started.priority
     tx.execute(
         "INSERT INTO executions (run_id, workflow_id, workflow_type, task_queue, status,"
         " first_execution_run_id, start_time, next_event_id, parent_namespace, parent_workflow_id,"
         " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline, not_before,"
         " execution_time, root_workflow_id, root_run_id, memo, search_attributes, schedule_id,"
-        " cron_schedule)"
-        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " cron_schedule, priority_key, fairness_key, fairness_weight, task_priority)"
+        " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s, %s, %s, %s)",
         (
             run_id,
             workflow_id,
@@ -155,6 +167,10 @@ def start_run(
             search_attributes.on_start(tx, run_id, started.search_attributes),
             schedule_id,
             cron_schedule or None,
+            prio.priority_key,
+            prio.fairness_key,
+            prio.fairness_weight,
+            priorities.dispatch_key(prio),
         ),
     )
     if delay > 0:

@@ -18,8 +18,6 @@ WorkerRef = WorkerCore
 def _note_ignored(config: Any) -> None:
     """Log once per option that is accepted but not honoured (see docs/COMPATIBILITY.md)."""
     checks = {
-        "max_activities_per_second": config.max_activities_per_second is not None,
-        "max_task_queue_activities_per_second": config.max_task_queue_activities_per_second is not None,
         "worker versioning / deployments": type(config.versioning_strategy).__name__ != "WorkerVersioningStrategyNone",
     }
     for name, used in checks.items():

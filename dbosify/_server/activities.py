@@ -22,7 +22,7 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from dbosify._engine import activity_executions as ax
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import history as h
-from dbosify._engine import listing
+from dbosify._engine import listing, priorities
 from dbosify._engine import search_attributes as sa
 from dbosify._engine.errors import ServiceError
 from dbosify._engine.visibility_sql import ACTIVITIES, Translated, translate
@@ -52,6 +52,8 @@ def _normalize(req: rr.StartActivityExecutionRequest) -> None:
     """Validate a start and fill in what Temporal deduces (in place)."""
     if not req.activity_id:
         raise ServiceError.invalid("activityId is not set")
+    if req.HasField("priority"):
+        priorities.check(req.priority)
     if not req.activity_type.name:
         raise ServiceError.invalid("activityType is not set")
     if not req.task_queue.name:
@@ -130,10 +132,12 @@ def _start(tx: Tx, req: rr.StartActivityExecutionRequest) -> tuple[str, bool]:
         (run_id, req.activity_id, req.activity_type.name, req.task_queue.name,
          req.request_id or None, now, now + delay, req.SerializeToString(), attrs),
     )
+    key, fairness, weight = priorities.effective(req.priority if req.HasField("priority") else None)
     tx.execute(
         "INSERT INTO activity_tasks (run_id, seq, task_queue, attempt, state, available_at,"
-        " scheduled_event_id, scheduled_time) VALUES (%s, 0, %s, 1, 'scheduled', %s, 0, %s)",
-        (run_id, req.task_queue.name, now + delay, now),
+        " scheduled_event_id, scheduled_time, task_priority, fairness_key, fairness_weight)"
+        " VALUES (%s, 0, %s, 1, 'scheduled', %s, 0, %s, %s, %s, %s)",
+        (run_id, req.task_queue.name, now + delay, now, key, fairness, weight),
     )
     row = ax.load(tx, run_id)
     assert row is not None

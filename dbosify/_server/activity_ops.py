@@ -124,7 +124,8 @@ def _jittered(now: float, jitter: Any) -> float:
 
 def _schedule_now(tx: Tx, run_id: str, task: _Task, at: float) -> None:
     tx.execute(
-        "UPDATE activity_tasks SET available_at = %s WHERE run_id = %s AND seq = %s AND state = 'scheduled'",
+        "UPDATE activity_tasks SET available_at = %s, fair_pass = NULL"
+        " WHERE run_id = %s AND seq = %s AND state = 'scheduled'",
         (at, run_id, task.seq),
     )
     tx.notify(f"act:{task.task_queue}")

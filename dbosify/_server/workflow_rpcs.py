@@ -14,7 +14,7 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify._engine import core_logs, listing
+from dbosify._engine import core_logs, listing, priorities
 from dbosify._engine import history as h
 from dbosify._engine import nexus_tasks as _nexus_tasks
 from dbosify._engine import runs as _runs
@@ -64,6 +64,8 @@ class WorkflowRpcs(RpcBase):
             raise ServiceError.invalid("TaskQueue is not set on request.")
         if req.cron_schedule and req.HasField("workflow_start_delay") and req.workflow_start_delay.ToNanoseconds():
             raise ServiceError.invalid("CronSchedule and WorkflowStartDelay may not be used together")
+        if req.HasField("priority"):
+            priorities.check(req.priority)
 
     def _warn_memo_size(self, req: Any) -> None:
         """Core warns when a request's memo is over the client's memo_warn_size ([TMPRL1103])."""

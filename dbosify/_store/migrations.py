@@ -318,6 +318,50 @@ def _v10(execute: Execute, is_sqlite: bool) -> None:
     execute("CREATE INDEX pollers_by_access ON pollers (last_access)")
 
 
+def _v11(execute: Execute, is_sqlite: bool) -> None:
+    # Task queue priority and fairness (dbosify/_engine/priorities.py). A run keeps its priority
+    # as given, merged with its parent's (``priority_key`` 0, ``fairness_key`` '' and
+    # ``fairness_weight`` 0 mean unset: its children and activities inherit field by field), and
+    # ``task_priority``, the key its workflow tasks are claimed by (1 first; 3 when unset).
+    for column in ("priority_key INTEGER NOT NULL DEFAULT 0", "fairness_key TEXT NOT NULL DEFAULT ''",
+                   "fairness_weight DOUBLE PRECISION NOT NULL DEFAULT 0",
+                   "task_priority INTEGER NOT NULL DEFAULT 3"):
+        execute(f"ALTER TABLE executions ADD COLUMN {column}")
+    execute("DROP INDEX executions_ready")
+    execute(
+        "CREATE INDEX executions_ready ON executions (task_queue, task_priority, start_time)"
+        " WHERE status = 1 AND owner IS NULL AND dormant = 0"
+    )
+    # An activity task's effective priority key, fairness key and weight, and its pass: the
+    # virtual time at which its fairness key is served (stride scheduling), given when the
+    # task is first ready (NULL until then, and again when it waits for a retry).
+    for column in ("task_priority INTEGER NOT NULL DEFAULT 3", "fairness_key TEXT NOT NULL DEFAULT ''",
+                   "fairness_weight DOUBLE PRECISION NOT NULL DEFAULT 1", "fair_pass DOUBLE PRECISION"):
+        execute(f"ALTER TABLE activity_tasks ADD COLUMN {column}")
+    # A claim takes the first of this index (priority, then pass): one lookup whatever the backlog.
+    execute(
+        "CREATE INDEX activity_tasks_fair ON activity_tasks (task_queue, task_priority, fair_pass)"
+        " WHERE state = 'scheduled' AND paused = 0 AND fair_pass IS NOT NULL"
+    )
+    # The last pass of each fairness key, and the tasks that became ready without one.
+    execute(
+        "CREATE INDEX activity_tasks_fair_key ON activity_tasks"
+        " (task_queue, task_priority, fairness_key, fair_pass)"
+        " WHERE state = 'scheduled' AND fair_pass IS NOT NULL"
+    )
+    execute(
+        "CREATE INDEX activity_tasks_unpassed ON activity_tasks (task_queue, task_priority, available_at)"
+        " WHERE state = 'scheduled' AND fair_pass IS NULL"
+    )
+    # A task queue's activity rate (the Worker option max_task_queue_activities_per_second): a
+    # token bucket shared by every worker of the queue, set by the last worker given the option
+    # that claimed (``set_by``), and honoured while that worker is alive.
+    execute(
+        "CREATE TABLE task_queue_rates (task_queue TEXT PRIMARY KEY, rate DOUBLE PRECISION NOT NULL,"
+        " set_by TEXT NOT NULL, tokens DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)"
+    )
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -336,6 +380,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "an index of the runs each worker owns, for releasing them", _v8),
     Migration(9, "Nexus operations' tasks", _v9),
     Migration(10, "who polls a task queue: workers' identity and task types, recent pollers", _v10),
+    Migration(11, "task queue priority, fairness and activity rate limits", _v11),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -27,6 +27,7 @@ from dbosify._metrics import engine as engine_metrics
 from dbosify._metrics.core import WorkerMetrics
 from dbosify._store import Store, Tx
 from dbosify._store.clock import busy_task
+from dbosify._worker.rate_limit import LocalRate
 from dbosify._worker.results import ResultRecorder
 
 logger = logging.getLogger("dbosify")
@@ -83,6 +84,8 @@ class ActivitySide:
     _running: dict[bytes, _RunningActivity]
     _finishing: set[tuple[str, int]]
     _results: ResultRecorder
+    _local_rate: LocalRate | None  # max_activities_per_second
+    _queue_rate: float | None  # max_task_queue_activities_per_second
 
     def _ensure_started(self) -> None:
         raise NotImplementedError
@@ -151,18 +154,25 @@ class ActivitySide:
                         keys.append(f"slot:{self.id}")  # look again when an attempt finishes
                     fut = self._claim_waiter = self.store.waiter(self.ns, keys)
                     self._queue_idle, self._queue_next_at = True, None
-                    if self.enable_activities and has_slot:
+                    # This worker's own rate (max_activities_per_second): none left, sleep
+                    # until the next start it allows.
+                    held = self._local_rate.next_at(self.store.clock.now()) if self._local_rate else None
+                    if held is not None:
+                        self._queue_next_at = held
+                    elif self.enable_activities and has_slot:
                         await self._registered()
                         recheck, self._recheck_owned = self._recheck_owned, False
                         self._reserved += 1
                         try:
                             got = await engine_metrics.timed_claim("activity", self.store.transact(self.ns, functools.partial(
                                 acts.claim, task_queue=self.tq, owner=self.id, namespace=self.ns,
-                                tracked=self._tracked, recheck=recheck,
+                                tracked=self._tracked, recheck=recheck, rate=self._queue_rate,
                             )))
                         finally:
                             self._reserved -= 1
                         if isinstance(got, acts.Claimed):
+                            if self._local_rate is not None:
+                                self._local_rate.take(self.store.clock.now())
                             self._track(got)
                             # The same transaction saw whether more is ready: if not, the next
                             # poll waits on this waiter without another round trip.

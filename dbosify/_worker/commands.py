@@ -21,7 +21,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from dbosify._engine import activity_tasks as acts
 from dbosify._engine import activity_timeouts as timeouts
 from dbosify._engine import history as h
-from dbosify._engine import limits, search_attributes
+from dbosify._engine import limits, priorities, search_attributes
 from dbosify._engine import runs as _runs
 from dbosify._engine.errors import ServiceError
 from dbosify._worker import activations as A
@@ -96,6 +96,8 @@ def _schedule_activity(a: Applying, cmd: wc.WorkflowCommand) -> None:
     sa = cmd.schedule_activity
     problem = limits.schedule_activity_problem(
         a.driver.store.limits_for(a.driver.ns), sa.activity_id, sa.activity_type, sa.task_queue)
+    if problem is None and sa.HasField("priority"):
+        problem = priorities.problem(sa.priority)
     if problem is not None:
         raise BadCommand(WFT_CAUSE.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES, problem)
     a2 = hist.ActivityTaskScheduledEventAttributes(
@@ -119,7 +121,7 @@ def _schedule_activity(a: Applying, cmd: wc.WorkflowCommand) -> None:
     if len(a.eager) < a.eager_budget and not sa.do_not_eagerly_execute and a2.task_queue.name == core.tq:
         a.eager.append(acts.schedule_eager(tx, run, sa.seq, eid, a2, ts, core.id, core.ns))
     else:
-        acts.schedule(tx, run, sa.seq, eid, a2.task_queue.name, ts)
+        acts.schedule(tx, run, sa.seq, eid, a2.task_queue.name, ts, a2.priority if a2.HasField("priority") else None)
     scheduled_now[sa.seq] = a2
 
 
@@ -261,7 +263,11 @@ def _start_child_workflow_execution(a: Applying, cmd: wc.WorkflowCommand) -> Non
     ts = a.ts
     meta = a.meta
     d = a.driver
-    _start_child(d, tx, run, cmd.start_child_workflow_execution, wft_id, ts, meta)
+    sc = cmd.start_child_workflow_execution
+    problem = priorities.problem(sc.priority) if sc.HasField("priority") else None
+    if problem is not None:
+        raise BadCommand(WFT_CAUSE.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES, problem)
+    _start_child(d, tx, run, sc, wft_id, ts, meta)
 
 
 def _cancel_child_workflow_execution(a: Applying, cmd: wc.WorkflowCommand) -> None:

@@ -39,6 +39,7 @@ from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _Runn
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.interfaces import Driver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
+from dbosify._worker.rate_limit import rates_of
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
 
@@ -92,7 +93,8 @@ class WorkerCore(ActivitySide):
         # Temporal server's system.enableActivityEagerExecution, the engine grants them only when
         # DBOSIFY_EAGER_ACTIVITIES=1: they start a burst of activities at once, whose results
         # then arrive at once (measured in bench W6: twice the re-runs after a crash).
-        rate_limited = config.max_activities_per_second or config.max_task_queue_activities_per_second
+        self._local_rate, self._queue_rate = rates_of(config)
+        rate_limited = self._local_rate is not None or self._queue_rate is not None
         enabled = os.environ.get(ENV_EAGER_ACTIVITIES, "") == "1"
         self._eager_limit = (
             int(config.max_eager_activity_reservations_per_workflow_task) if enabled and not rate_limited else 0
@@ -387,20 +389,21 @@ class WorkerCore(ActivitySide):
                 return mine, now
         for _ in range(8):
             # Ready runs, then dormant runs whose wake-up time has passed (each by its index).
-            rows = tx.all(
-                "SELECT run_id FROM (SELECT run_id FROM executions WHERE task_queue = %s"
-                " AND status = 1 AND owner IS NULL AND dormant = 0"
-                " AND (not_before IS NULL OR not_before <= %s) ORDER BY start_time LIMIT %s) ready"
-                " UNION ALL SELECT run_id FROM (SELECT run_id FROM executions WHERE task_queue = %s"
-                " AND status = 1 AND owner IS NULL AND dormant = 1 AND wake_at <= %s"
-                " ORDER BY wake_at LIMIT %s) due",
+            # By priority key (Temporal's Priority), then by age.
+            rows = sorted(tx.all(
+                "SELECT run_id, task_priority, start_time FROM (SELECT run_id, task_priority, start_time"
+                " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL AND dormant = 0"
+                " AND (not_before IS NULL OR not_before <= %s) ORDER BY task_priority, start_time LIMIT %s) ready"
+                " UNION ALL SELECT run_id, task_priority, wake_at FROM (SELECT run_id, task_priority, wake_at"
+                " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL AND dormant = 1"
+                " AND wake_at <= %s ORDER BY wake_at LIMIT %s) due",
                 (self.tq, now, CLAIM_BATCH, self.tq, now, CLAIM_BATCH),
-            )[:CLAIM_BATCH]
+            ), key=lambda r: (int(r[1]), float(r[2])))[:CLAIM_BATCH]
             if not rows:
                 return self._next_ready(tx, now)
             claimed: list[tuple[str, int]] = []
             workflows: list[tuple[str, str]] = []
-            for (run_id,) in rows:
+            for run_id, _, _ in rows:
                 got = tx.one(
                     "UPDATE executions SET owner = %s, claim_gen = claim_gen + 1, dormant = 0"
                     " WHERE run_id = %s AND owner IS NULL AND status = 1"

@@ -15,6 +15,7 @@ from dbosify._worker.driver_base import (
     _build_id_of,
 )
 from dbosify._worker.interfaces import Snapshot
+from dbosify._worker.replay_gate import IDLE, rank
 from dbosify._worker.tracking import DriverState
 
 
@@ -27,7 +28,7 @@ class Replaying(DriverBase):
         A worker replays a few runs at once, runs with waiting work first (`ReplayGate`): when it
         takes over hundreds of runs, those move on first instead of all finishing together.
         """
-        priority = self.core._replay_priority.pop(self.run_id, 1)
+        priority = self.core._replay_priority.pop(self.run_id, rank(IDLE))
         async with self.core.replay_gate.slot(priority):
             await self._replay_now(closed_ok)
 

@@ -55,21 +55,28 @@ class ReplayGate:
         self._free += 1
 
 
+def rank(urgency: int, task_priority: int = 3) -> int:
+    """The order of a run in the gate: runs with waiting work first, then by the run's priority
+    key (Temporal's Priority: 1 first), then first come."""
+    return urgency * 100 + task_priority
+
+
 def priorities(tx: Tx, run_ids: list[str]) -> dict[str, int]:
-    """For freshly claimed runs: URGENT if the last event is one a workflow task would consume.
+    """For freshly claimed runs, their `rank`: URGENT if the last event is one a workflow task
+    would consume, and their priority key.
 
     One statement for the whole claim, whatever its size.
     """
     marks = ", ".join(["%s"] * len(run_ids))
     rows = tx.all(
         "SELECT e.run_id, (SELECT h.event_type FROM history h WHERE h.run_id = e.run_id"
-        f" ORDER BY h.event_id DESC LIMIT 1) FROM executions e WHERE e.run_id IN ({marks})",
+        f" ORDER BY h.event_id DESC LIMIT 1), e.task_priority FROM executions e WHERE e.run_id IN ({marks})",
         run_ids,
     )
     urgent_kinds = A.INPUT_EVENT_TYPES | {
         et.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, et.EVENT_TYPE_MARKER_RECORDED
     }
     return {
-        str(run_id): URGENT if (kind is not None and int(kind) in urgent_kinds) else IDLE
-        for run_id, kind in rows
+        str(run_id): rank(URGENT if (kind is not None and int(kind) in urgent_kinds) else IDLE, int(prio))
+        for run_id, kind, prio in rows
     }
