@@ -471,7 +471,9 @@ def scenario_freeze(h: Harness) -> None:
     )
     took = time.monotonic() - frozen_at
     h.notes.append(f"{len(owned)} runs of the frozen worker; first taken over {took:.1f} s after the freeze")
-    assert took < LEASE + 2.5, f"takeover took {took:.1f} s (lease {LEASE:g} s)"
+    # Bounded, with room for a loaded machine (the suite runs on several processes); the chaos
+    # bench measures the takeover itself (bench/README.md).
+    assert took < LEASE + 5.0, f"takeover took {took:.1f} s (lease {LEASE:g} s)"
     time.sleep(max(0.0, frozen_at + LEASE + 3.0 - time.monotonic()))
     os.kill(w1.pid, signal.SIGCONT)
     thawed_at = time.monotonic()

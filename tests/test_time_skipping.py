@@ -222,7 +222,7 @@ class RetriesHourly:
 # -- tests -------------------------------------------------------------------------------------------
 
 
-async def test_thirty_day_sleep_takes_under_a_second(env: WorkflowEnvironment) -> None:
+async def test_thirty_day_sleep_takes_seconds(env: WorkflowEnvironment) -> None:
     async with worker(env, SleepsForDays) as w:
         before = await virtual_now(env)
         assert abs(before - time.time()) < 5  # virtual time starts at the wall clock's
@@ -231,7 +231,7 @@ async def test_thirty_day_sleep_takes_under_a_second(env: WorkflowEnvironment) -
             SleepsForDays.run, 30.0, id=f"wf-{uuid.uuid4()}", task_queue=w.task_queue
         )
         slept = await handle.result()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 5.0  # about 0.2 s on a quiet machine
         assert slept == pytest.approx(30 * DAY, abs=5)
         assert await virtual_now(env) - before == pytest.approx(30 * DAY, abs=10)
         # History shows virtual time: the timer fired 30 days after it started.

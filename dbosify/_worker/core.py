@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from temporalio.bridge.proto.activity_task import activity_task_pb2 as at
 from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 as wa
@@ -37,20 +37,11 @@ from dbosify._store.threads import in_thread
 from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness, nexus
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
-from dbosify._worker.interfaces import Driver
+from dbosify._worker.interfaces import ClientRef, Driver
 from dbosify._worker.liveness import LOCAL_TOKEN, Member
 from dbosify._worker.rate_limit import rates_of
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
-
-
-class ClientRef(Protocol):
-    """What a worker uses of the client it was built with (`dbosify._native._client.ClientRef`)."""
-
-    store: Store
-    config: Any
-    runtime: Any
-    identity: str
 
 __all__ = ["PollShutdownError", "WorkerCore"]
 

@@ -37,6 +37,15 @@ class Snapshot:
     queries: list[tuple[str, query_pb.WorkflowQuery]]
 
 
+class ClientRef(Protocol):
+    """What a worker uses of the client it was built with (`dbosify._native._client.ClientRef`)."""
+
+    store: Store
+    config: Any
+    runtime: Any
+    identity: str
+
+
 class RunCache(Protocol):
     """The worker's cache of runs (`dormancy.Cache`), as a driver sees it."""
 
