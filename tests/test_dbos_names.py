@@ -97,3 +97,54 @@ async def test_enqueue_handle_returns_the_result(client: Client, dbos: DBOSClien
         assert last.output == "hi!!"
         current = (await client.get_workflow_handle(wid).describe()).run_id
         assert last.workflow_id == f"{client.namespace}/{wid}/{current}"
+
+
+async def test_verbs_and_messages_given_to_the_enqueues_own_id(client: Client, dbos: DBOSClient) -> None:
+    """The ID DBOS's enqueue hands back is the workflow ID: a message sent to it signals the
+    workflow's running run, a resume of it hands the run over and leaves the request PENDING,
+    and a cancel of it terminates the run (these were accepted and never acted on)."""
+    tq = f"tq-{uuid.uuid4().hex[:6]}"
+    async with Worker(client, task_queue=tq, workflows=[Hops, Waits]):
+        assert await client.execute_workflow(Hops.run, args=[0, "x"], id=f"x-{tq}", task_queue=tq)
+        q = queue_name(client.namespace, tq)
+
+        async def enqueue_waits(wid: str) -> Any:
+            handle = await asyncio.to_thread(dbos.enqueue, {"workflow_name": "Waits", "queue_name": q, "workflow_id": wid})
+            for _ in range(200):  # started by a worker
+                try:
+                    if (await client.get_workflow_handle(wid).describe()).status == WorkflowExecutionStatus.RUNNING:
+                        return handle
+                except Exception:
+                    pass
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{wid} did not start")
+
+        # send -> the signal: the workflow completes with DBOS's handle's result.
+        sent = await enqueue_waits(f"s-{tq}")
+        await asyncio.to_thread(dbos.send, sent.get_workflow_id(), None, "release")
+        assert await asyncio.wait_for(asyncio.to_thread(sent.get_result), 15) == "released"
+
+        # resume -> handed to a live worker; the request stays PENDING, then takes the result.
+        resumed = await enqueue_waits(f"r-{tq}")
+        await asyncio.to_thread(dbos.resume_workflow, resumed.get_workflow_id())
+        for _ in range(200):
+            [row] = await _rows(dbos, workflow_ids=[resumed.get_workflow_id()])
+            if row.status == "PENDING":
+                break
+            await asyncio.sleep(0.05)
+        assert row.status == "PENDING"
+        await client.get_workflow_handle(f"r-{tq}").signal(Waits.release)
+        assert await asyncio.wait_for(asyncio.to_thread(resumed.get_result), 15) == "released"
+
+        # cancel -> the run is terminated, naming DBOS.
+        cancelled = await enqueue_waits(f"c-{tq}")
+        await asyncio.to_thread(dbos.cancel_workflow, cancelled.get_workflow_id())
+        h = client.get_workflow_handle(f"c-{tq}")
+
+        async def terminated() -> None:
+            while (await h.describe()).status != WorkflowExecutionStatus.TERMINATED:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(terminated(), 10)
+        [row] = await _rows(dbos, workflow_ids=[cancelled.get_workflow_id()])
+        assert row.status == "CANCELLED"

@@ -30,7 +30,7 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
-from dbosify._store.dbos_inbound_triggers import queue_name
+from dbosify._store.dbos_inbound_triggers import ALIAS_VERSION, queue_name
 
 
 class RunIds(Protocol):
@@ -44,9 +44,6 @@ class RunIds(Protocol):
 
 
 APP = "dbosify"  # the application name and version of every run's DBOS row
-# The application version of a DBOS enqueue's row once its run is started (`inbound`): PENDING
-# until the workflow closes (the last run of its chain), then that run's status and outcome.
-ALIAS_VERSION = "dbosify:started"
 
 # Temporal close status -> DBOS status.
 DBOS_STATUS: dict[int, str] = {

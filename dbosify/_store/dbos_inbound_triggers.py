@@ -9,6 +9,11 @@ from dbosify._store import dbos_ids as ids
 
 APP = "dbosify"
 START_VERSION = "dbosify:start"  # the application version of a start request not yet taken
+# The application version of a DBOS enqueue's row once its run is started (`inbound`): PENDING
+# until the workflow closes (the last run of its chain), then that run's status and outcome. The
+# row's DBOS ID is the workflow ID: DBOS's verbs and messages given to it reach the workflow's
+# running run.
+ALIAS_VERSION = "dbosify:started"
 NULL_TOPIC = "__null__topic__"  # DBOS's topic when none is given
 _REFUSE_CLOSED = "workflow execution already completed"
 _REFUSE_TOPIC = "a message to a Temporal run is a signal: give its name as the topic"
@@ -30,23 +35,37 @@ def pg_triggers(catalog: str, schema: str) -> list[str]:
     unq = ids.sql_unquote
     find = f'SELECT ident INTO v_ident FROM "{catalog}".namespaces WHERE name = v_ns;'
     return [
+        # A message to a run's DBOS ID, or to the ID of the enqueue that started its workflow
+        # (the workflow ID: its running run takes it).
         f"""CREATE OR REPLACE FUNCTION "{schema}".dbosify_send() RETURNS trigger
         LANGUAGE plpgsql AS $$
-        DECLARE v_ns TEXT; v_ident TEXT; v_tq TEXT; v_status INT;
+        DECLARE v_ns TEXT; v_ident TEXT; v_tq TEXT; v_status INT; v_queue TEXT;
         BEGIN
-            IF current_setting('dbosify.writer', true) = 'on'
-               OR array_length(string_to_array(NEW.destination_uuid, '/'), 1) <> 3 THEN
-                RETURN NEW;
+            IF current_setting('dbosify.writer', true) = 'on' THEN RETURN NEW; END IF;
+            SELECT queue_name INTO v_queue FROM "{schema}".workflow_status
+                WHERE workflow_uuid = NEW.destination_uuid AND application_version = '{ALIAS_VERSION}';
+            IF v_queue IS NOT NULL THEN
+                v_ns := {unq("split_part(v_queue, '/', 1)")};
+                {find}
+                IF v_ident IS NULL THEN RETURN NEW; END IF;
+                EXECUTE format('SELECT task_queue FROM %I.executions WHERE workflow_id = $1'
+                               ' AND status = 1', v_ident)
+                    INTO v_tq USING NEW.destination_uuid;
+                v_status := CASE WHEN v_tq IS NULL THEN 2 ELSE 1 END;
+            ELSE
+                IF array_length(string_to_array(NEW.destination_uuid, '/'), 1) <> 3 THEN
+                    RETURN NEW;
+                END IF;
+                v_ns := {unq("split_part(NEW.destination_uuid, '/', 1)")};
+                {find}
+                IF v_ident IS NULL THEN RETURN NEW; END IF;
+                EXECUTE format('SELECT task_queue, status FROM %I.executions WHERE run_id = $1'
+                               ' AND workflow_id = $2', v_ident)
+                    INTO v_tq, v_status
+                    USING {unq("split_part(NEW.destination_uuid, '/', 3)")},
+                          {unq("split_part(NEW.destination_uuid, '/', 2)")};
+                IF v_tq IS NULL THEN RETURN NEW; END IF;
             END IF;
-            v_ns := {unq("split_part(NEW.destination_uuid, '/', 1)")};
-            {find}
-            IF v_ident IS NULL THEN RETURN NEW; END IF;
-            EXECUTE format('SELECT task_queue, status FROM %I.executions WHERE run_id = $1'
-                           ' AND workflow_id = $2', v_ident)
-                INTO v_tq, v_status
-                USING {unq("split_part(NEW.destination_uuid, '/', 3)")},
-                      {unq("split_part(NEW.destination_uuid, '/', 2)")};
-            IF v_tq IS NULL THEN RETURN NEW; END IF;
             IF v_status <> 1 THEN
                 RAISE EXCEPTION 'dbosify: {_REFUSE_CLOSED} (%)', NEW.destination_uuid;
             END IF;
@@ -114,6 +133,21 @@ def sqlite_triggers(namespace: str) -> list[str]:
             WHERE NEW.topic IS NULL OR NEW.topic IN ('', '{NULL_TOPIC}');
             INSERT INTO notices (origin, key)
             SELECT 'dbos', 'dbos-in:' || task_queue FROM executions WHERE run_id = {_RUN_ID};
+        END""",
+        # A message to the ID of the enqueue that started a workflow: its running run takes it.
+        "DROP TRIGGER IF EXISTS dbosify_send_alias",
+        f"""CREATE TRIGGER dbosify_send_alias BEFORE INSERT ON notifications
+        WHEN EXISTS (SELECT 1 FROM workflow_status WHERE workflow_uuid = NEW.destination_uuid
+                     AND application_version = '{ALIAS_VERSION}'
+                     AND substr(queue_name, 1, {len(ours)}) = '{ours}')
+        BEGIN
+            SELECT RAISE(ABORT, 'dbosify: {_REFUSE_CLOSED}')
+            WHERE NOT EXISTS (SELECT 1 FROM executions WHERE workflow_id = NEW.destination_uuid AND status = 1);
+            SELECT RAISE(ABORT, 'dbosify: {_REFUSE_TOPIC}')
+            WHERE NEW.topic IS NULL OR NEW.topic IN ('', '{NULL_TOPIC}');
+            INSERT INTO notices (origin, key)
+            SELECT 'dbos', 'dbos-in:' || task_queue FROM executions
+            WHERE workflow_id = NEW.destination_uuid AND status = 1;
         END""",
         "DROP TRIGGER IF EXISTS dbosify_enqueue_refuse",
         f"""CREATE TRIGGER dbosify_enqueue_refuse BEFORE INSERT ON workflow_status

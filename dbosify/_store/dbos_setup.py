@@ -42,7 +42,9 @@ logger = logging.getLogger("dbosify")
 # 5: the queue name is `<namespace>/<task queue>` (`inbound_triggers.queue_name`); older rows
 # are renamed (`requote.queue_names`).
 # 6: on SQLite, an enqueue is taken only when its queue names the file's own namespace.
-ENVELOPE_VERSION = 6
+# 7: DBOS's cancel, resume and send given to an enqueue's own row (its ID is the workflow ID)
+# reach the workflow's running run: the wake-up reads the namespace from the queue name.
+ENVELOPE_VERSION = 7
 SETUP_WAIT_SECONDS = 120.0
 APP = "dbosify"
 MARKER_KEY = "dbos"
@@ -144,8 +146,10 @@ def _pg_marker(conn: Any, catalog: str, key: str = MARKER_KEY) -> str | None:
 def _pg_triggers(catalog: str, schema: str, own: bool) -> list[str]:
     ws = f'"{schema}".workflow_status'
     # The namespace's NOTIFY channel is its schema: the DBOS tables' own schema when it is the
-    # namespace's, else the catalog's entry for the exact name in the ID's first part.
-    name = ids.sql_unquote("split_part(uuid, '/', 1)")
+    # namespace's, else the catalog's entry for the exact name in the queue name's first part
+    # (every row of ours has one: `<namespace>/<task queue>`; a DBOS enqueue's row, whose ID is a
+    # workflow ID, names its namespace only there), or else in the ID's.
+    name = ids.sql_unquote("split_part(COALESCE(queue, uuid), '/', 1)")
     task_queue = ids.sql_unquote("split_part(queue, '/', 2)")  # of `<namespace>/<task queue>`
     find = (
         f"channel := '{schema}';" if own

@@ -26,7 +26,7 @@ from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
 from dbosify._store import dbos_setup as setup
-from dbosify._store.dbos_inbound_triggers import queue_name
+from dbosify._store.dbos_inbound_triggers import ALIAS_VERSION, queue_name
 from dbosify._worker import dbos_fork as fork
 
 logger = logging.getLogger("dbosify")
@@ -74,7 +74,42 @@ def apply(tx: Tx, task_queue: str, identity: str) -> int:
             tx.execute("UPDATE executions SET dormant = 0 WHERE run_id = %s", (run_id,))
             tx.notify(f"wf:{task_queue}")
         done += 1
-    return done + _forks(tx, task_queue, identity) + _deletes(tx, identity)
+    return done + _aliases(tx, task_queue, identity) + _forks(tx, task_queue, identity) + _deletes(tx, identity)
+
+
+def _aliases(tx: Tx, task_queue: str, identity: str) -> int:
+    """A cancel or resume given to the row of the DBOS enqueue that started a workflow (its DBOS
+    ID is the workflow ID): carried out on the workflow's running run, as on the run's own row.
+    A resumed request's row goes back to PENDING, to be closed with the workflow's outcome."""
+    ws = records.table(tx, "workflow_status")
+    rows = tx.all(
+        f"SELECT w.workflow_uuid, w.status, e.run_id, e.owner FROM {ws} w"
+        " JOIN executions e ON e.workflow_id = w.workflow_uuid AND e.status = 1"
+        " WHERE w.queue_name = %s AND w.application_version = %s"
+        " AND w.status IN ('CANCELLED', 'ENQUEUED')",
+        (queue_name(tx.namespace, task_queue), ALIAS_VERSION),
+    )
+    for alias, status, run_id, owner in rows:
+        run = h.get_run(tx, run_id, lock=True)
+        if run is None or not run.running:
+            continue
+        if status == "CANCELLED":
+            logger.info("dbosify: workflow %s was cancelled through DBOS; terminating run %s", alias, run_id)
+            _runs.terminate(tx, run, CANCEL_REASON, identity)
+            continue
+        tx.execute(
+            f"UPDATE {ws} SET status = 'PENDING', updated_at = %s WHERE workflow_uuid = %s",
+            (records._ms(), alias),
+        )
+        if owner is not None:
+            logger.info("dbosify: workflow %s was resumed through DBOS; handing run %s to a live worker", alias, run_id)
+            tx.execute("UPDATE executions SET owner = NULL WHERE run_id = %s", (run_id,))
+            tx.notify(f"wf:{run.task_queue}")
+            tx.notify(f"run:{run_id}")
+        else:
+            tx.execute("UPDATE executions SET dormant = 0 WHERE run_id = %s", (run_id,))
+            tx.notify(f"wf:{run.task_queue}")
+    return len(rows)
 
 
 def _forks(tx: Tx, task_queue: str, identity: str) -> int:

@@ -37,7 +37,13 @@ from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
-from dbosify._store.dbos_inbound_triggers import NULL_TOPIC, START_VERSION, queue_name, wake_key
+from dbosify._store.dbos_inbound_triggers import (
+    ALIAS_VERSION,
+    NULL_TOPIC,
+    START_VERSION,
+    queue_name,
+    wake_key,
+)
 from dbosify._store.limits import NOT_UTF8, NUL, TOO_LONG, byte_length, id_problem
 
 __all__ = ["apply", "decode", "queue_name", "wake_key"]
@@ -97,18 +103,34 @@ def apply(tx: Tx, task_queue: str, identity: str) -> int:
 def _messages(tx: Tx, task_queue: str, identity: str) -> int:
     nt = records.table(tx, "notifications")
     lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+    ws = records.table(tx, "workflow_status")
     prefix = f"{ids.quote(tx.namespace)}/"
+    # Messages to a run's DBOS ID, and to the ID of the enqueue that started a workflow (its
+    # row, application version ALIAS_VERSION, names the namespace in its queue): the workflow's
+    # running run takes those.
     rows = tx.all(
-        f"SELECT message_uuid, destination_uuid, topic, message, serialization FROM {nt}"
-        f" WHERE substr(destination_uuid, 1, %s) = %s ORDER BY created_at_epoch_ms{lock}",
-        (len(prefix), prefix),
+        f"SELECT n.message_uuid, n.destination_uuid, n.topic, n.message, n.serialization,"
+        f" w.workflow_uuid FROM {nt} n LEFT JOIN {ws} w ON w.workflow_uuid = n.destination_uuid"
+        " AND w.application_version = %s AND substr(w.queue_name, 1, %s) = %s"
+        " WHERE substr(n.destination_uuid, 1, %s) = %s OR w.workflow_uuid IS NOT NULL"
+        f" ORDER BY n.created_at_epoch_ms{lock.replace('UPDATE', 'UPDATE OF n')}",
+        (ALIAS_VERSION, len(prefix), prefix, len(prefix), prefix),
     )
     done = 0
-    for message_uuid, destination, topic, message, serialization in rows:
-        parts = ids.split(str(destination))
-        run = h.get_run(tx, parts[2]) if parts else None
-        if run is None or parts is None or run.workflow_id != parts[1] or run.task_queue != task_queue:
-            continue  # another queue's run, or not a run of ours (a DBOS ID that looks like one)
+    for message_uuid, destination, topic, message, serialization, alias in rows:
+        if alias is not None:
+            run = h.current_run(tx, str(alias))
+            if run is not None and run.task_queue != task_queue:
+                continue  # its run's workers take it
+            if run is None or not run.running:
+                tx.execute(f"DELETE FROM {nt} WHERE message_uuid = %s", (message_uuid,))
+                logger.warning("dbosify: DBOS message to %s dropped: the workflow closed first", destination)
+                continue
+        else:
+            parts = ids.split(str(destination))
+            run = h.get_run(tx, parts[2]) if parts else None
+            if run is None or parts is None or run.workflow_id != parts[1] or run.task_queue != task_queue:
+                continue  # another queue's run, or not a run of ours (a DBOS ID that looks like one)
         run = h.get_run(tx, run.run_id, lock=True)  # locked as any signal locks it
         if run is None:
             continue
@@ -172,7 +194,7 @@ def _starts(tx: Tx, task_queue: str, identity: str) -> int:
         tx.execute(
             f"UPDATE {ws} SET status = 'PENDING', application_version = %s, updated_at = %s"
             " WHERE workflow_uuid = %s",
-            (records.ALIAS_VERSION, records._ms(), workflow_id),
+            (ALIAS_VERSION, records._ms(), workflow_id),
         )
         logger.info("dbosify: started run %s of %s, enqueued through DBOS", result.run_id, workflow_id)
         done += 1

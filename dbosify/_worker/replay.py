@@ -44,6 +44,8 @@ COMMAND_EVENT = {
     "upsert_workflow_search_attributes": E.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
     "modify_workflow_properties": E.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
     "set_patch_marker": E.EVENT_TYPE_MARKER_RECORDED,
+    "schedule_nexus_operation": E.EVENT_TYPE_NEXUS_OPERATION_SCHEDULED,
+    "request_cancel_nexus_operation": E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUESTED,
 }
 COMMAND_EVENT_TYPES = set(COMMAND_EVENT.values())
 
@@ -58,6 +60,7 @@ class _Seqs:
     scheduled: dict[int, Any] = field(default_factory=dict)  # activity seq -> scheduled attrs
     cancel_type: dict[int, int] = field(default_factory=dict)  # activity seq -> cancellation type
     cancelled: set[int] = field(default_factory=set)  # activities cancelled without waiting
+    nexus_started: set[int] = field(default_factory=set)  # Nexus operations whose start resolved
 
 
 def _initiating_event_id(event: hist.HistoryEvent) -> int | None:
@@ -170,6 +173,16 @@ def _check(
             seqs.by_event[ev.event_id] = cmd.signal_external_workflow_execution.seq
         elif kind == "request_cancel_external_workflow_execution":
             seqs.by_event[ev.event_id] = cmd.request_cancel_external_workflow_execution.seq
+        elif kind == "schedule_nexus_operation":
+            # The operation, not the endpoint: an endpoint's name may differ between where a
+            # history was recorded and where it is replayed, as a task queue's may.
+            n, nc = ev.nexus_operation_scheduled_event_attributes, cmd.schedule_nexus_operation
+            if (n.service, n.operation) != (nc.service, nc.operation):
+                raise RuntimeError(
+                    f"Nondeterminism error: Nexus operation {n.service}/{n.operation} in history"
+                    f" does not match {nc.service}/{nc.operation}"
+                )
+            seqs.by_event[ev.event_id] = nc.seq
         i += 1
     rest = [e for e in want[i:] if e.event_type != E.EVENT_TYPE_MARKER_RECORDED]
     if rest:
@@ -294,7 +307,7 @@ class ReplayWorker:
                 for e in commands
                 if e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
             ]
-            jobs = A.jobs_for(run_id, inputs, updates, patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled)
+            jobs = A.jobs_for(run_id, inputs, updates, patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled, seqs.nexus_started)
             flags.update(done.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
             act = wa.WorkflowActivation(
                 run_id=run_id,
@@ -328,7 +341,7 @@ class ReplayWorker:
         if tail and last_started > consumed:
             act = wa.WorkflowActivation(run_id=run_id, is_replaying=True, history_length=last_started)
             act.timestamp.CopyFrom(started_times[last_started])
-            act.jobs.extend(A.jobs_for(run_id, [t for t in tail if t[0].event_id < last_started], [], patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled))
+            act.jobs.extend(A.jobs_for(run_id, [t for t in tail if t[0].event_id < last_started], [], patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled, seqs.nexus_started))
             if act.jobs:
                 completion = await self._activate(act)
                 if completion.HasField("failed"):
