@@ -16,9 +16,9 @@ from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
 from dbosify._engine import activity_tasks as acts
+from dbosify._engine import deployments, search_attributes
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
-from dbosify._engine import search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 
@@ -225,6 +225,9 @@ def _continue_as_new(
     if can.HasField("backoff_start_interval"):
         attrs.backoff_start_interval.CopyFrom(can.backoff_start_interval)
         backoff = can.backoff_start_interval.ToNanoseconds() / 1e9
+    pinned, override = deployments.continued_pin(
+        tx, d.run_id, attrs.task_queue.name == run.task_queue, int(can.initial_versioning_behavior)
+    )
     _runs.close_run(tx, run, h.CONTINUED_AS_NEW, E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW, attrs)
     started = hist.WorkflowExecutionStartedEventAttributes(
         continued_execution_run_id=d.run_id, initiator=1, identity=d.core.identity, attempt=1,  # type: ignore
@@ -235,6 +238,8 @@ def _continue_as_new(
               "root_workflow_execution", "priority"):
         if first.HasField(f):
             getattr(started, f).CopyFrom(getattr(first, f))
+    if override is not None:
+        started.versioning_override.ParseFromString(override)
     if can.HasField("retry_policy"):
         started.retry_policy.CopyFrom(can.retry_policy)
     if can.HasField("workflow_task_timeout"):
@@ -267,5 +272,5 @@ def _continue_as_new(
         tx, workflow_id=run.workflow_id, workflow_type=attrs.workflow_type.name,
         task_queue=attrs.task_queue.name, started=started, run_id=new_run_id,
         parent=parent, identity=d.core.identity,  # type: ignore[arg-type]
-        delay=backoff, schedule_id=run.schedule_id,
+        delay=backoff, schedule_id=run.schedule_id, pinned_version=pinned,
     )

@@ -24,7 +24,7 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._dbos import records
-from dbosify._engine import scheduler
+from dbosify._engine import deployments, scheduler
 from dbosify._engine import task_queues as queues
 from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._metrics import core as core_metrics
@@ -34,7 +34,16 @@ from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._store.threads import in_thread
-from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness, nexus
+from dbosify._worker import (
+    backlog,
+    dbos_commands,
+    dbos_inbound,
+    dormancy,
+    eager,
+    liveness,
+    nexus,
+    versioning,
+)
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.interfaces import ClientRef, Driver
@@ -67,6 +76,9 @@ class WorkerCore(ActivitySide):
             or getattr(getattr(strategy, "version", None), "build_id", "")
             or getattr(strategy, "build_id_with_versioning", "")
         )
+        # Worker Deployment versioning (versioning.py): this worker's deployment (None: unversioned).
+        self.deployment, self.default_versioning_behavior = versioning.of_strategy(strategy)
+        self._version_registered = False  # its version is registered at its first claim
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         if LOCAL_TOKEN:
             self.id += f"@{LOCAL_TOKEN}"
@@ -330,6 +342,7 @@ class WorkerCore(ActivitySide):
                         fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
                         self._claim_looking = True
                         got = await engine_metrics.timed_claim("workflow", self.store.transact(self.ns, self._claim_run))
+                        self._version_registered = True
                         if isinstance(got, tuple):
                             claimed, next_at = got
                             for run_id, gen in claimed:
@@ -378,20 +391,24 @@ class WorkerCore(ActivitySide):
             ]
             if mine:
                 return mine, now
+        if self.deployment is not None and not self._version_registered:
+            deployments.register(tx, self.deployment, self.build_id, self.tq, now)
+        # Which runs' tasks this worker takes: those routed to its deployment version, if any.
+        route, route_args = deployments.claim_filter(tx, self.tq, self.deployment, self.build_id)
         for _ in range(8):
             # Ready runs, then dormant runs whose wake-up time has passed (each by its index).
             # By priority key (Temporal's Priority), then by age.
             rows = sorted(tx.all(
                 "SELECT run_id, task_priority, start_time FROM (SELECT run_id, task_priority, start_time"
                 " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL AND dormant = 0"
-                " AND (not_before IS NULL OR not_before <= %s) ORDER BY task_priority, start_time LIMIT %s) ready"
-                " UNION ALL SELECT run_id, task_priority, wake_at FROM (SELECT run_id, task_priority, wake_at"
+                f" AND (not_before IS NULL OR not_before <= %s){route} ORDER BY task_priority, start_time LIMIT %s)"
+                " ready UNION ALL SELECT run_id, task_priority, wake_at FROM (SELECT run_id, task_priority, wake_at"
                 " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL AND dormant = 1"
-                " AND wake_at <= %s ORDER BY wake_at LIMIT %s) due",
-                (self.tq, now, CLAIM_BATCH, self.tq, now, CLAIM_BATCH),
+                f" AND wake_at <= %s{route} ORDER BY wake_at LIMIT %s) due",
+                (self.tq, now, *route_args, CLAIM_BATCH, self.tq, now, *route_args, CLAIM_BATCH),
             ), key=lambda r: (int(r[1]), float(r[2])))[:CLAIM_BATCH]
             if not rows:
-                return self._next_ready(tx, now)
+                return self._next_ready(tx, now, route, route_args)
             claimed: list[tuple[str, int]] = []
             workflows: list[tuple[str, str]] = []
             for run_id, _, _ in rows:
@@ -407,20 +424,20 @@ class WorkerCore(ActivitySide):
             if claimed:
                 records.on_claim(tx, workflows, self.id)
                 self._replay_priority.update(priorities(tx, [r for r, _ in claimed]))
-                return claimed, self._next_ready(tx, None)
+                return claimed, self._next_ready(tx, None, route, route_args)
         return 0.0  # lost every race: look again
 
-    def _next_ready(self, tx: Tx, after: float | None) -> float | None:
+    def _next_ready(self, tx: Tx, after: float | None, route: str, route_args: tuple[Any, ...]) -> float | None:
         """When the next unclaimed run becomes ready (0 if one is ready now), if any: a delayed
         start, or a dormant run's wake-up time. ``after``: when none is ready before it."""
         delayed = "COALESCE(not_before, 0)" if after is None else "not_before"
         later = "" if after is None else f" AND {delayed} > %s"
         got = tx.one(
             f"SELECT (SELECT min({delayed}) FROM executions WHERE task_queue = %s AND status = 1"
-            f" AND owner IS NULL AND dormant = 0{later}),"
+            f" AND owner IS NULL AND dormant = 0{later}{route}),"
             " (SELECT min(wake_at) FROM executions WHERE task_queue = %s AND status = 1"
-            " AND owner IS NULL AND dormant = 1)",
-            (self.tq, *([] if after is None else [after]), self.tq),
+            f" AND owner IS NULL AND dormant = 1{route})",
+            (self.tq, *([] if after is None else [after]), *route_args, self.tq, *route_args),
         )
         times = [float(t) for t in (got or ()) if t is not None]
         return min(times, default=None)
