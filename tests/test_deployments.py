@@ -6,14 +6,18 @@ version, a PINNED run stays, an AUTO_UPGRADE run moves at its next task, an over
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from temporalio import workflow
+from temporalio.api.deployment.v1 import WorkerDeploymentVersion as DeploymentVersion
 from temporalio.api.enums.v1 import VersioningBehavior as VB
 from temporalio.api.workflowservice.v1 import (
+    DeleteWorkerDeploymentVersionRequest,
     DescribeWorkerDeploymentRequest,
     DescribeWorkerDeploymentVersionRequest,
     ListWorkerDeploymentsRequest,
@@ -284,3 +288,105 @@ async def test_pinned_override_at_start(client: Client) -> None:
         info = (await h.describe()).raw_description.workflow_execution_info.versioning_info
         assert info.versioning_override.pinned.version.build_id == "1.0"
         assert info.behavior == VB.VERSIONING_BEHAVIOR_PINNED
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "deployments_devserver.json"
+
+
+async def test_errors_as_a_dev_server(client: Client) -> None:
+    """The errors of the deployment RPCs, compared with a dev server's (tests/fixtures)."""
+    dev = json.loads(FIXTURE.read_text())
+    dep, tq = f"dep-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+    ns, ws = client.namespace, client.workflow_service
+    v1 = DeploymentVersion(deployment_name=dep, build_id="1.0")
+    v9 = DeploymentVersion(deployment_name=dep, build_id="9.9")
+
+    async def error(call: Awaitable[Any]) -> dict[str, str]:
+        with pytest.raises(RPCError) as err:
+            await call
+        return {"status": err.value.status.name, "message": err.value.message.replace(dep, "DEP")}
+
+    got = {"describe_missing": await error(_describe(client, dep)),
+           "describe_empty_name": await error(_describe(client, ""))}
+    async with _worker(client, tq, QuickV1, dep, "1.0"):
+        await _visible(client, dep, "1.0")
+        got["set_current_unknown"] = await error(_set_current(client, dep, "9.9"))
+        got["set_current_bad_token"] = await error(_set_current(client, dep, "1.0", b"zzz"))
+        await _set_current(client, dep, "1.0")
+        got["set_ramping_current"] = await error(_set_ramping(client, dep, "1.0", 10))
+        got["set_ramping_bad_pct"] = await error(_set_ramping(client, dep, "1.0", 120))
+        got["set_ramping_unknown"] = await error(_set_ramping(client, dep, "9.9", 10))
+        got["describe_version_missing"] = await error(ws.describe_worker_deployment_version(
+            DescribeWorkerDeploymentVersionRequest(namespace=ns, deployment_version=v9)))
+        got["delete_current_version"] = await error(ws.delete_worker_deployment_version(
+            DeleteWorkerDeploymentVersionRequest(namespace=ns, deployment_version=v1)))
+        h = await client.start_workflow("Quick", id=f"q-{tq}", task_queue=tq)
+        await h.result()
+        info = (await h.describe()).raw_description.workflow_execution_info.versioning_info
+        events = (await h.fetch_history()).events
+    assert got == {k: dev[k] for k in got}
+    want = dev["describe_wf_versioning_info"]
+    assert VB.Name(info.behavior) == want["behavior"] and info.version.replace(dep, "DEP") == want["version"]
+    wft = [e.workflow_task_completed_event_attributes for e in events if e.HasField(
+        "workflow_task_completed_event_attributes")][0]
+    assert VB.Name(wft.versioning_behavior) == dev["wft_completed"]["versioningBehavior"]
+    assert wft.worker_deployment_name == dep and wft.deployment_version == v1
+
+
+@workflow.defn(name="Can", versioning_behavior=VersioningBehavior.PINNED)
+class CanV1:
+    @workflow.run
+    async def run(self, step: int, upgrade: bool) -> str:
+        if step == 0:
+            await workflow.wait_condition(lambda: workflow.info().is_target_worker_deployment_version_changed())
+            workflow.continue_as_new(args=[1, upgrade], initial_versioning_behavior=(
+                workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE if upgrade
+                else workflow.ContinueAsNewVersioningBehavior.UNSPECIFIED))
+        return "v1"
+
+    @workflow.signal
+    def poke(self) -> None:
+        pass
+
+
+@workflow.defn(name="Can", versioning_behavior=VersioningBehavior.PINNED)
+class CanV2:
+    @workflow.run
+    async def run(self, step: int, upgrade: bool) -> str:
+        return "v2"
+
+    @workflow.signal
+    def poke(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("upgrade", [False, True])
+async def test_continue_as_new_keeps_the_pin_or_upgrades(client: Client, upgrade: bool) -> None:
+    """A pinned run sees its target version change; its continue-as-new stays pinned to its
+    version, unless it asks for AUTO_UPGRADE (then it starts on the current version)."""
+    dep, tq = f"dep-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+    async with _worker(client, tq, CanV1, dep, "1.0"), _worker(client, tq, CanV2, dep, "2.0"):
+        await _visible(client, dep, "1.0", "2.0")
+        await _set_current(client, dep, "1.0")
+        h = await client.start_workflow("Can", args=[0, upgrade], id=f"can-{tq}", task_queue=tq)
+
+        async def on_v1() -> None:
+            info = (await h.describe()).raw_description.workflow_execution_info.versioning_info
+            assert info.deployment_version.build_id == "1.0"
+
+        await _eventually(on_v1)
+        await _set_current(client, dep, "2.0")
+        await h.signal("poke")  # a workflow task that sees the change
+        assert await h.result() == ("v2" if upgrade else "v1")
+
+
+async def test_unversioned_and_versioned_workers_on_one_queue(client: Client) -> None:
+    """With no current version, new runs go to unversioned workers; once one is set, to it."""
+    dep, tq = f"dep-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+    plain = Worker(client, task_queue=tq, workflows=[QuickV1], workflow_runner=UnsandboxedWorkflowRunner())
+    async with plain, _worker(client, tq, QuickV2, dep, "2.0"):
+        await _visible(client, dep, "2.0")
+        assert await client.execute_workflow("Quick", id=f"u1-{tq}", task_queue=tq) == "v1"
+        await _set_current(client, dep, "2.0")
+        for i in range(3):
+            assert await client.execute_workflow("Quick", id=f"u2-{i}-{tq}", task_queue=tq) == "v2"

@@ -35,14 +35,16 @@ def _token(revision: int) -> bytes:
 
 def _deployment_row(tx: Tx, name: str) -> Any:
     if not name:
-        raise ServiceError.invalid("DeploymentName cannot be empty")
+        raise ServiceError.invalid("WorkerDeploymentName cannot be empty")
     row = tx.one(
         "SELECT name, create_time, current_build, current_since, ramping_build, ramping_pct, ramping_since,"
         " routing_time, revision, last_modifier FROM worker_deployments WHERE name = %s",
         (name,),
     )
     if row is None:
-        raise ServiceError.not_found(f"Worker Deployment not found: {name}")
+        raise ServiceError.not_found(
+            f"no Worker Deployment found with name '{name}'; does your Worker Deployment have pollers?"
+        )
     return row
 
 
@@ -143,14 +145,14 @@ def _build_of(deployment: str, version: str, build_id: str) -> str | None:
 
 def _check_token(row: Any, token: bytes) -> None:
     if token and token != _token(row[8]):
-        raise ServiceError(FAILED_PRECONDITION, "conflict token mismatch: the deployment's routing changed since")
+        raise ServiceError(FAILED_PRECONDITION, "conflict token mismatch")
 
 
 def _check_version(tx: Tx, name: str, build: str) -> None:
     if not tx.one(
         "SELECT 1 FROM deployment_versions WHERE deployment_name = %s AND build_id = %s", (name, build)
     ):
-        raise ServiceError.not_found(f"Worker Deployment Version not found: {d.canonical(name, build)}")
+        raise ServiceError.not_found(f"build ID '{build}' not found in Worker Deployment '{name}'")
 
 
 def _wake_queues(tx: Tx, name: str) -> None:
@@ -191,7 +193,7 @@ async def set_current(store: Store, req: rr.SetWorkerDeploymentCurrentVersionReq
 
 async def set_ramping(store: Store, req: rr.SetWorkerDeploymentRampingVersionRequest, identity: str) -> Message:
     if not 0 <= req.percentage <= 100:
-        raise ServiceError.invalid(f"Percentage must be between 0 and 100 (inclusive), got {req.percentage}")
+        raise ServiceError.invalid("Percentage must be between 0 and 100 (inclusive)")
 
     def fn(tx: Tx) -> rr.SetWorkerDeploymentRampingVersionResponse:
         row = _deployment_row(tx, req.deployment_name)
@@ -202,7 +204,7 @@ async def set_ramping(store: Store, req: rr.SetWorkerDeploymentRampingVersionReq
             if build == row[2]:
                 raise ServiceError(
                     FAILED_PRECONDITION,
-                    f"ramping version {d.canonical(row[0], build)} is already the current version",
+                    f"requested ramping version {d.canonical(row[0], build)} is already current",
                 )
         resp = rr.SetWorkerDeploymentRampingVersionResponse(previous_percentage=float(row[5] or 0))
         prev = row[4]
@@ -245,7 +247,7 @@ async def describe_version(store: Store, req: rr.DescribeWorkerDeploymentVersion
             (name, build),
         )
         if not queues:
-            raise ServiceError.not_found(f"Worker Deployment Version not found: {d.canonical(name, build)}")
+            raise ServiceError.not_found("Worker Deployment Version not found")
         resp = rr.DescribeWorkerDeploymentVersionResponse()
         v = resp.worker_deployment_version_info
         v.version = d.canonical(name, build)
@@ -275,7 +277,7 @@ async def delete_version(store: Store, req: rr.DeleteWorkerDeploymentVersionRequ
         if build in (row[2], row[4]):
             raise ServiceError(
                 FAILED_PRECONDITION,
-                f"version {d.canonical(name, build)} is current or ramping and cannot be deleted",
+                f"version '{name}:{build}' cannot be deleted since it is current or ramping",
             )
         tx.execute("DELETE FROM deployment_versions WHERE deployment_name = %s AND build_id = %s", (name, build))
         return rr.DeleteWorkerDeploymentVersionResponse()
