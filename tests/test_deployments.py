@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -390,3 +392,46 @@ async def test_unversioned_and_versioned_workers_on_one_queue(client: Client) ->
         await _set_current(client, dep, "2.0")
         for i in range(3):
             assert await client.execute_workflow("Quick", id=f"u2-{i}-{tq}", task_queue=tq) == "v2"
+
+
+async def _cli(db_url: str, namespace: str, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBOSIFY_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dbosify", "worker", "deployment", *args, "--db", db_url, "-n", namespace,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_sets_and_describes_like_temporal(client: Client, db_url: str) -> None:
+    dep, tq = f"dep-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+    ns = client.namespace
+    async with _worker(client, tq, QuickV1, dep, "1.0"), _worker(client, tq, QuickV2, dep, "2.0"):
+        await _visible(client, dep, "1.0", "2.0")
+        rc, out, err = await _cli(db_url, ns, "set-current-version", "--deployment-name", dep, "--build-id", "1.0", "-y")
+        assert rc == 0 and out.strip() == "Successfully set the current worker deployment version", (out, err)
+        rc, out, err = await _cli(db_url, ns, "set-ramping-version", "--deployment-name", dep, "--build-id", "1.0",
+                                  "--percentage", "5", "-y")
+        assert rc == 1 and "requested ramping version" in err and "is already current" in err, (out, err)
+        rc, out, err = await _cli(db_url, ns, "set-ramping-version", "--deployment-name", dep, "--build-id", "2.0",
+                                  "--percentage", "25", "-y")
+        assert rc == 0, err
+        rc, out, err = await _cli(db_url, ns, "describe", "-d", dep)
+        assert rc == 0, err
+        lines = out.splitlines()
+        assert lines[0] == "Worker Deployment:" and lines[1].split() == ["Name", dep]
+        fields = {ln.split()[0]: ln.split()[1:] for ln in lines[1:] if ln.strip() and not ln.startswith("Version")}
+        assert fields["CurrentVersionBuildID"] == ["1.0"] and fields["RampingVersionBuildID"] == ["2.0"]
+        assert fields["RampingVersionPercentage"] == ["25"]
+        assert "Version Summaries:" in lines
+        rc, out, err = await _cli(db_url, ns, "describe", "-d", dep, "-o", "json")
+        doc = json.loads(out)
+        assert doc["routingConfig"]["currentVersionBuildID"] == "1.0"
+        assert doc["routingConfig"]["rampingVersionPercentage"] == 25
+        assert [v["BuildID"] for v in doc["versionSummaries"]] == ["1.0", "2.0"]
+        rc, out, err = await _cli(db_url, ns, "list", "-o", "json")
+        assert dep in [d["name"] for d in json.loads(out)]
+        rc, out, err = await _cli(db_url, ns, "set-ramping-version", "--deployment-name", dep, "--delete", "-y")
+        assert rc == 0, err
+        assert not (await _describe(client, dep)).worker_deployment_info.routing_config.ramping_version
