@@ -435,3 +435,20 @@ async def test_cli_sets_and_describes_like_temporal(client: Client, db_url: str)
         rc, out, err = await _cli(db_url, ns, "set-ramping-version", "--deployment-name", dep, "--delete", "-y")
         assert rc == 0, err
         assert not (await _describe(client, dep)).worker_deployment_info.routing_config.ramping_version
+
+
+async def test_delete_version_once_its_workers_left(client: Client) -> None:
+    dev = json.loads(FIXTURE.read_text())["delete_version_with_pollers"]
+    dep, tq = f"dep-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+    v2 = DeploymentVersion(deployment_name=dep, build_id="2.0")
+    req = DeleteWorkerDeploymentVersionRequest(namespace=client.namespace, deployment_version=v2)
+    async with _worker(client, tq, QuickV1, dep, "1.0"):
+        async with _worker(client, tq, QuickV2, dep, "2.0"):
+            await _visible(client, dep, "1.0", "2.0")
+            with pytest.raises(RPCError) as err:
+                await client.workflow_service.delete_worker_deployment_version(req)
+            assert err.value.status.name == dev["status"]
+            assert err.value.message.replace(dep, "DEP").replace("2.0", "1.0") == dev["message"]
+        await client.workflow_service.delete_worker_deployment_version(req)
+        info = (await _describe(client, dep)).worker_deployment_info
+        assert [v.deployment_version.build_id for v in info.version_summaries] == ["1.0"]

@@ -279,6 +279,14 @@ async def delete_version(store: Store, req: rr.DeleteWorkerDeploymentVersionRequ
                 FAILED_PRECONDITION,
                 f"version '{name}:{build}' cannot be deleted since it is current or ramping",
             )
+        if tx.one(
+            "SELECT 1 FROM workers w JOIN deployment_versions v ON v.task_queue = w.task_queue"
+            " WHERE v.deployment_name = %s AND v.build_id = %s AND w.build_id = %s LIMIT 1",
+            (name, build, build),
+        ):
+            raise ServiceError(
+                FAILED_PRECONDITION, f"version '{name}:{build}' cannot be deleted since it has active pollers"
+            )
         tx.execute("DELETE FROM deployment_versions WHERE deployment_name = %s AND build_id = %s", (name, build))
         return rr.DeleteWorkerDeploymentVersionResponse()
 
