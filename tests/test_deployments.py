@@ -452,3 +452,41 @@ async def test_delete_version_once_its_workers_left(client: Client) -> None:
         await client.workflow_service.delete_worker_deployment_version(req)
         info = (await _describe(client, dep)).worker_deployment_info
         assert [v.deployment_version.build_id for v in info.version_summaries] == ["1.0"]
+
+
+@workflow.defn(name="Parent", versioning_behavior=VersioningBehavior.PINNED)
+class ParentV1:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self) -> str:
+        await workflow.wait_condition(lambda: self.go)
+        return await workflow.execute_child_workflow("Quick", id=f"{workflow.info().workflow_id}-child")
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.go = True
+
+
+async def test_child_of_a_pinned_parent_starts_on_its_version(client: Client) -> None:
+    dep, tq = f"dep-{uuid.uuid4().hex[:8]}", f"tq-{uuid.uuid4().hex[:8]}"
+    w1 = Worker(client, task_queue=tq, workflows=[ParentV1, QuickV1], workflow_runner=UnsandboxedWorkflowRunner(),
+                deployment_config=WorkerDeploymentConfig(
+                    version=WorkerDeploymentVersion(deployment_name=dep, build_id="1.0"), use_worker_versioning=True))
+    async with w1, _worker(client, tq, QuickV2, dep, "2.0"):
+        await _visible(client, dep, "1.0", "2.0")
+        await _set_current(client, dep, "1.0")
+        h = await client.start_workflow("Parent", id=f"parent-{tq}", task_queue=tq)
+
+        async def pinned() -> None:
+            info = (await h.describe()).raw_description.workflow_execution_info.versioning_info
+            assert info.behavior == VB.VERSIONING_BEHAVIOR_PINNED
+
+        await _eventually(pinned)
+        await _set_current(client, dep, "2.0")
+        await h.signal("finish")
+        assert await h.result() == "v1"
+        child = client.get_workflow_handle(f"parent-{tq}-child")
+        events = (await child.fetch_history()).events
+        assert events[0].workflow_execution_started_event_attributes.inherited_pinned_version.build_id == "1.0"

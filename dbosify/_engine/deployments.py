@@ -182,22 +182,32 @@ def versioning_info(tx: Tx, run_id: str) -> wf_pb.WorkflowExecutionVersioningInf
 USE_RAMPING = 2  # ContinueAsNewVersioningBehavior USE_RAMPING_VERSION (1: AUTO_UPGRADE)
 
 
-def continued_pin(tx: Tx, run_id: str, same_queue: bool, initial_behavior: int) -> tuple[str | None, bytes | None]:
-    """The pinned version and override a run's continue-as-new starts with: its override, and
-    its pinned version on the same task queue, unless the command asks for AUTO_UPGRADE (the
-    current version) or USE_RAMPING_VERSION (the deployment's ramping version, if any)."""
-    row = tx.one(
-        "SELECT vers_pinned, vers_override, vers_deployment FROM executions WHERE run_id = %s", (run_id,)
-    )
+def inherit_pin(tx: Tx, from_run_id: str, started: Any) -> None:
+    """A run started by another on the same task queue (its child, retry, cron or
+    continue-as-new run) inherits its pinned version (``inherited_pinned_version``), if any."""
+    started.ClearField("inherited_pinned_version")  # (a retry or cron run copies its first's)
+    row = tx.one("SELECT vers_pinned FROM executions WHERE run_id = %s", (from_run_id,))
+    if row is None or row[0] is None:
+        return
+    deployment, _, build = str(row[0]).partition(".")  # a deployment name has no "."
+    started.inherited_pinned_version.CopyFrom(dep.WorkerDeploymentVersion(deployment_name=deployment, build_id=build))
+
+
+def continued_pin(tx: Tx, run_id: str, same_queue: bool, initial_behavior: int, started: Any) -> str | None:
+    """Set up a continue-as-new run's versioning: it keeps the run's override, and its pinned
+    version on the same task queue, unless the command asks for AUTO_UPGRADE (the current
+    version) or USE_RAMPING_VERSION (the deployment's ramping version, if any, returned)."""
+    row = tx.one("SELECT vers_override, vers_deployment FROM executions WHERE run_id = %s", (run_id,))
     if row is None:
-        return None, None
-    pinned, override, deployment = row
-    blob = bytes(override) if override is not None else None
+        return None
+    override, deployment = row
     if initial_behavior == USE_RAMPING and deployment is not None:
         r = routing(tx, str(deployment))
-        if r.ramping is not None:
-            return canonical(r.deployment, r.ramping), None
-        return None, None
+        return canonical(r.deployment, r.ramping) if r.ramping is not None else None
     if initial_behavior:
-        return None, None
-    return (pinned if same_queue else None), blob
+        return None
+    if override is not None:
+        started.versioning_override.ParseFromString(bytes(override))
+    if same_queue:
+        inherit_pin(tx, run_id, started)
+    return None

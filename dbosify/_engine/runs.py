@@ -306,6 +306,7 @@ def _start_next_cron_run(tx: Tx, run: h.Run, status: int, attrs: Message, run_id
     nxt.original_execution_run_id = ""
     nxt.ClearField("first_workflow_task_backoff")
     nxt.ClearField("continued_failure")
+    deployments.inherit_pin(tx, run.run_id, nxt)
     if status == h.COMPLETED:
         nxt.last_completion_result.CopyFrom(attrs.result)  # type: ignore[attr-defined]
     elif status == h.FAILED:
