@@ -1,8 +1,9 @@
 """Worker deployments and versioning: versions, routing, and where a run's workflow tasks go.
 
 A worker started with ``WorkerDeploymentConfig(use_worker_versioning=True)`` belongs to a
-deployment version (deployment name, build id). The version is created when the worker first
-polls (`register`), as on Temporal. A deployment's routing (SetWorkerDeploymentCurrentVersion,
+deployment version (deployment name, build id). The version is created when the worker
+registers, before its first poll (`register`, with its liveness row), as on Temporal at the
+first poll. A deployment's routing (SetWorkerDeploymentCurrentVersion,
 SetWorkerDeploymentRampingVersion) names its current version and a ramping one with a
 percentage; ``revision`` is the conflict token.
 
@@ -71,8 +72,11 @@ def routing(tx: Tx, deployment: str) -> Routing:
     return Routing(deployment, row[0], row[1], float(row[2] or 0))
 
 
-def register(tx: Tx, deployment: str, build_id: str, task_queue: str, now: float) -> None:
-    """Create the deployment and its version on this task queue if they do not exist yet."""
+def register(tx: Tx, deployment: str | None, build_id: str, task_queue: str, now: float) -> None:
+    """Create the deployment and its version on this task queue if they do not exist yet (when a
+    versioned worker registers, before its first poll; nothing for an unversioned one)."""
+    if deployment is None:
+        return
     tx.execute(
         "INSERT INTO worker_deployments (name, create_time) VALUES (%s, %s) ON CONFLICT DO NOTHING",
         (deployment, now),

@@ -34,16 +34,7 @@ from dbosify._store.clock import busy_task
 from dbosify._store.loop_pool import LoopPool
 from dbosify._store.namespaces import InvalidNamespace, NamespaceNotFound
 from dbosify._store.threads import in_thread
-from dbosify._worker import (
-    backlog,
-    dbos_commands,
-    dbos_inbound,
-    dormancy,
-    eager,
-    liveness,
-    nexus,
-    versioning,
-)
+from dbosify._worker import backlog, dbos_commands, dbos_inbound, dormancy, eager, liveness, nexus
 from dbosify._worker.activity_side import ActivitySide, PollShutdownError, _RunningActivity
 from dbosify._worker.driver import RunDriver
 from dbosify._worker.interfaces import ClientRef, Driver
@@ -51,6 +42,7 @@ from dbosify._worker.liveness import LOCAL_TOKEN, Member
 from dbosify._worker.rate_limit import rates_of
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
+from dbosify._worker.versioning import of_strategy
 
 __all__ = ["PollShutdownError", "WorkerCore"]
 
@@ -76,9 +68,7 @@ class WorkerCore(ActivitySide):
             or getattr(getattr(strategy, "version", None), "build_id", "")
             or getattr(strategy, "build_id_with_versioning", "")
         )
-        # Worker Deployment versioning (versioning.py): this worker's deployment (None: unversioned).
-        self.deployment, self.default_versioning_behavior = versioning.of_strategy(strategy)
-        self._version_registered = False  # its version is registered at its first claim
+        self.deployment, self.default_versioning_behavior = of_strategy(strategy)  # None: unversioned
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         if LOCAL_TOKEN:
             self.id += f"@{LOCAL_TOKEN}"
@@ -87,7 +77,8 @@ class WorkerCore(ActivitySide):
         self.enable_activities = bool(types.enable_remote_activities)
         polled = (self.enable_workflows, self.enable_activities, bool(getattr(types, "enable_nexus", False)))
         self._poller = liveness.Poller(
-            self.identity, queues.type_bits(t for t, on in zip(queues.KINDS, polled, strict=True) if on), self.build_id
+            self.identity, queues.type_bits(t for t, on in zip(queues.KINDS, polled, strict=True) if on), self.build_id,
+            self.deployment,
         )
         slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
         self.max_activities: int = int(slots) if slots else 1000
@@ -342,7 +333,6 @@ class WorkerCore(ActivitySide):
                         fut = self.store.waiter(self.ns, [f"wf:{self.tq}", f"shutdown:{self.id}"])
                         self._claim_looking = True
                         got = await engine_metrics.timed_claim("workflow", self.store.transact(self.ns, self._claim_run))
-                        self._version_registered = True
                         if isinstance(got, tuple):
                             claimed, next_at = got
                             for run_id, gen in claimed:
@@ -391,10 +381,7 @@ class WorkerCore(ActivitySide):
             ]
             if mine:
                 return mine, now
-        if self.deployment is not None and not self._version_registered:
-            deployments.register(tx, self.deployment, self.build_id, self.tq, now)
-        # Which runs' tasks this worker takes: those routed to its deployment version, if any.
-        route, route_args = deployments.claim_filter(tx, self.tq, self.deployment, self.build_id)
+        route, route_args = deployments.claim_filter(tx, self.tq, self.deployment, self.build_id)  # routed here
         for _ in range(8):
             # Ready runs, then dormant runs whose wake-up time has passed (each by its index).
             # By priority key (Temporal's Priority), then by age.
