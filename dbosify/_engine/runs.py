@@ -21,9 +21,9 @@ from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.update.v1 import message_pb2 as upd_pb
 
 from dbosify._dbos import records
+from dbosify._engine import deployments, priorities, search_attributes
 from dbosify._engine import history as h
 from dbosify._engine import nexus_tasks as _nexus_tasks
-from dbosify._engine import priorities, search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 from dbosify._store.wakeups import with_value
@@ -69,8 +69,11 @@ def start_run(
     delay: float = 0.0,
     schedule_id: str | None = None,
     cron_schedule: str = "",
+    pinned_version: str | None = None,
 ) -> StartResult:
-    """Create a run (or apply the id policies) and append its started event."""
+    """Create a run (or apply the id policies) and append its started event. ``pinned_version``:
+    the worker deployment version (canonical string) its workflow tasks go to until one of them
+    says otherwise (continue-as-new's inheritance; a start's pinned override is in ``started``)."""
     existing = h.current_run(tx, workflow_id, lock=True)
     if existing is not None and existing.running:
         if request_id and existing.request_id == request_id:
@@ -143,9 +146,9 @@ def start_run(
         " first_execution_run_id, start_time, next_event_id, parent_namespace, parent_workflow_id,"
         " parent_run_id, parent_seq, request_id, execution_deadline, run_deadline, not_before,"
         " execution_time, root_workflow_id, root_run_id, memo, search_attributes, schedule_id,"
-        " cron_schedule, priority_key, fairness_key, fairness_weight, task_priority)"
+        " cron_schedule, priority_key, fairness_key, fairness_weight, task_priority, vers_bucket)"
         " VALUES (%s, %s, %s, %s, 1, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s, %s, %s)",
+        " %s, %s, %s, %s, %s)",
         (
             run_id,
             workflow_id,
@@ -171,7 +174,15 @@ def start_run(
             prio.fairness_key,
             prio.fairness_weight,
             priorities.dispatch_key(prio),
+            deployments.bucket(workflow_id),
         ),
+    )
+    if pinned_version is None and started.HasField("inherited_pinned_version"):
+        v = started.inherited_pinned_version
+        pinned_version = deployments.canonical(v.deployment_name, v.build_id)
+    deployments.on_start(
+        tx, run_id,
+        started.versioning_override if started.HasField("versioning_override") else None, pinned_version,
     )
     if delay > 0:
         started.first_workflow_task_backoff.FromNanoseconds(int(delay * 1e9))
@@ -295,6 +306,7 @@ def _start_next_cron_run(tx: Tx, run: h.Run, status: int, attrs: Message, run_id
     nxt.original_execution_run_id = ""
     nxt.ClearField("first_workflow_task_backoff")
     nxt.ClearField("continued_failure")
+    deployments.inherit_pin(tx, run.run_id, nxt)
     if status == h.COMPLETED:
         nxt.last_completion_result.CopyFrom(attrs.result)  # type: ignore[attr-defined]
     elif status == h.FAILED:

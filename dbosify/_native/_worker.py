@@ -18,7 +18,7 @@ WorkerRef = WorkerCore
 def _note_ignored(config: Any) -> None:
     """Log once per option that is accepted but not honoured (see docs/COMPATIBILITY.md)."""
     checks = {
-        "worker versioning / deployments": type(config.versioning_strategy).__name__ != "WorkerVersioningStrategyNone",
+        "legacy build-id versioning": type(config.versioning_strategy).__name__ == "WorkerVersioningStrategyLegacyBuildIdBased",
     }
     for name, used in checks.items():
         if used and name not in _warned:

@@ -15,6 +15,7 @@ from dbosify._server import (
     activities,
     activity_ops,
     delete,
+    deployments,
     reset,
     schedules,
     task_queues,
@@ -59,4 +60,11 @@ ROUTES: dict[str, Handler] = {
     "delete_activity_execution": _plain(activities.delete),
     "list_activity_executions": _plain(activities.list_executions),
     "count_activity_executions": _plain(activities.count_executions),
+    # worker deployments
+    "describe_worker_deployment": _plain(deployments.describe),
+    "list_worker_deployments": _plain(deployments.list_deployments),
+    "set_worker_deployment_current_version": deployments.set_current,
+    "set_worker_deployment_ramping_version": deployments.set_ramping,
+    "describe_worker_deployment_version": _plain(deployments.describe_version),
+    "delete_worker_deployment_version": _plain(deployments.delete_version),
 }

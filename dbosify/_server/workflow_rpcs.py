@@ -14,7 +14,7 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from dbosify._engine import core_logs, listing, priorities
+from dbosify._engine import core_logs, deployments, listing, priorities
 from dbosify._engine import history as h
 from dbosify._engine import nexus_tasks as _nexus_tasks
 from dbosify._engine import runs as _runs
@@ -44,8 +44,9 @@ class WorkflowRpcs(RpcBase):
             "search_attributes",
             "header",
             "priority",
+            "versioning_override",
         ):
-            if req.HasField(f):
+            if hasattr(req, f) and req.HasField(f):
                 getattr(a, f).CopyFrom(getattr(req, f))
         a.cron_schedule = req.cron_schedule
         if hasattr(req, "completion_callbacks"):  # a workflow-run Nexus operation's callback
@@ -202,13 +203,15 @@ class WorkflowRpcs(RpcBase):
                 " WHERE t.run_id = %s ORDER BY t.seq",
                 (run.run_id,),
             )
-            return run, first[0][0], pend, vis
+            return run, first[0][0], pend, (vis, deployments.versioning_info(tx, run.run_id))
 
-        run, started_event, pending, vis = await self.store.transact(req.namespace, fn)
+        run, started_event, pending, (vis, versioning) = await self.store.transact(req.namespace, fn)
         started = started_event.workflow_execution_started_event_attributes
         resp = rr.DescribeWorkflowExecutionResponse()
         info = resp.workflow_execution_info
         info.CopyFrom(vis)
+        if versioning is not None:
+            info.versioning_info.CopyFrom(versioning)
         info.first_run_id = run.first_execution_run_id
         if run.parent_run_id:
             info.parent_namespace_id = run.parent_namespace or ""

@@ -362,6 +362,31 @@ def _v11(execute: Execute, is_sqlite: bool) -> None:
     )
 
 
+def _v12(execute: Execute, is_sqlite: bool) -> None:
+    # Worker deployments (dbosify/_engine/deployments.py). A deployment's routing: its current
+    # and ramping build ids (NULL: none), the ramp's percentage, and a revision (the conflict
+    # token). A version is created when a worker of it first polls, once per task queue.
+    execute(
+        "CREATE TABLE worker_deployments (name TEXT PRIMARY KEY, create_time DOUBLE PRECISION NOT NULL,"
+        " current_build TEXT, current_since DOUBLE PRECISION, ramping_build TEXT,"
+        " ramping_pct DOUBLE PRECISION NOT NULL DEFAULT 0, ramping_since DOUBLE PRECISION,"
+        " routing_time DOUBLE PRECISION, revision INTEGER NOT NULL DEFAULT 0,"
+        " last_modifier TEXT NOT NULL DEFAULT '')"
+    )
+    execute(
+        "CREATE TABLE deployment_versions (deployment_name TEXT NOT NULL, build_id TEXT NOT NULL,"
+        " task_queue TEXT NOT NULL, create_time DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (deployment_name, build_id, task_queue))"
+    )
+    execute("CREATE INDEX deployment_versions_by_queue ON deployment_versions (task_queue)")
+    # A run's versioning: the version it is pinned to (canonical "deployment.build", NULL when
+    # it goes where its deployment routes new tasks), the behavior and version of its last
+    # workflow task, its override (a VersioningOverride), and its ramp bucket in [0, 100).
+    for column in ("vers_pinned TEXT", "vers_behavior INTEGER NOT NULL DEFAULT 0", "vers_deployment TEXT",
+                   "vers_build TEXT", "vers_override BYTEA", "vers_bucket DOUBLE PRECISION NOT NULL DEFAULT 0"):
+        execute(f"ALTER TABLE executions ADD COLUMN {column}")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -381,6 +406,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "Nexus operations' tasks", _v9),
     Migration(10, "who polls a task queue: workers' identity and task types, recent pollers", _v10),
     Migration(11, "task queue priority, fairness and activity rate limits", _v11),
+    Migration(12, "worker deployments, their versions and routing; each run's versioning", _v12),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -16,9 +16,9 @@ from temporalio.api.update.v1 import message_pb2 as upd_pb
 from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as wc
 
 from dbosify._engine import activity_tasks as acts
+from dbosify._engine import deployments, search_attributes
 from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
-from dbosify._engine import search_attributes
 from dbosify._engine.errors import ServiceError
 from dbosify._store import Tx
 
@@ -106,6 +106,8 @@ def _start_child(
         started.memo.fields[k].CopyFrom(v)
     started.root_workflow_execution.workflow_id = run.workflow_id
     started.root_workflow_execution.run_id = rid
+    if not sc.task_queue or sc.task_queue == run.task_queue:
+        deployments.inherit_pin(tx, rid, started)
     try:
         res = _runs.start_run(
             tx, workflow_id=sc.workflow_id, workflow_type=sc.workflow_type, metadata=meta,
@@ -199,6 +201,7 @@ def _fail_or_retry(
     nxt.continued_failure.CopyFrom(failure)
     nxt.original_execution_run_id = ""
     nxt.ClearField("workflow_execution_expiration_time")
+    deployments.inherit_pin(tx, d.run_id, nxt)
     parent = (
         (run.parent_namespace or d.ns, run.parent_workflow_id or "", run.parent_run_id, run.parent_seq or 0)
         if run.parent_run_id
@@ -225,11 +228,15 @@ def _continue_as_new(
     if can.HasField("backoff_start_interval"):
         attrs.backoff_start_interval.CopyFrom(can.backoff_start_interval)
         backoff = can.backoff_start_interval.ToNanoseconds() / 1e9
+    started = hist.WorkflowExecutionStartedEventAttributes()
+    pinned = deployments.continued_pin(
+        tx, d.run_id, attrs.task_queue.name == run.task_queue, int(can.initial_versioning_behavior), started
+    )
     _runs.close_run(tx, run, h.CONTINUED_AS_NEW, E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW, attrs)
-    started = hist.WorkflowExecutionStartedEventAttributes(
+    started.MergeFrom(hist.WorkflowExecutionStartedEventAttributes(
         continued_execution_run_id=d.run_id, initiator=1, identity=d.core.identity, attempt=1,  # type: ignore
         first_execution_run_id=run.first_execution_run_id,
-    )
+    ))
     started.input.payloads.extend(can.arguments)
     for f in ("workflow_execution_timeout", "retry_policy", "parent_workflow_execution",
               "root_workflow_execution", "priority"):
@@ -267,5 +274,5 @@ def _continue_as_new(
         tx, workflow_id=run.workflow_id, workflow_type=attrs.workflow_type.name,
         task_queue=attrs.task_queue.name, started=started, run_id=new_run_id,
         parent=parent, identity=d.core.identity,  # type: ignore[arg-type]
-        delay=backoff, schedule_id=run.schedule_id,
+        delay=backoff, schedule_id=run.schedule_id, pinned_version=pinned,
     )

@@ -24,7 +24,7 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._dbos import records
-from dbosify._engine import scheduler
+from dbosify._engine import deployments, scheduler
 from dbosify._engine import task_queues as queues
 from dbosify._engine.liveness import RETRY_SET, owns_row
 from dbosify._metrics import core as core_metrics
@@ -42,6 +42,7 @@ from dbosify._worker.liveness import LOCAL_TOKEN, Member
 from dbosify._worker.rate_limit import rates_of
 from dbosify._worker.replay_gate import ReplayGate, priorities
 from dbosify._worker.results import ResultRecorder
+from dbosify._worker.versioning import of_strategy
 
 __all__ = ["PollShutdownError", "WorkerCore"]
 
@@ -67,6 +68,7 @@ class WorkerCore(ActivitySide):
             or getattr(getattr(strategy, "version", None), "build_id", "")
             or getattr(strategy, "build_id_with_versioning", "")
         )
+        self.deployment, self.default_versioning_behavior = of_strategy(strategy)  # None: unversioned
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         if LOCAL_TOKEN:
             self.id += f"@{LOCAL_TOKEN}"
@@ -75,7 +77,8 @@ class WorkerCore(ActivitySide):
         self.enable_activities = bool(types.enable_remote_activities)
         polled = (self.enable_workflows, self.enable_activities, bool(getattr(types, "enable_nexus", False)))
         self._poller = liveness.Poller(
-            self.identity, queues.type_bits(t for t, on in zip(queues.KINDS, polled, strict=True) if on), self.build_id
+            self.identity, queues.type_bits(t for t, on in zip(queues.KINDS, polled, strict=True) if on), self.build_id,
+            self.deployment,
         )
         slots = getattr(config.tuner.activity_slot_supplier, "num_slots", None)
         self.max_activities: int = int(slots) if slots else 1000
@@ -378,20 +381,21 @@ class WorkerCore(ActivitySide):
             ]
             if mine:
                 return mine, now
+        route, route_args = deployments.claim_filter(tx, self.tq, self.deployment, self.build_id)  # routed here
         for _ in range(8):
             # Ready runs, then dormant runs whose wake-up time has passed (each by its index).
             # By priority key (Temporal's Priority), then by age.
             rows = sorted(tx.all(
                 "SELECT run_id, task_priority, start_time FROM (SELECT run_id, task_priority, start_time"
                 " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL AND dormant = 0"
-                " AND (not_before IS NULL OR not_before <= %s) ORDER BY task_priority, start_time LIMIT %s) ready"
-                " UNION ALL SELECT run_id, task_priority, wake_at FROM (SELECT run_id, task_priority, wake_at"
+                f" AND (not_before IS NULL OR not_before <= %s){route} ORDER BY task_priority, start_time LIMIT %s)"
+                " ready UNION ALL SELECT run_id, task_priority, wake_at FROM (SELECT run_id, task_priority, wake_at"
                 " FROM executions WHERE task_queue = %s AND status = 1 AND owner IS NULL AND dormant = 1"
-                " AND wake_at <= %s ORDER BY wake_at LIMIT %s) due",
-                (self.tq, now, CLAIM_BATCH, self.tq, now, CLAIM_BATCH),
+                f" AND wake_at <= %s{route} ORDER BY wake_at LIMIT %s) due",
+                (self.tq, now, *route_args, CLAIM_BATCH, self.tq, now, *route_args, CLAIM_BATCH),
             ), key=lambda r: (int(r[1]), float(r[2])))[:CLAIM_BATCH]
             if not rows:
-                return self._next_ready(tx, now)
+                return self._next_ready(tx, now, route, route_args)
             claimed: list[tuple[str, int]] = []
             workflows: list[tuple[str, str]] = []
             for run_id, _, _ in rows:
@@ -407,20 +411,20 @@ class WorkerCore(ActivitySide):
             if claimed:
                 records.on_claim(tx, workflows, self.id)
                 self._replay_priority.update(priorities(tx, [r for r, _ in claimed]))
-                return claimed, self._next_ready(tx, None)
+                return claimed, self._next_ready(tx, None, route, route_args)
         return 0.0  # lost every race: look again
 
-    def _next_ready(self, tx: Tx, after: float | None) -> float | None:
+    def _next_ready(self, tx: Tx, after: float | None, route: str, route_args: tuple[Any, ...]) -> float | None:
         """When the next unclaimed run becomes ready (0 if one is ready now), if any: a delayed
         start, or a dormant run's wake-up time. ``after``: when none is ready before it."""
         delayed = "COALESCE(not_before, 0)" if after is None else "not_before"
         later = "" if after is None else f" AND {delayed} > %s"
         got = tx.one(
             f"SELECT (SELECT min({delayed}) FROM executions WHERE task_queue = %s AND status = 1"
-            f" AND owner IS NULL AND dormant = 0{later}),"
+            f" AND owner IS NULL AND dormant = 0{later}{route}),"
             " (SELECT min(wake_at) FROM executions WHERE task_queue = %s AND status = 1"
-            " AND owner IS NULL AND dormant = 1)",
-            (self.tq, *([] if after is None else [after]), self.tq),
+            f" AND owner IS NULL AND dormant = 1{route})",
+            (self.tq, *([] if after is None else [after]), *route_args, self.tq, *route_args),
         )
         times = [float(t) for t in (got or ()) if t is not None]
         return min(times, default=None)

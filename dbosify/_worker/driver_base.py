@@ -106,6 +106,7 @@ class DriverBase:
         # The last workflow task's time: a query sees it as workflow.now(), as on Temporal.
         self.task_time: float | None = None
         self.task_build_id = ""  # the build id of the worker that completed the current task
+        self.target_version_changed = False  # pinned here while its deployment routes elsewhere
 
     def fence(self) -> None:
         """Another worker took this run over: stop at the next step, writing nothing more."""
@@ -182,17 +183,20 @@ class DriverBase:
         """
         kept: list[wc.WorkflowCommand] = []
         flags: set[int] = set()
+        behavior = 0  # the workflow's versioning behavior, as its last activation reported it
         while True:
             completion = await self._activate(jobs, ts, replaying=replaying, history_length=history_length)
             if completion.HasField("failed"):
                 return completion
             flags.update(completion.successful.used_internal_flags)
+            behavior = completion.successful.versioning_behavior or behavior
             jobs = A.elide_unsent(completion.successful.commands, kept)
             if not jobs:
                 break
         out = wcomp.WorkflowActivationCompletion(run_id=self.run_id)
         out.successful.commands.extend(kept)
         out.successful.used_internal_flags.extend(sorted(flags))
+        out.successful.versioning_behavior = behavior  # type: ignore[assignment]
         return out
 
     async def _activate(
@@ -217,6 +221,9 @@ class DriverBase:
         # workflow.info().get_current_build_id(): the worker's for a new task; on replay and for
         # queries, that of the worker that completed the last task, as Core reports it.
         act.deployment_version_for_current_task.build_id = self.task_build_id
+        if self.core.deployment is not None and self.task_build_id:
+            act.deployment_version_for_current_task.deployment_name = self.core.deployment
+        act.target_worker_deployment_version_changed = self.target_version_changed
         act.jobs.extend(jobs)
         self.in_cache = True
         if self.gen is not None:

@@ -32,7 +32,7 @@ def unregister(core: Core) -> None:
 
 def local_worker(store: Store, namespace: str, task_queue: str) -> Core | None:
     for core in list(_workers.get((id(store), namespace, task_queue), ())):
-        if not core.shutting_down and core.enable_workflows:
+        if not core.shutting_down and core.enable_workflows and core.deployment is None:
             return core
     return None
 

@@ -19,7 +19,7 @@ from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._worker import activations as A
-from dbosify._worker import dormancy, history_limits, payload_limits, tracking
+from dbosify._worker import dormancy, history_limits, payload_limits, tracking, versioning
 from dbosify._worker.applying import BadCommand
 from dbosify._worker.driver_base import (
     _UNHANDLED,
@@ -77,6 +77,8 @@ class LiveLoop(WorkflowTask, LocalActivities):
                     (e, s) for e, s in self.events if e.event_id > st.consumed and A.is_input(e)
                 ]
                 if inputs or snap.updates:
+                    # A versioned worker first checks the run is still routed to it (versioning.py).
+                    self.target_version_changed = await versioning.check(self)
                     # The waiter stays registered: the task's transaction ends with a fresh look, and
                     # only what others commit after the waiter was registered needs another.
                     fresh = await self._live_activation(inputs, snap.updates, last_seen=self.events[-1][0].event_id)

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dbosify._engine import deployments, task_queues
 from dbosify._engine import nexus_tasks as _nexus_tasks
-from dbosify._engine import task_queues
 from dbosify._engine.liveness import RETRY_SET
 from dbosify._metrics import engine as engine_metrics
 from dbosify._store import Store, Tx
@@ -92,6 +92,7 @@ class Poller:
     identity: str = ""
     task_types: int = 0  # `task_queues.type_bits` of the types it polls
     build_id: str = ""
+    deployment: str | None = None  # a versioned worker's deployment: its version is created with its row
 
 
 @dataclass(eq=False)
@@ -187,6 +188,7 @@ class Liveness:
                     " VALUES (%s, %s, %s, %s, %s, %s)",
                     (m.worker_id, m.task_queue, now, p.identity, p.task_types, p.build_id),
                 )
+                deployments.register(tx, p.deployment, p.build_id, m.task_queue, now)
         return missing
 
     def _after_beat(self, members: list[Member], new: set[str], missing: set[str]) -> None:

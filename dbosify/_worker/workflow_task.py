@@ -25,7 +25,7 @@ from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._worker import activations as A
 from dbosify._worker import commands as commands_
-from dbosify._worker import dormancy, tracking
+from dbosify._worker import dormancy, tracking, versioning
 from dbosify._worker.applying import Applying
 from dbosify._worker.driver_base import (
     _UNHANDLED,
@@ -119,6 +119,7 @@ class WorkflowTask(DriverBase):
             )
             if self.core.build_id:
                 wft.worker_version.build_id = self.core.build_id
+            versioning.on_task_completed(tx, self, wft, completion.successful.versioning_behavior)
             wft.sdk_metadata.lang_used_flags.extend(sorted(st.flags | set(completion.successful.used_internal_flags)))
             wft_id = h.append(tx, self.run_id, E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, wft, seq=consumed, at=done)
             assert wft_id is not None

@@ -77,6 +77,16 @@ def task_queue_group() -> None:
     """Task Queue insight (`temporal task-queue describe`): pollers and backlog."""
 
 
+@cli.group("worker")
+def worker_group() -> None:
+    """Worker verbs (`temporal worker`): Worker Deployments and their versions."""
+
+
+@worker_group.group("deployment")
+def deployment_group() -> None:
+    """Describe and list Worker Deployments; set their current and ramping versions."""
+
+
 @cli.group("operator")
 def operator_group() -> None:
     """Operator verbs (`temporal operator`): Nexus endpoints."""
@@ -89,6 +99,7 @@ def _register() -> None:
     activate()
     if workflow_group.commands:
         return
+    from dbosify.cli import deployment as deployment_verbs
     from dbosify.cli import namespace as namespace_verbs
     from dbosify.cli import nexus as nexus_verbs
     from dbosify.cli import schedule as schedule_verbs
@@ -101,6 +112,7 @@ def _register() -> None:
     schedule_verbs.register(schedule_group)
     namespace_verbs.register(namespace_group)
     task_queue_verbs.register(task_queue_group)
+    deployment_verbs.register(deployment_group)
     nexus_verbs.register(operator_group)
     cli.add_command(ui_verb.ui_cmd)
 
