@@ -148,3 +148,14 @@ async def test_verbs_and_messages_given_to_the_enqueues_own_id(client: Client, d
         await asyncio.wait_for(terminated(), 10)
         [row] = await _rows(dbos, workflow_ids=[cancelled.get_workflow_id()])
         assert row.status == "CANCELLED"
+
+        # That cancel is done: a new run of the same workflow ID is left alone, also when the
+        # queue's workers look again (another DBOS cancel wakes them).
+        again = await client.start_workflow(Waits.run, id=f"c-{tq}", task_queue=tq)
+        other = await enqueue_waits(f"o-{tq}")
+        await asyncio.to_thread(dbos.cancel_workflow, other.get_workflow_id())
+        h = client.get_workflow_handle(f"o-{tq}")
+        await asyncio.wait_for(terminated(), 10)
+        assert (await again.describe()).status == WorkflowExecutionStatus.RUNNING
+        await again.signal(Waits.release)
+        assert await again.result() == "released"

@@ -175,6 +175,10 @@ async def test_children_inherit_priority_field_by_field(client: Client) -> None:
     [
         (Priority(fairness_weight=-1.0), "must be greater than zero"),
         (Priority(fairness_key="x" * 65), "fairness key length exceeds limit"),
+        # Not refused by Temporal, but no store can hold them: refused here with a status, never
+        # a driver error.
+        (Priority(fairness_key="a\x00b"), "NUL character"),
+        (Priority(fairness_weight=float("nan")), "must be greater than zero"),
     ],
 )
 async def test_bad_priority_is_refused(client: Client, bad: Priority, message: str) -> None:

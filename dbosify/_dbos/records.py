@@ -30,7 +30,7 @@ from temporalio.api.enums.v1 import workflow_pb2 as wfenums
 
 from dbosify._store import Tx
 from dbosify._store import dbos_ids as ids
-from dbosify._store.dbos_inbound_triggers import ALIAS_VERSION, queue_name
+from dbosify._store.dbos_inbound_triggers import ALIAS_DONE, ALIAS_VERSION, queue_name
 
 
 class RunIds(Protocol):
@@ -207,11 +207,16 @@ def _close_alias(
         " ON CONFLICT (workflow_uuid) DO UPDATE SET output = EXCLUDED.output, error = EXCLUDED.error",
         (alias, output, error, now, alias, ALIAS_VERSION),
     )
+    # Closed with the outcome if PENDING; a DBOS cancel given to it (CANCELLED) is marked done
+    # (`ALIAS_DONE`), so it never reaches a later run of the same workflow ID.
     tx.execute(
-        f"UPDATE {ws} SET status = %s, completed_at = %s, updated_at = %s,"
-        " serialization = 'portable_json' WHERE workflow_uuid = %s AND application_version = %s"
-        " AND status = 'PENDING'",
-        (status, now, now, alias, ALIAS_VERSION),
+        f"UPDATE {ws} SET status = CASE WHEN status = 'PENDING' THEN %s ELSE status END,"
+        " completed_at = CASE WHEN status = 'PENDING' THEN %s ELSE completed_at END,"
+        " updated_at = %s, serialization = CASE WHEN status = 'PENDING' THEN 'portable_json'"
+        " ELSE serialization END, executor_id = %s"
+        " WHERE workflow_uuid = %s AND application_version = %s"
+        " AND (status = 'PENDING' OR (status = 'CANCELLED' AND executor_id IS NULL))",
+        (status, now, now, ALIAS_DONE, alias, ALIAS_VERSION),
     )
 
 

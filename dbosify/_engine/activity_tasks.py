@@ -159,11 +159,14 @@ def schedule_eager(
     """Schedule a workflow's activity already started by ``owner`` (eager dispatch, as Core
     asks of Temporal for an activity on its own task queue when it has a free slot): the
     workflow task's transaction hands the attempt to its worker, with no claim of its own."""
+    # Its priority as `schedule` gives it, so that its retries keep their place.
+    own = attrs.priority if attrs.HasField("priority") else None
+    key, fairness, weight = priorities.effective(priorities.merge(priorities.of(run), own))
     tx.execute(
         "INSERT INTO activity_tasks (run_id, seq, task_queue, attempt, state, available_at,"
-        " scheduled_event_id, scheduled_time, owner, started_at)"
-        " VALUES (%s, %s, %s, 1, 'running', %s, %s, %s, %s, %s)",
-        (run.run_id, seq, attrs.task_queue.name, now, event_id, now, owner, now),
+        " scheduled_event_id, scheduled_time, owner, started_at, task_priority, fairness_key,"
+        " fairness_weight) VALUES (%s, %s, %s, 1, 'running', %s, %s, %s, %s, %s, %s, %s, %s)",
+        (run.run_id, seq, attrs.task_queue.name, now, event_id, now, owner, now, key, fairness, weight),
     )
     return _claimed(namespace, run, seq, 1, None, event_id, attrs, now, now, now, None)
 

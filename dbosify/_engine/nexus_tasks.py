@@ -154,13 +154,14 @@ def request_cancel(tx: Tx, run: h.Run, seq: int, wft_id: int, ts: float) -> None
     if got is None:
         return
     sched_id, attrs = got
-    if tx.one("SELECT 1 FROM history WHERE run_id = %s AND dedup = %s", (run.run_id, f"nx-done:{seq}")):
-        return  # already resolved
+    # Recorded whatever happened meanwhile, as the command was given (a replay matches it).
     h.append(
         tx, run.run_id, E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUESTED,
         hist.NexusOperationCancelRequestedEventAttributes(scheduled_event_id=sched_id, workflow_task_completed_event_id=wft_id),
         at=ts,
     )
+    if tx.one("SELECT 1 FROM history WHERE run_id = %s AND dedup = %s", (run.run_id, f"nx-done:{seq}")):
+        return  # resolved while the workflow task ran: nothing left to cancel
     start = tx.one(
         "SELECT task_id, state FROM nexus_tasks WHERE run_id = %s AND seq = %s AND kind = 'start'", (run.run_id, seq)
     )

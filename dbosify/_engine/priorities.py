@@ -16,6 +16,7 @@ backlog of the others. A task gets its pass when it is first ready, in the claim
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from temporalio.api.common.v1 import message_pb2 as common
@@ -36,9 +37,11 @@ def problem(p: common.Priority | None) -> str | None:
         return None
     if p.priority_key < 0:
         return "priority key can't be negative"
-    if len(p.fairness_key.encode()) > FAIRNESS_KEY_MAX:
+    if len(p.fairness_key.encode("utf-8", "surrogatepass")) > FAIRNESS_KEY_MAX:
         return "fairness key length exceeds limit"
-    if p.fairness_weight < 0:
+    if "\x00" in p.fairness_key:  # Temporal takes it; no store can hold it
+        return "fairness key contains a NUL character, which cannot be stored"
+    if p.fairness_weight < 0 or not math.isfinite(p.fairness_weight):
         return "must be greater than zero"
     return None
 

@@ -60,7 +60,7 @@ def _counted(label: str) -> Callable[[int, int], str]:
 _NAMED_FIELDS = frozenset({
     "namespace", "workflow_id", "run_id", "first_execution_run_id", "request_id", "activity_id",
     "update_id", "schedule_id", "name", "signal_name", "query_type", "task_queue", "deployment_name",
-    "build_id",
+    "build_id", "fairness_key",
 })
 _OPAQUE = (common.Payload, common.Payloads, common.Memo, common.Header, common.SearchAttributes,
            failure_pb.Failure)

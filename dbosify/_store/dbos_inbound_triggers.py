@@ -14,6 +14,7 @@ START_VERSION = "dbosify:start"  # the application version of a start request no
 # row's DBOS ID is the workflow ID: DBOS's verbs and messages given to it reach the workflow's
 # running run.
 ALIAS_VERSION = "dbosify:started"
+ALIAS_DONE = "dbosify:closed"  # its executor ID once its workflow closed (a cancel is then done)
 NULL_TOPIC = "__null__topic__"  # DBOS's topic when none is given
 _REFUSE_CLOSED = "workflow execution already completed"
 _REFUSE_TOPIC = "a message to a Temporal run is a signal: give its name as the topic"

@@ -82,26 +82,32 @@ def _aliases(tx: Tx, task_queue: str, identity: str) -> int:
     ID is the workflow ID): carried out on the workflow's running run, as on the run's own row.
     A resumed request's row goes back to PENDING, to be closed with the workflow's outcome."""
     ws = records.table(tx, "workflow_status")
+    # A cancel not yet carried out has no executor ID (`records._close_alias` marks the row when
+    # its workflow closes, however it closes).
     rows = tx.all(
-        f"SELECT w.workflow_uuid, w.status, e.run_id, e.owner FROM {ws} w"
+        f"SELECT w.workflow_uuid, w.status, e.run_id FROM {ws} w"
         " JOIN executions e ON e.workflow_id = w.workflow_uuid AND e.status = 1"
         " WHERE w.queue_name = %s AND w.application_version = %s"
-        " AND w.status IN ('CANCELLED', 'ENQUEUED')",
+        " AND (w.status = 'ENQUEUED' OR (w.status = 'CANCELLED' AND w.executor_id IS NULL))",
         (queue_name(tx.namespace, task_queue), ALIAS_VERSION),
     )
-    for alias, status, run_id, owner in rows:
+    for alias, status, run_id in rows:
         run = h.get_run(tx, run_id, lock=True)
         if run is None or not run.running:
             continue
         if status == "CANCELLED":
             logger.info("dbosify: workflow %s was cancelled through DBOS; terminating run %s", alias, run_id)
-            _runs.terminate(tx, run, CANCEL_REASON, identity)
+            _runs.terminate(tx, run, CANCEL_REASON, identity)  # its close marks the row done
             continue
-        tx.execute(
-            f"UPDATE {ws} SET status = 'PENDING', updated_at = %s WHERE workflow_uuid = %s",
+        # Once: another worker of the queue may be looking at the same resume.
+        if tx.one(
+            f"UPDATE {ws} SET status = 'PENDING', updated_at = %s WHERE workflow_uuid = %s"
+            " AND status = 'ENQUEUED' RETURNING workflow_uuid",
             (records._ms(), alias),
-        )
-        if owner is not None:
+        ) is None:
+            continue
+        owner = tx.one("SELECT owner FROM executions WHERE run_id = %s", (run_id,))
+        if owner is not None and owner[0] is not None:
             logger.info("dbosify: workflow %s was resumed through DBOS; handing run %s to a live worker", alias, run_id)
             tx.execute("UPDATE executions SET owner = NULL WHERE run_id = %s", (run_id,))
             tx.notify(f"wf:{run.task_queue}")

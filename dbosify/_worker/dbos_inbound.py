@@ -122,6 +122,14 @@ def _messages(tx: Tx, task_queue: str, identity: str) -> int:
             run = h.current_run(tx, str(alias))
             if run is not None and run.task_queue != task_queue:
                 continue  # its run's workers take it
+            for _ in range(3):  # a run that continued as new meanwhile: its successor takes it
+                if run is None or not run.running:
+                    break
+                run = h.get_run(tx, run.run_id, lock=True)
+                if run is not None and not run.running:
+                    run = h.current_run(tx, str(alias))
+                else:
+                    break
             if run is None or not run.running:
                 tx.execute(f"DELETE FROM {nt} WHERE message_uuid = %s", (message_uuid,))
                 logger.warning("dbosify: DBOS message to %s dropped: the workflow closed first", destination)

@@ -178,7 +178,7 @@ def _check(
             # history was recorded and where it is replayed, as a task queue's may.
             n, nc = ev.nexus_operation_scheduled_event_attributes, cmd.schedule_nexus_operation
             if (n.service, n.operation) != (nc.service, nc.operation):
-                raise RuntimeError(
+                raise Nondeterminism(
                     f"Nondeterminism error: Nexus operation {n.service}/{n.operation} in history"
                     f" does not match {nc.service}/{nc.operation}"
                 )
