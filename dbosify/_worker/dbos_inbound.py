@@ -102,7 +102,9 @@ def apply(tx: Tx, task_queue: str, identity: str) -> int:
 
 def _messages(tx: Tx, task_queue: str, identity: str) -> int:
     nt = records.table(tx, "notifications")
-    lock = "" if tx.store.is_sqlite else " FOR UPDATE SKIP LOCKED"
+    # Locked and waited for, not skipped: the rows are filtered by task queue below, so a worker
+    # of another queue may hold one that is ours for a moment (each locks them in the same order).
+    lock = "" if tx.store.is_sqlite else " FOR UPDATE"
     ws = records.table(tx, "workflow_status")
     prefix = f"{ids.quote(tx.namespace)}/"
     # Messages to a run's DBOS ID, and to the ID of the enqueue that started a workflow (its
