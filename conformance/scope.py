@@ -77,6 +77,7 @@ OUT_OF_SCOPE_TESTS: dict[tuple[str, str], str] = {
     # A parameter set that calls the real model (the mocked one is in scope).
     ("tests.contrib.google_adk_agents.test_google_adk_agents", "test_single_agent[False]"): _GEMINI,
     ("tests.contrib.google_adk_agents.test_google_adk_agents", "test_multi_agent[False]"): _GEMINI,
+    ("tests.contrib.google_adk_agents.test_google_adk_agents", "test_mcp_agent[False]"): _GEMINI,
 }
 
 # In-scope tests known to fail for a documented reason; each names a docs/COMPATIBILITY.md row.

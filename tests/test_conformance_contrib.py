@@ -101,6 +101,8 @@ def test_contrib_scope() -> None:
     adk = "tests.contrib.google_adk_agents.test_google_adk_agents"
     assert scope.out_of_scope_reason(adk, "test_single_agent[False]")
     assert scope.out_of_scope_reason(adk, "test_single_agent[True]") is None
+    assert scope.out_of_scope_reason(adk, "test_mcp_agent[False]")
+    assert scope.out_of_scope_reason(adk, "test_mcp_agent[True]") is None
     assert scope.out_of_scope_reason("tests.contrib.langgraph.test_send", "test_send") is None
 
 

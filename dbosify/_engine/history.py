@@ -165,7 +165,21 @@ def current_run(tx: Tx, workflow_id: str, *, lock: bool = False) -> Run | None:
     )
     if lock and not tx.store.is_sqlite:
         sql += " FOR UPDATE"
-    return _run(tx.one(sql, (workflow_id,)))
+    run = _run(tx.one(sql, (workflow_id,)))
+    if lock and not tx.store.is_sqlite:
+        # Postgres (READ COMMITTED): a row lock waited for gives the row as its holder committed
+        # it, but not the rows that holder inserted, which are outside this statement's snapshot.
+        # A run that closed into a successor (continue-as-new, a retry, the next cron run) while
+        # we waited comes back closed with its successor unseen; a new statement sees it, so a
+        # signal or update racing the close reaches the new run, as on Temporal.
+        for _ in range(8):
+            if run is None or run.running:
+                break
+            again = _run(tx.one(sql, (workflow_id,)))
+            if again is None or again.run_id == run.run_id:
+                return again
+            run = again
+    return run
 
 
 def find_run(tx: Tx, workflow_id: str, run_id: str | None, *, lock: bool = False) -> Run | None:

@@ -250,10 +250,13 @@ class DriverBase:
             logger.exception("dbosify: eviction of run %s failed", self.run_id)
 
     async def _answer_queries(self, pending: queries.Pending) -> None:
+        # A query gets an activation of its own, flagged as replaying: Core answers a query task
+        # from history it has already applied (a cached run's, or one it just replayed), and a
+        # handler sees workflow.unsafe.is_replaying() true on the dev server, cached or not.
         completion = await self._activate(
             queries.jobs(pending),
             self.task_time if self.task_time is not None else self.store.clock.now(),
-            replaying=False, history_length=self.state.consumed,
+            replaying=True, history_length=self.state.consumed,
         )
         results = queries.answers(pending, completion)
         ids = [qid for qid, _ in pending]

@@ -72,4 +72,9 @@ class LocalActivities(DriverBase):
             await self.store.transact(self.ns, fn)
         except Fenced:
             self.fence()  # the driver notices at its next step
+        else:
+            # Recorded: its marker is the run's next input. Until a workflow task consumes it,
+            # the activity is no longer pending, so a task that began before the marker was
+            # written (a signal's) does not start it again when it ends.
+            self.state.local_pending.pop(seq, None)
         self.local_tasks.pop(seq, None)
