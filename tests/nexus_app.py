@@ -3,13 +3,14 @@ history fixture, tests/fixtures/nexus_devserver_history.json)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from datetime import timedelta
 
 import nexusrpc
 from temporalio import nexus, workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, NexusOperationError
 
 
 @workflow.defn
@@ -30,7 +31,13 @@ class Parked:
 
     @workflow.run
     async def run(self, name: str) -> str:
-        await workflow.wait_condition(lambda: self.go)
+        try:
+            await workflow.wait_condition(lambda: self.go)
+        except asyncio.CancelledError:
+            if not name.startswith("stubborn"):
+                raise
+            # A stubborn run takes note of a cancel request and keeps waiting for its signal.
+            await workflow.wait_condition(lambda: self.go)
         return f"parked {name}"
 
 
@@ -88,6 +95,13 @@ class Caller:
             return await client.execute_operation(Greeter.echo, arg)
         if op == "park":
             return await client.execute_operation(Greeter.park, arg)
+        if op == "park_cancel":
+            handle = await client.start_operation(Greeter.park, arg)
+            handle.cancel()
+            try:
+                return await handle
+            except (asyncio.CancelledError, NexusOperationError):
+                return "cancelled"
         if op == "crash_once":
             return await client.execute_operation(
                 Greeter.crash_once, arg, schedule_to_close_timeout=timedelta(seconds=60)

@@ -401,3 +401,28 @@ async def test_a_forged_completion_callback_writes_nothing_in_the_caller(client:
         assert et.EVENT_TYPE_NEXUS_OPERATION_COMPLETED not in types
         await client.get_workflow_handle(f"park-{tq}").signal(app.Parked.release)
         assert await caller.result() == f"parked {tq}"
+
+
+async def test_cancel_request_answer_is_recorded_in_the_callers_history(client: Client) -> None:
+    # As on Temporal: the handler's answer to a cancel request becomes
+    # NexusOperationCancelRequestCompleted (after NexusOperationCancelRequested) in the caller's
+    # history, while the operation itself goes on (this handler workflow ignores the request).
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    name = f"stubborn-{tq}"
+    async with Worker(client, task_queue=tq, workflows=[app.Caller, app.Parked], nexus_service_handlers=[app.Greeter()]):
+        caller = await client.start_workflow(app.Caller.run, args=["park_cancel", name], id=f"c-{tq}", task_queue=tq)
+        deadline = time.monotonic() + 15
+        types: list[str] = []
+        while "EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED" not in types:
+            assert time.monotonic() < deadline, types
+            await asyncio.sleep(0.2)
+            types = [t for t, _ in _events(await caller.fetch_history())]
+        assert types.index("EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUESTED") < types.index(
+            "EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED")
+        handler = client.get_workflow_handle(f"park-{name}")
+        await handler.signal(app.Parked.release)
+        assert await handler.result() == f"parked {name}"
+        await caller.result()
+        done = [t for t, _ in _events(await caller.fetch_history())]
+        assert done.count("EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED") == 1
