@@ -194,6 +194,10 @@ async def test_sync_and_workflow_run_operations(client: Client) -> None:
         assert cb.nexus.url == "temporal://system"
         [back] = cb.links
         assert (back.workflow_event.workflow_id, back.workflow_event.event_ref.event_id) == (f"a-{tq}", 5)
+        # DescribeWorkflowExecution lists the callback, delivered, with the operation's token.
+        [info] = (await client.get_workflow_handle(handler_wf).describe()).raw_description.callbacks
+        assert info.callback.nexus.header["nexus-operation-token"] == st.operation_token
+        assert info.trigger.HasField("workflow_closed") and info.state == 5  # CALLBACK_STATE_SUCCEEDED
 
 
 async def test_handler_errors(client: Client, tmp_path: Path) -> None:
