@@ -71,6 +71,10 @@ class Greeter:
         raise ApplicationError("boom", non_retryable=True)
 
     @nexusrpc.handler.sync_operation
+    async def deadline(self, ctx: nexusrpc.handler.StartOperationContext, _arg: str) -> str:
+        return ctx.request_deadline.isoformat() if ctx.request_deadline else "none"
+
+    @nexusrpc.handler.sync_operation
     async def crash_once(self, _ctx: nexusrpc.handler.StartOperationContext, path: str) -> str:
         # The first attempt kills its own process (SIGKILL) mid-operation; the next one answers.
         if not os.path.exists(path):
@@ -102,6 +106,8 @@ class Caller:
                 return await handle
             except (asyncio.CancelledError, NexusOperationError):
                 return "cancelled"
+        if op == "deadline":
+            return await client.execute_operation(Greeter.deadline, arg)
         if op == "crash_once":
             return await client.execute_operation(
                 Greeter.crash_once, arg, schedule_to_close_timeout=timedelta(seconds=60)

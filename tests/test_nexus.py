@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import nexusrpc
@@ -430,3 +431,16 @@ async def test_cancel_request_answer_is_recorded_in_the_callers_history(client: 
         await caller.result()
         done = [t for t, _ in _events(await caller.fetch_history())]
         assert done.count("EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED") == 1
+
+
+async def test_handler_sees_the_request_deadline(client: Client) -> None:
+    # Each Nexus request carries its deadline (Temporal's per-request timeout, 10 s by default),
+    # in UTC, even when the operation has no schedule-to-close timeout.
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    async with Worker(client, task_queue=tq, workflows=[app.Caller], nexus_service_handlers=[app.Greeter()]):
+        before = datetime.now(timezone.utc)
+        got = await client.execute_workflow(app.Caller.run, args=["deadline", "x"], id=f"d-{tq}", task_queue=tq)
+    deadline = datetime.fromisoformat(got)
+    assert deadline.tzinfo is not None and deadline.utcoffset() == timedelta(0)
+    assert before < deadline <= datetime.now(timezone.utc) + timedelta(seconds=10)

@@ -40,6 +40,7 @@ OPERATION_TOKEN_HEADER = "nexus-operation-token"
 CLAIM_BATCH = 8
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
+REQUEST_TIMEOUT = 10.0  # Temporal's default per-request timeout of a Nexus task
 UNSUCCESSFUL = "nexus operation completed unsuccessfully"
 # Handler error types Temporal retries unless the handler says otherwise.
 RETRYABLE_TYPES = {"INTERNAL", "UNAVAILABLE", "UPSTREAM_TIMEOUT", "RESOURCE_EXHAUSTED", ""}
@@ -306,8 +307,12 @@ def claim(tx: Tx, task_queue: str, owner: str, limit: int) -> tuple[list[bytes],
         task = core_nx.NexusTask(endpoint=str(got[2]))
         task.task.task_token = make_token(str(task_id), int(got[0]))
         task.task.request.ParseFromString(bytes(got[1]))
+        # As on Temporal: each request has its own deadline (the server's per-request timeout),
+        # never past the operation's schedule-to-close deadline.
+        request_deadline = now + REQUEST_TIMEOUT
         if got[3] is not None:
-            task.request_deadline.FromNanoseconds(int(float(got[3]) * 1e9))
+            request_deadline = min(request_deadline, float(got[3]))
+        task.request_deadline.FromNanoseconds(int(request_deadline * 1e9))
         out.append(task.SerializeToString())
     tx.lease()
     return out, next_ready(tx, task_queue)
