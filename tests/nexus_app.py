@@ -84,6 +84,34 @@ class Greeter:
         return f"done by {os.getpid()}"
 
 
+# Headers each cancel request of a Held operation came with, by operation token.
+CANCEL_HEADERS: dict[str, dict[str, str]] = {}
+
+
+class _HeldHandler(nexusrpc.handler.OperationHandler[str, str]):
+    """An operation that starts asynchronously, never completes, and notes its cancel requests."""
+
+    async def start(
+        self, ctx: nexusrpc.handler.StartOperationContext, input: str
+    ) -> nexusrpc.handler.StartOperationResultAsync:
+        return nexusrpc.handler.StartOperationResultAsync(token=f"held-{input}")
+
+    async def cancel(self, ctx: nexusrpc.handler.CancelOperationContext, token: str) -> None:
+        CANCEL_HEADERS[token] = dict(ctx.headers)
+
+
+@nexusrpc.service
+class HeldService:
+    held: nexusrpc.Operation[str, str]
+
+
+@nexusrpc.handler.service_handler(service=HeldService)
+class Held:
+    @nexusrpc.handler.operation_handler
+    def held(self) -> nexusrpc.handler.OperationHandler[str, str]:
+        return _HeldHandler()
+
+
 def endpoint_name(task_queue: str) -> str:
     return f"ep-{task_queue}".replace("_", "-")
 
@@ -106,6 +134,11 @@ class Caller:
                 return await handle
             except (asyncio.CancelledError, NexusOperationError):
                 return "cancelled"
+        if op == "held_cancel":
+            held = workflow.create_nexus_client(endpoint=endpoint_name(workflow.info().task_queue), service=HeldService)
+            handle = await held.start_operation(HeldService.held, arg, headers={"x-note": "kept"})
+            handle.cancel()
+            return await handle
         if op == "deadline":
             return await client.execute_operation(Greeter.deadline, arg)
         if op == "crash_once":

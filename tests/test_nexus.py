@@ -444,3 +444,17 @@ async def test_handler_sees_the_request_deadline(client: Client) -> None:
     deadline = datetime.fromisoformat(got)
     assert deadline.tzinfo is not None and deadline.utcoffset() == timedelta(0)
     assert before < deadline <= datetime.now(timezone.utc) + timedelta(seconds=10)
+
+
+async def test_cancel_request_carries_the_operations_headers(client: Client) -> None:
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    token = f"held-{tq}"
+    async with Worker(client, task_queue=tq, workflows=[app.Caller], nexus_service_handlers=[app.Held()]):
+        caller = await client.start_workflow(app.Caller.run, args=["held_cancel", tq], id=f"h-{tq}", task_queue=tq)
+        deadline = time.monotonic() + 15
+        while token not in app.CANCEL_HEADERS:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert app.CANCEL_HEADERS[token].get("x-note") == "kept"
+        await caller.terminate()

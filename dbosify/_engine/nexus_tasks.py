@@ -192,6 +192,8 @@ def _schedule_cancel(
         return
     req = nx.Request(endpoint=attrs.endpoint)
     req.scheduled_time.FromNanoseconds(int(now * 1e9))
+    for k, v in attrs.nexus_header.items():  # the operation's headers go with its cancel too
+        req.header[k] = v
     co = req.cancel_operation
     co.service, co.operation, co.operation_token, co.operation_id = attrs.service, attrs.operation, token, token
     tq = ep.target[1]
