@@ -134,6 +134,16 @@ class Caller:
                 return await handle
             except (asyncio.CancelledError, NexusOperationError):
                 return "cancelled"
+        if op == "park_wait_requested":
+            handle = await client.start_operation(
+                Greeter.park, arg, cancellation_type=workflow.NexusOperationCancellationType.WAIT_REQUESTED
+            )
+            handle.cancel()
+            await workflow.sleep(0.1)  # a later workflow task sees the handler's answer
+            try:
+                return await handle
+            except NexusOperationError as err:
+                return f"resolved: {type(err.cause).__name__}"
         if op == "held_cancel":
             held = workflow.create_nexus_client(endpoint=endpoint_name(workflow.info().task_queue), service=HeldService)
             handle = await held.start_operation(HeldService.held, arg, headers={"x-note": "kept"})

@@ -458,3 +458,21 @@ async def test_cancel_request_carries_the_operations_headers(client: Client) -> 
             await asyncio.sleep(0.1)
         assert app.CANCEL_HEADERS[token].get("x-note") == "kept"
         await caller.terminate()
+
+
+async def test_wait_requested_resolves_once_the_handler_took_the_cancel(client: Client) -> None:
+    # WAIT_REQUESTED: the caller's operation resolves as cancelled once the handler answered the
+    # cancel request, while the operation itself (this handler workflow ignores it) goes on.
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    name = f"stubborn-{tq}"
+    async with Worker(client, task_queue=tq, workflows=[app.Caller, app.Parked], nexus_service_handlers=[app.Greeter()]):
+        got = await client.execute_workflow(
+            app.Caller.run, args=["park_wait_requested", name], id=f"w-{tq}", task_queue=tq,
+            execution_timeout=timedelta(seconds=20),
+        )
+        assert got == "resolved: CancelledError"
+        handler = client.get_workflow_handle(f"park-{name}")
+        assert (await handler.describe()).status == 1  # RUNNING
+        await handler.signal(app.Parked.release)
+        assert await handler.result() == f"parked {name}"

@@ -229,7 +229,7 @@ def _cancel_answered(tx: Tx, run_id: str, seq: int, sched_id: int, failure: fail
         msg = hist.NexusOperationCancelRequestFailedEventAttributes(
             requested_event_id=requested, scheduled_event_id=sched_id)
         msg.failure.CopyFrom(failure)
-    h.append(tx, run_id, event_type, msg, dedup=f"nx-cancel-answered:{seq}")
+    h.append(tx, run_id, event_type, msg, seq=seq, dedup=f"nx-cancel-answered:{seq}")
 
 
 def wrap_failure(sched_id: int, attrs: hist.NexusOperationScheduledEventAttributes, cause: failure_pb.Failure,
