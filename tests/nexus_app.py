@@ -98,6 +98,8 @@ class _HeldHandler(nexusrpc.handler.OperationHandler[str, str]):
 
     async def cancel(self, ctx: nexusrpc.handler.CancelOperationContext, token: str) -> None:
         CANCEL_HEADERS[token] = dict(ctx.headers)
+        if "refuse" in token:
+            raise nexusrpc.HandlerError("will not cancel", type=nexusrpc.HandlerErrorType.BAD_REQUEST)
 
 
 @nexusrpc.service
@@ -142,6 +144,17 @@ class Caller:
             await workflow.sleep(0.1)  # a later workflow task sees the handler's answer
             try:
                 return await handle
+            except NexusOperationError as err:
+                return f"resolved: {type(err.cause).__name__}"
+        if op == "held_wait_requested":
+            held = workflow.create_nexus_client(endpoint=endpoint_name(workflow.info().task_queue), service=HeldService)
+            hh = await held.start_operation(
+                HeldService.held, arg, cancellation_type=workflow.NexusOperationCancellationType.WAIT_REQUESTED
+            )
+            hh.cancel()
+            await workflow.sleep(0.1)  # a later workflow task sees the handler's answer
+            try:
+                return await hh
             except NexusOperationError as err:
                 return f"resolved: {type(err.cause).__name__}"
         if op == "held_cancel":

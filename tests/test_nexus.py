@@ -476,3 +476,18 @@ async def test_wait_requested_resolves_once_the_handler_took_the_cancel(client: 
         assert (await handler.describe()).status == 1  # RUNNING
         await handler.signal(app.Parked.release)
         assert await handler.result() == f"parked {name}"
+
+
+async def test_wait_requested_fails_when_the_cancel_handler_refuses(client: Client) -> None:
+    # WAIT_REQUESTED with a cancel handler that fails: NexusOperationCancelRequestFailed, and the
+    # caller's operation fails with the handler's error.
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    async with Worker(client, task_queue=tq, workflows=[app.Caller], nexus_service_handlers=[app.Held()]):
+        caller = await client.start_workflow(
+            app.Caller.run, args=["held_wait_requested", f"refuse-{tq}"], id=f"r-{tq}", task_queue=tq,
+            execution_timeout=timedelta(seconds=20),
+        )
+        assert await caller.result() == "resolved: HandlerError"
+        types = [t for t, _ in _events(await caller.fetch_history())]
+        assert "EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_FAILED" in types

@@ -14,7 +14,7 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 from dbosify._engine import nexus_tasks as tasks
 
 INPUT_EVENT_TYPES = frozenset({
-    E.EVENT_TYPE_NEXUS_OPERATION_STARTED, E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED, *tasks.OUTCOMES,
+    E.EVENT_TYPE_NEXUS_OPERATION_STARTED, *tasks.OUTCOMES, *tasks.CANCEL_ANSWERS,
 })
 WAIT_CANCELLATION_REQUESTED = 3  # coresdk.nexus.NexusOperationCancellationType
 
@@ -33,7 +33,7 @@ def quiet(state: CallerState, event: hist.HistoryEvent, seq: int | None) -> bool
     """An input event that makes no job: an answer to a cancel request the workflow does not wait
     for, or the outcome of an operation already resolved. It starts no activation of its own."""
     t = event.event_type
-    if t == E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED:
+    if t in tasks.CANCEL_ANSWERS:
         return seq not in state.wait_requested or seq in state.resolved
     return t in tasks.OUTCOMES and seq in state.resolved
 
@@ -44,19 +44,26 @@ def jobs(event: hist.HistoryEvent, seq: int, state: CallerState) -> list[wa.Work
     t = event.event_type
     if quiet(state, event, seq):
         return []
-    if t == E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED:
-        # WAIT_REQUESTED: the handler took the cancel request; the operation resolves as cancelled
-        # now, without waiting for its outcome (which then makes no job).
+    if t in tasks.CANCEL_ANSWERS:
+        # WAIT_REQUESTED: the handler answered the cancel request; the operation resolves now,
+        # cancelled (or failed with the cancel handler's error), without waiting for its outcome
+        # (which then makes no job).
         state.resolved.add(seq)
         endpoint, service, operation = state.wait_requested[seq]
         f = failure_pb.Failure(message=tasks.UNSUCCESSFUL)
         i = f.nexus_operation_execution_failure_info
-        i.scheduled_event_id = event.nexus_operation_cancel_request_completed_event_attributes.scheduled_event_id
         i.endpoint, i.service, i.operation = endpoint, service, operation
-        f.cause.message = "operation canceled"
-        f.cause.canceled_failure_info.SetInParent()
         result = core_nx.NexusOperationResult()
-        result.cancelled.CopyFrom(f)
+        if t == E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED:
+            i.scheduled_event_id = event.nexus_operation_cancel_request_completed_event_attributes.scheduled_event_id
+            f.cause.message = "operation canceled"
+            f.cause.canceled_failure_info.SetInParent()
+            result.cancelled.CopyFrom(f)
+        else:
+            refused = event.nexus_operation_cancel_request_failed_event_attributes
+            i.scheduled_event_id = refused.scheduled_event_id
+            f.cause.CopyFrom(refused.failure)
+            result.failed.CopyFrom(f)
         return [wa.WorkflowActivationJob(resolve_nexus_operation=wa.ResolveNexusOperation(seq=seq, result=result))]
     if t == E.EVENT_TYPE_NEXUS_OPERATION_STARTED:
         started.add(seq)
