@@ -100,8 +100,7 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 # tests/nexus: what each known failure needs (docs/COMPATIBILITY.md, the Nexus rows).
 _NX_STANDALONE = ("COMPAT: Nexus (standalone operations: StartNexusOperationExecution and the describe, list,"
                   " count, cancel and terminate RPCs of operations a client started)")
-_NX_CANCEL_TYPES = ("COMPAT: Nexus (cancellation types ABANDON and TRY_CANCEL, which Core resolves without an"
-                    " event; WAIT_REQUESTED when the cancel handler fails, at CancelRequestFailed)")
+_NX_CANCEL_TYPES = "COMPAT: Nexus (cancellation types ABANDON and TRY_CANCEL, which Core resolves without an event)"
 _NX_SIGNAL_LINKS = ("COMPAT: Nexus (links of a signal sent from a Nexus handler: not recorded on its"
                     " WorkflowExecutionSignaled event)")
 _NX_SYSTEM = "COMPAT: Nexus (system Nexus: `signal_with_start` of an external workflow handle)"
