@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import nexusrpc
@@ -195,6 +196,10 @@ async def test_sync_and_workflow_run_operations(client: Client) -> None:
         assert cb.nexus.url == "temporal://system"
         [back] = cb.links
         assert (back.workflow_event.workflow_id, back.workflow_event.event_ref.event_id) == (f"a-{tq}", 5)
+        # DescribeWorkflowExecution lists the callback, delivered, with the operation's token.
+        [info] = (await client.get_workflow_handle(handler_wf).describe()).raw_description.callbacks
+        assert info.callback.nexus.header["nexus-operation-token"] == st.operation_token
+        assert info.trigger.HasField("workflow_closed") and info.state == 5  # CALLBACK_STATE_SUCCEEDED
 
 
 async def test_handler_errors(client: Client, tmp_path: Path) -> None:
@@ -418,3 +423,88 @@ async def test_cancel_request_carries_the_callers_headers(client: Client) -> Non
         [(_, headers)] = [c for c in app.CANCELS if c[0] == f"held-{tq}"]
         assert headers.get("x-caller-trace") == f"trace-{tq}"
         await h.terminate("done")
+
+
+async def test_cancel_request_answer_is_recorded_in_the_callers_history(client: Client) -> None:
+    # As on Temporal: the handler's answer to a cancel request becomes
+    # NexusOperationCancelRequestCompleted (after NexusOperationCancelRequested) in the caller's
+    # history, while the operation itself goes on (this handler workflow ignores the request).
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    name = f"stubborn-{tq}"
+    async with Worker(client, task_queue=tq, workflows=[app.Caller, app.Parked], nexus_service_handlers=[app.Greeter()]):
+        caller = await client.start_workflow(app.Caller.run, args=["park_cancel", name], id=f"c-{tq}", task_queue=tq)
+        deadline = time.monotonic() + 15
+        types: list[str] = []
+        while "EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED" not in types:
+            assert time.monotonic() < deadline, types
+            await asyncio.sleep(0.2)
+            types = [t for t, _ in _events(await caller.fetch_history())]
+        assert types.index("EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUESTED") < types.index(
+            "EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED")
+        handler = client.get_workflow_handle(f"park-{name}")
+        await handler.signal(app.Parked.release)
+        assert await handler.result() == f"parked {name}"
+        await caller.result()
+        done = [t for t, _ in _events(await caller.fetch_history())]
+        assert done.count("EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED") == 1
+
+
+async def test_handler_sees_the_request_deadline(client: Client) -> None:
+    # Each Nexus request carries its deadline (Temporal's per-request timeout, 10 s by default),
+    # in UTC, even when the operation has no schedule-to-close timeout.
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    async with Worker(client, task_queue=tq, workflows=[app.Caller], nexus_service_handlers=[app.Greeter()]):
+        before = datetime.now(timezone.utc)
+        got = await client.execute_workflow(app.Caller.run, args=["deadline", "x"], id=f"d-{tq}", task_queue=tq)
+    deadline = datetime.fromisoformat(got)
+    assert deadline.tzinfo is not None and deadline.utcoffset() == timedelta(0)
+    assert before < deadline <= datetime.now(timezone.utc) + timedelta(seconds=10)
+
+
+async def test_cancel_request_carries_the_operations_headers(client: Client) -> None:
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    token = f"held-{tq}"
+    async with Worker(client, task_queue=tq, workflows=[app.Caller], nexus_service_handlers=[app.Held()]):
+        caller = await client.start_workflow(app.Caller.run, args=["held_cancel", tq], id=f"h-{tq}", task_queue=tq)
+        deadline = time.monotonic() + 15
+        while token not in app.CANCEL_HEADERS:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert app.CANCEL_HEADERS[token].get("x-note") == "kept"
+        await caller.terminate()
+
+
+async def test_wait_requested_resolves_once_the_handler_took_the_cancel(client: Client) -> None:
+    # WAIT_REQUESTED: the caller's operation resolves as cancelled once the handler answered the
+    # cancel request, while the operation itself (this handler workflow ignores it) goes on.
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    name = f"stubborn-{tq}"
+    async with Worker(client, task_queue=tq, workflows=[app.Caller, app.Parked], nexus_service_handlers=[app.Greeter()]):
+        got = await client.execute_workflow(
+            app.Caller.run, args=["park_wait_requested", name], id=f"w-{tq}", task_queue=tq,
+            execution_timeout=timedelta(seconds=20),
+        )
+        assert got == "resolved: CancelledError"
+        handler = client.get_workflow_handle(f"park-{name}")
+        assert (await handler.describe()).status == 1  # RUNNING
+        await handler.signal(app.Parked.release)
+        assert await handler.result() == f"parked {name}"
+
+
+async def test_wait_requested_fails_when_the_cancel_handler_refuses(client: Client) -> None:
+    # WAIT_REQUESTED with a cancel handler that fails: NexusOperationCancelRequestFailed, and the
+    # caller's operation fails with the handler's error.
+    tq = _tq()
+    await _create_endpoint(client, tq)
+    async with Worker(client, task_queue=tq, workflows=[app.Caller], nexus_service_handlers=[app.Held()]):
+        caller = await client.start_workflow(
+            app.Caller.run, args=["held_wait_requested", f"refuse-{tq}"], id=f"r-{tq}", task_queue=tq,
+            execution_timeout=timedelta(seconds=20),
+        )
+        assert await caller.result() == "resolved: HandlerError"
+        types = [t for t, _ in _events(await caller.fetch_history())]
+        assert "EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_FAILED" in types

@@ -40,12 +40,17 @@ OPERATION_TOKEN_HEADER = "nexus-operation-token"
 CLAIM_BATCH = 8
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
+REQUEST_TIMEOUT = 10.0  # Temporal's default per-request timeout of a Nexus task
 UNSUCCESSFUL = "nexus operation completed unsuccessfully"
 # Handler error types Temporal retries unless the handler says otherwise.
 RETRYABLE_TYPES = {"INTERNAL", "UNAVAILABLE", "UPSTREAM_TIMEOUT", "RESOURCE_EXHAUSTED", ""}
 RETRY_BEHAVIOR_RETRYABLE = 1
 RETRY_BEHAVIOR_NON_RETRYABLE = 2
 
+CANCEL_ANSWERS = (
+    E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED,
+    E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_FAILED,
+)
 OUTCOMES = (
     E.EVENT_TYPE_NEXUS_OPERATION_COMPLETED,
     E.EVENT_TYPE_NEXUS_OPERATION_FAILED,
@@ -206,6 +211,33 @@ def _schedule_cancel(
     tx.notify(wake_key(tq))
 
 
+def _cancel_answered(tx: Tx, run_id: str, seq: int, sched_id: int, failure: failure_pb.Failure | None) -> None:
+    """The handler answered a cancel request: NexusOperationCancelRequestCompleted, or
+    NexusOperationCancelRequestFailed with its failure, in the caller's history (once)."""
+    run = h.get_run(tx, run_id, lock=True)
+    if run is None or not run.running:
+        return
+    requested = 0
+    for eid, raw in tx.all(
+        "SELECT event_id, event FROM history WHERE run_id = %s AND event_type = %s",
+        (run_id, E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUESTED),
+    ):
+        ev = hist.HistoryEvent.FromString(bytes(raw))
+        if ev.nexus_operation_cancel_requested_event_attributes.scheduled_event_id == sched_id:
+            requested = int(eid)
+    msg: Any
+    if failure is None:
+        event_type = E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED
+        msg = hist.NexusOperationCancelRequestCompletedEventAttributes(
+            requested_event_id=requested, scheduled_event_id=sched_id)
+    else:
+        event_type = E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_FAILED
+        msg = hist.NexusOperationCancelRequestFailedEventAttributes(
+            requested_event_id=requested, scheduled_event_id=sched_id)
+        msg.failure.CopyFrom(failure)
+    h.append(tx, run_id, event_type, msg, seq=seq, dedup=f"nx-cancel-answered:{seq}")
+
+
 def wrap_failure(sched_id: int, attrs: hist.NexusOperationScheduledEventAttributes, cause: failure_pb.Failure,
                  token: str = "") -> failure_pb.Failure:
     """Temporal's chain: NexusOperationFailure (what was called) caused by what the handler said."""
@@ -283,8 +315,12 @@ def claim(tx: Tx, task_queue: str, owner: str, limit: int) -> tuple[list[bytes],
         task = core_nx.NexusTask(endpoint=str(got[2]))
         task.task.task_token = make_token(str(task_id), int(got[0]))
         task.task.request.ParseFromString(bytes(got[1]))
+        # As on Temporal: each request has its own deadline (the server's per-request timeout),
+        # never past the operation's schedule-to-close deadline.
+        request_deadline = now + REQUEST_TIMEOUT
         if got[3] is not None:
-            task.request_deadline.FromNanoseconds(int(float(got[3]) * 1e9))
+            request_deadline = min(request_deadline, float(got[3]))
+        task.request_deadline.FromNanoseconds(int(request_deadline * 1e9))
         out.append(task.SerializeToString())
     tx.lease()
     return out, next_ready(tx, task_queue)
@@ -351,10 +387,12 @@ def complete(tx: Tx, owner: str, token: bytes, completion: core_nx.NexusTaskComp
             _outcome(tx, run_id, seq, sched_id, attrs, E.EVENT_TYPE_NEXUS_OPERATION_FAILED, cause=failure)
         else:
             tx.execute("DELETE FROM nexus_tasks WHERE task_id = %s", (task_id,))
+            _cancel_answered(tx, run_id, seq, sched_id, failure)
         return
     resp = completion.completed
     if kind == "cancel":
         tx.execute("DELETE FROM nexus_tasks WHERE task_id = %s", (task_id,))
+        _cancel_answered(tx, run_id, seq, sched_id, None)
         return
     so = resp.start_operation
     variant = so.WhichOneof("variant")

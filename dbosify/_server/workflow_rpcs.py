@@ -11,6 +11,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 from temporalio.api.enums.v1 import workflow_pb2 as wfenums
+from temporalio.api.enums.v1.common_pb2 import CALLBACK_STATE_STANDBY, CALLBACK_STATE_SUCCEEDED
 from temporalio.api.history.v1 import message_pb2 as hist
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
@@ -243,6 +244,20 @@ class WorkflowRpcs(RpcBase):
                 pa.heartbeat_details.ParseFromString(bytes(details))
             if last_failure:
                 pa.last_failure.ParseFromString(bytes(last_failure))
+        for cb in started.completion_callbacks:
+            # Completion callbacks (a Nexus operation's, attached by its start): waiting while the
+            # run is open; delivered in the transaction that closes it.
+            ci = resp.callbacks.add()
+            ci.callback.CopyFrom(cb)
+            ci.trigger.workflow_closed.SetInParent()
+            ci.registration_time.CopyFrom(started_event.event_time)
+            if run.running:
+                ci.state = CALLBACK_STATE_STANDBY  # type: ignore[assignment]
+            else:
+                ci.state = CALLBACK_STATE_SUCCEEDED  # type: ignore[assignment]
+                ci.attempt = 1
+                if info.HasField("close_time"):
+                    ci.last_attempt_complete_time.CopyFrom(info.close_time)
         if run.running and run.wft_failure:
             # Surface a failing workflow task (e.g. an unknown workflow type) like Temporal does.
             pwt = resp.pending_workflow_task

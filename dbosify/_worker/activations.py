@@ -50,6 +50,9 @@ INPUT_EVENT_TYPES = {
     E.EVENT_TYPE_NEXUS_OPERATION_FAILED,
     E.EVENT_TYPE_NEXUS_OPERATION_CANCELED,
     E.EVENT_TYPE_NEXUS_OPERATION_TIMED_OUT,
+    # Jobs only for WAIT_REQUESTED operations (`nexus.quiet`).
+    E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED,
+    E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_FAILED,
 }
 
 RESET_WORKFLOW = failed_cause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW
@@ -171,7 +174,7 @@ def jobs_for(
     patches: list[str],
     scheduled: dict[int, Any],
     cancelled: frozenset[int] | set[int] = frozenset(),
-    nexus_started: set[int] | None = None,
+    nexus_state: nexus.CallerState | None = None,
 ) -> list[wa.WorkflowActivationJob]:
     """The jobs of one activation: its input events and the updates delivered with it.
 
@@ -180,11 +183,10 @@ def jobs_for(
     Core, which resolves those as cancelled at once, an outcome that raced in after the workflow
     task started resolves them as cancelled.
     ``updates`` are (update.v1.Request, run_validator) pairs.
-    ``nexus_started``: Nexus operations whose start was resolved in earlier activations (the
-    caller's state, updated here; see `nexus.jobs`).
+    ``nexus_state``: the Nexus caller's state across activations (updated here; see `nexus.jobs`).
     """
-    if nexus_started is None:
-        nexus_started = set()
+    if nexus_state is None:
+        nexus_state = nexus.CallerState()
     first: list[wa.WorkflowActivationJob] = []
     middle: list[wa.WorkflowActivationJob] = []
     rest: list[wa.WorkflowActivationJob] = []
@@ -356,7 +358,7 @@ def jobs_for(
                 rc.failure.application_failure_info.type = "RequestCancelExternalWorkflowExecutionFailed"
             rest.append(wa.WorkflowActivationJob(resolve_request_cancel_external_workflow=rc))
         elif t in nexus.INPUT_EVENT_TYPES:
-            rest.extend(nexus.jobs(event, seq or 0, nexus_started))
+            rest.extend(nexus.jobs(event, seq or 0, nexus_state))
     for request, run_validator in updates:
         du = wa.DoUpdate(
             id=request.meta.update_id,

@@ -86,7 +86,7 @@ class Replaying(DriverBase):
             tracking.inputs(self.state, inputs)
             jobs = A.jobs_for(
                 self.run_id, inputs, updates, st.patches, st.scheduled, st.activity_cancelled,
-                st.nexus_started,
+                st.nexus,
             )
             # workflow.now() is the task's started time; its commands took effect at its completion
             # (the same moment in histories written before the two were told apart).

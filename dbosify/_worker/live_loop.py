@@ -19,7 +19,14 @@ from dbosify._engine import history as h
 from dbosify._engine import runs as _runs
 from dbosify._store import Tx
 from dbosify._worker import activations as A
-from dbosify._worker import dormancy, history_limits, payload_limits, tracking, versioning
+from dbosify._worker import (
+    dormancy,
+    history_limits,
+    nexus_jobs,
+    payload_limits,
+    tracking,
+    versioning,
+)
 from dbosify._worker.applying import BadCommand
 from dbosify._worker.driver_base import (
     _UNHANDLED,
@@ -76,6 +83,8 @@ class LiveLoop(WorkflowTask, LocalActivities):
                 inputs = [
                     (e, s) for e, s in self.events if e.event_id > st.consumed and A.is_input(e)
                 ]
+                if all(nexus_jobs.quiet(st.nexus, e, s) for e, s in inputs):
+                    inputs = []  # none makes a job: they go with the next workflow task
                 if inputs or snap.updates:
                     # A versioned worker first checks the run is still routed to it (versioning.py).
                     self.target_version_changed = await versioning.check(self)
@@ -205,7 +214,7 @@ class LiveLoop(WorkflowTask, LocalActivities):
         jobs = A.jobs_for(
             self.run_id, inputs, [(u, True) for u in updates],
             st.patches if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED for e, _ in inputs) else [],
-            st.scheduled, st.activity_cancelled, st.nexus_started,
+            st.scheduled, st.activity_cancelled, st.nexus,
         )
         ts = self.task_time = self.store.clock.now()
         self.task_build_id = self.core.build_id

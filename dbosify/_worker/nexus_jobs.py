@@ -3,6 +3,8 @@ for the NexusOperationStarted and outcome events of its history (`activations.jo
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from temporalio.api.enums.v1 import event_type_pb2 as E
 from temporalio.api.failure.v1 import message_pb2 as failure_pb
 from temporalio.api.history.v1 import message_pb2 as hist
@@ -11,13 +13,58 @@ from temporalio.bridge.proto.workflow_activation import workflow_activation_pb2 
 
 from dbosify._engine import nexus_tasks as tasks
 
-INPUT_EVENT_TYPES = frozenset({E.EVENT_TYPE_NEXUS_OPERATION_STARTED, *tasks.OUTCOMES})
+INPUT_EVENT_TYPES = frozenset({
+    E.EVENT_TYPE_NEXUS_OPERATION_STARTED, *tasks.OUTCOMES, *tasks.CANCEL_ANSWERS,
+})
+WAIT_CANCELLATION_REQUESTED = 3  # coresdk.nexus.NexusOperationCancellationType
 
 
-def jobs(event: hist.HistoryEvent, seq: int, started: set[int]) -> list[wa.WorkflowActivationJob]:
-    """Core's jobs for one Nexus event. ``started``: the operations whose start was resolved
-    (kept by the caller across activations; updated here)."""
+@dataclass
+class CallerState:
+    """What the caller's side keeps across activations (live, and rebuilt on replay)."""
+
+    started: set[int] = field(default_factory=set)  # operations whose start was resolved
+    # Operations scheduled with WAIT_REQUESTED: seq -> (endpoint, service, operation).
+    wait_requested: dict[int, tuple[str, str, str]] = field(default_factory=dict)
+    resolved: set[int] = field(default_factory=set)  # resolved before their outcome event
+
+
+def quiet(state: CallerState, event: hist.HistoryEvent, seq: int | None) -> bool:
+    """An input event that makes no job: an answer to a cancel request the workflow does not wait
+    for, or the outcome of an operation already resolved. It starts no activation of its own."""
     t = event.event_type
+    if t in tasks.CANCEL_ANSWERS:
+        return seq not in state.wait_requested or seq in state.resolved
+    return t in tasks.OUTCOMES and seq in state.resolved
+
+
+def jobs(event: hist.HistoryEvent, seq: int, state: CallerState) -> list[wa.WorkflowActivationJob]:
+    """Core's jobs for one Nexus event (``state`` updated here)."""
+    started = state.started
+    t = event.event_type
+    if quiet(state, event, seq):
+        return []
+    if t in tasks.CANCEL_ANSWERS:
+        # WAIT_REQUESTED: the handler answered the cancel request; the operation resolves now,
+        # cancelled (or failed with the cancel handler's error), without waiting for its outcome
+        # (which then makes no job).
+        state.resolved.add(seq)
+        endpoint, service, operation = state.wait_requested[seq]
+        f = failure_pb.Failure(message=tasks.UNSUCCESSFUL)
+        i = f.nexus_operation_execution_failure_info
+        i.endpoint, i.service, i.operation = endpoint, service, operation
+        result = core_nx.NexusOperationResult()
+        if t == E.EVENT_TYPE_NEXUS_OPERATION_CANCEL_REQUEST_COMPLETED:
+            i.scheduled_event_id = event.nexus_operation_cancel_request_completed_event_attributes.scheduled_event_id
+            f.cause.message = "operation canceled"
+            f.cause.canceled_failure_info.SetInParent()
+            result.cancelled.CopyFrom(f)
+        else:
+            refused = event.nexus_operation_cancel_request_failed_event_attributes
+            i.scheduled_event_id = refused.scheduled_event_id
+            f.cause.CopyFrom(refused.failure)
+            result.failed.CopyFrom(f)
+        return [wa.WorkflowActivationJob(resolve_nexus_operation=wa.ResolveNexusOperation(seq=seq, result=result))]
     if t == E.EVENT_TYPE_NEXUS_OPERATION_STARTED:
         started.add(seq)
         token = event.nexus_operation_started_event_attributes.operation_token

@@ -21,6 +21,7 @@ from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 
 
 from dbosify._engine.history import attrs_of
 from dbosify._worker import activations as A
+from dbosify._worker import nexus_jobs
 from dbosify._worker.activations import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 from dbosify._worker.core import PollShutdownError
 
@@ -60,7 +61,7 @@ class _Seqs:
     scheduled: dict[int, Any] = field(default_factory=dict)  # activity seq -> scheduled attrs
     cancel_type: dict[int, int] = field(default_factory=dict)  # activity seq -> cancellation type
     cancelled: set[int] = field(default_factory=set)  # activities cancelled without waiting
-    nexus_started: set[int] = field(default_factory=set)  # Nexus operations whose start resolved
+    nexus: nexus_jobs.CallerState = field(default_factory=lambda: nexus_jobs.CallerState())  # Nexus calls
 
 
 def _initiating_event_id(event: hist.HistoryEvent) -> int | None:
@@ -183,6 +184,8 @@ def _check(
                     f" does not match {nc.service}/{nc.operation}"
                 )
             seqs.by_event[ev.event_id] = nc.seq
+            if nc.cancellation_type == nexus_jobs.WAIT_CANCELLATION_REQUESTED:
+                seqs.nexus.wait_requested[nc.seq] = (nc.endpoint, nc.service, nc.operation)
         i += 1
     rest = [e for e in want[i:] if e.event_type != E.EVENT_TYPE_MARKER_RECORDED]
     if rest:
@@ -307,7 +310,7 @@ class ReplayWorker:
                 for e in commands
                 if e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
             ]
-            jobs = A.jobs_for(run_id, inputs, updates, patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled, seqs.nexus_started)
+            jobs = A.jobs_for(run_id, inputs, updates, patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled, seqs.nexus)
             flags.update(done.workflow_task_completed_event_attributes.sdk_metadata.lang_used_flags)
             act = wa.WorkflowActivation(
                 run_id=run_id,
@@ -341,7 +344,7 @@ class ReplayWorker:
         if tail and last_started > consumed:
             act = wa.WorkflowActivation(run_id=run_id, is_replaying=True, history_length=last_started)
             act.timestamp.CopyFrom(started_times[last_started])
-            act.jobs.extend(A.jobs_for(run_id, [t for t in tail if t[0].event_id < last_started], [], patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled, seqs.nexus_started))
+            act.jobs.extend(A.jobs_for(run_id, [t for t in tail if t[0].event_id < last_started], [], patches if consumed == 0 else [], seqs.scheduled, seqs.cancelled, seqs.nexus))
             if act.jobs:
                 completion = await self._activate(act)
                 if completion.HasField("failed"):

@@ -12,6 +12,7 @@ from temporalio.bridge.proto.workflow_commands import workflow_commands_pb2 as w
 from temporalio.bridge.proto.workflow_completion import workflow_completion_pb2 as wcomp
 
 from dbosify._worker import activations as A
+from dbosify._worker import nexus_jobs
 from dbosify._worker.activations import ACTIVITY_CANCEL_TRY, ACTIVITY_CANCEL_WAIT
 
 
@@ -33,7 +34,7 @@ class DriverState:
     patches: list[str] = field(default_factory=list)
     flags: set[int] = field(default_factory=set)
     children: dict[int, str] = field(default_factory=dict)  # seq -> child workflow id
-    nexus_started: set[int] = field(default_factory=set)  # Nexus operations whose start was resolved
+    nexus: nexus_jobs.CallerState = field(default_factory=nexus_jobs.CallerState)  # the Nexus caller's
 
 
 def timer_due(st: DriverState, started: float, duration: float) -> float:
@@ -108,6 +109,10 @@ def commands(st: DriverState, completion: wcomp.WorkflowActivationCompletion, ts
                 st.local_pending[la.seq] = la
                 if cmd.HasField("user_metadata"):
                     st.local_meta[la.seq] = cmd.user_metadata
+        elif cmd.HasField("schedule_nexus_operation"):
+            sn = cmd.schedule_nexus_operation
+            if sn.cancellation_type == nexus_jobs.WAIT_CANCELLATION_REQUESTED:
+                st.nexus.wait_requested[sn.seq] = (sn.endpoint, sn.service, sn.operation)
         elif cmd.HasField("request_cancel_activity"):
             seq = cmd.request_cancel_activity.seq
             if st.activity_cancel_type.get(seq, ACTIVITY_CANCEL_TRY) != ACTIVITY_CANCEL_WAIT:
