@@ -84,46 +84,6 @@ class Greeter:
         return f"done by {os.getpid()}"
 
 
-# What a Held operation's cancel handler was given: (token, the request's headers).
-CANCELS: list[tuple[str, dict[str, str]]] = []
-
-
-class _HoldHandler(nexusrpc.handler.OperationHandler[str, str]):
-    """Starts asynchronously (the token names the input) and never completes by itself."""
-
-    async def start(
-        self, ctx: nexusrpc.handler.StartOperationContext, input: str
-    ) -> nexusrpc.handler.StartOperationResultAsync:
-        return nexusrpc.handler.StartOperationResultAsync(f"held-{input}")
-
-    async def cancel(self, ctx: nexusrpc.handler.CancelOperationContext, token: str) -> None:
-        CANCELS.append((token, dict(ctx.headers)))
-
-
-@nexusrpc.service
-class Holder:
-    hold: nexusrpc.Operation[str, str]
-
-
-@nexusrpc.handler.service_handler(service=Holder)
-class HolderHandler:
-    @nexusrpc.handler.operation_handler
-    def hold(self) -> nexusrpc.handler.OperationHandler[str, str]:
-        return _HoldHandler()
-
-
-@workflow.defn
-class HoldAndCancel:
-    """Starts a Held operation with a header, cancels it once started, and waits to be ended."""
-
-    @workflow.run
-    async def run(self, name: str) -> None:
-        client = workflow.create_nexus_client(endpoint=endpoint_name(workflow.info().task_queue), service=Holder)
-        handle = await client.start_operation(Holder.hold, name, headers={"x-caller-trace": f"trace-{name}"})
-        handle.cancel()
-        await workflow.wait_condition(lambda: False)
-
-
 # Headers each cancel request of a Held operation came with, by operation token.
 CANCEL_HEADERS: dict[str, dict[str, str]] = {}
 

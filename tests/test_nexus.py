@@ -409,22 +409,6 @@ async def test_a_forged_completion_callback_writes_nothing_in_the_caller(client:
         assert await caller.result() == f"parked {tq}"
 
 
-async def test_cancel_request_carries_the_callers_headers(client: Client) -> None:
-    """The cancel of a started operation reaches its handler with the Nexus headers the caller
-    gave the start (as on Temporal: a tracing context links the handler's cancel to the caller)."""
-    tq = _tq()
-    await _create_endpoint(client, tq)
-    async with Worker(client, task_queue=tq, workflows=[app.HoldAndCancel], nexus_service_handlers=[app.HolderHandler()]):
-        h = await client.start_workflow(app.HoldAndCancel.run, tq, id=f"hc-{tq}", task_queue=tq)
-        deadline = time.monotonic() + 20
-        while not any(t == f"held-{tq}" for t, _ in app.CANCELS):
-            assert time.monotonic() < deadline, "the cancel never reached the handler"
-            await asyncio.sleep(0.05)
-        [(_, headers)] = [c for c in app.CANCELS if c[0] == f"held-{tq}"]
-        assert headers.get("x-caller-trace") == f"trace-{tq}"
-        await h.terminate("done")
-
-
 async def test_cancel_request_answer_is_recorded_in_the_callers_history(client: Client) -> None:
     # As on Temporal: the handler's answer to a cancel request becomes
     # NexusOperationCancelRequestCompleted (after NexusOperationCancelRequested) in the caller's
