@@ -429,7 +429,8 @@ async def test_cli_sets_and_describes_like_temporal(client: Client, db_url: str)
         doc = json.loads(out)
         assert doc["routingConfig"]["currentVersionBuildID"] == "1.0"
         assert doc["routingConfig"]["rampingVersionPercentage"] == 25
-        assert [v["BuildID"] for v in doc["versionSummaries"]] == ["1.0", "2.0"]
+        # In the order the versions were created: the two workers register at the same time.
+        assert sorted(v["BuildID"] for v in doc["versionSummaries"]) == ["1.0", "2.0"]
         rc, out, err = await _cli(db_url, ns, "list", "-o", "json")
         assert dep in [d["name"] for d in json.loads(out)]
         rc, out, err = await _cli(db_url, ns, "set-ramping-version", "--deployment-name", dep, "--delete", "-y")
