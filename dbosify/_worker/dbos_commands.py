@@ -50,29 +50,22 @@ def apply(tx: Tx, task_queue: str, identity: str) -> int:
         return 0
     join, params = _join(tx)
     rows = tx.all(
-        f"SELECT e.run_id, w.status, e.owner FROM {join}"
+        f"SELECT e.run_id, w.status FROM {join}"
         " WHERE e.task_queue = %s AND e.status = 1"
         " AND (w.status = 'CANCELLED' OR (w.status = 'ENQUEUED' AND (e.owner IS NOT NULL"
         "      OR (e.dormant = 1 AND w.recovery_attempts = 0))))",
         (*params, task_queue),
     )
     done = 0
-    for run_id, status, owner in rows:
+    for run_id, status in rows:
         run = h.get_run(tx, run_id, lock=True)
         if run is None or not run.running:
             continue
         if status == "CANCELLED":
             logger.info("dbosify: run %s was cancelled through DBOS; terminating it", run_id)
             _runs.terminate(tx, run, CANCEL_REASON, identity)
-        elif owner is not None:
-            logger.info("dbosify: run %s was resumed through DBOS; handing it to a live worker", run_id)
-            tx.execute("UPDATE executions SET owner = NULL WHERE run_id = %s", (run_id,))
-            tx.notify(f"wf:{task_queue}")
-            tx.notify(f"run:{run_id}")  # its old driver, if any, finds itself fenced
         else:
-            logger.info("dbosify: dormant run %s was resumed through DBOS; waking it", run_id)
-            tx.execute("UPDATE executions SET dormant = 0 WHERE run_id = %s", (run_id,))
-            tx.notify(f"wf:{task_queue}")
+            _resume(tx, run)
         done += 1
     return done + _aliases(tx, task_queue, identity) + _forks(tx, task_queue, identity) + _deletes(tx, identity)
 
@@ -106,16 +99,22 @@ def _aliases(tx: Tx, task_queue: str, identity: str) -> int:
             (records._ms(), alias),
         ) is None:
             continue
-        owner = tx.one("SELECT owner FROM executions WHERE run_id = %s", (run_id,))
-        if owner is not None and owner[0] is not None:
-            logger.info("dbosify: workflow %s was resumed through DBOS; handing run %s to a live worker", alias, run_id)
-            tx.execute("UPDATE executions SET owner = NULL WHERE run_id = %s", (run_id,))
-            tx.notify(f"wf:{run.task_queue}")
-            tx.notify(f"run:{run_id}")
-        else:
-            tx.execute("UPDATE executions SET dormant = 0 WHERE run_id = %s", (run_id,))
-            tx.notify(f"wf:{run.task_queue}")
+        _resume(tx, run)
     return len(rows)
+
+
+def _resume(tx: Tx, run: h.Run) -> None:
+    """A DBOS resume of a running run (read locked): a run a worker holds is handed to a live
+    worker of its task queue (its old driver, if any, finds itself fenced); a dormant one is
+    made claimable now."""
+    if run.owner is not None:
+        logger.info("dbosify: run %s was resumed through DBOS; handing it to a live worker", run.run_id)
+        tx.execute("UPDATE executions SET owner = NULL WHERE run_id = %s", (run.run_id,))
+        tx.notify(f"run:{run.run_id}")
+    else:
+        logger.info("dbosify: dormant run %s was resumed through DBOS; waking it", run.run_id)
+        tx.execute("UPDATE executions SET dormant = 0 WHERE run_id = %s", (run.run_id,))
+    tx.notify(f"wf:{run.task_queue}")
 
 
 def _forks(tx: Tx, task_queue: str, identity: str) -> int:
